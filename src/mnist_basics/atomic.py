@@ -18,6 +18,12 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
@@ -28,7 +34,9 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    if not is_dir:
+    if is_dir:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; outputs get the user's usual mode
+    else:
         tmp.rmdir()
     try:
         yield tmp

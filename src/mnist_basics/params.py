@@ -224,7 +224,7 @@ def validate(raw: Any, sections: tuple[str, ...] | None = None) -> dict[str, dic
             f"params.yaml: unknown section {unknown[0]!r}; allowed: {', '.join(SCHEMA)}"
         )
     out: dict[str, dict[str, Any]] = {}
-    for sec in sections or tuple(SCHEMA):
+    for sec in sections if sections is not None else tuple(SCHEMA):
         given = raw.get(sec) or {}
         if not isinstance(given, dict):
             raise UserError(f"params.yaml: {sec} must be a mapping, got {_fmt(given)}")

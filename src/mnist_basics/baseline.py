@@ -1,0 +1,74 @@
+"""The chapter's first idea, pixel similarity: the mean ("ideal") image of each digit, and each
+valid image classified as the digit whose ideal is nearest, by L1 and by RMSE."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from mnist_basics import atomic, images
+from mnist_basics.data import Split, digits_of, load_split
+
+
+def mnist_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The book's L1 distance: mean absolute difference over the last two axes (broadcasting)."""
+    return (a - b).abs().mean((-1, -2))
+
+
+def rmse_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The book's other distance: root mean squared difference."""
+    return ((a - b) ** 2).mean((-1, -2)).sqrt()
+
+
+DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l1": mnist_distance,
+    "rmse": rmse_distance,
+}
+
+
+def ideal_digits(split: Split, digits: list[int]) -> torch.Tensor:
+    """Mean image of each digit, [len(digits), 28, 28] (the book's mean3 and mean7)."""
+    return torch.stack([split.images[split.labels == d].mean(0) for d in digits])
+
+
+def nearest_ideal(x: torch.Tensor, ideals: torch.Tensor, distance) -> torch.Tensor:
+    """Index of the nearest ideal for each image; with two digits, the book's `is_3` rule
+    (first digit only when strictly nearer)."""
+    dists = torch.stack([distance(x, ideal) for ideal in ideals], dim=1)
+    if len(ideals) == 2:
+        return (dists[:, 0] >= dists[:, 1]).long()
+    return dists.argmin(1)
+
+
+def accuracies(pred: torch.Tensor, labels: torch.Tensor, digits: list[int]) -> dict:
+    """Image-weighted accuracy, the book's mean of per-digit accuracies, and each digit's."""
+    truth = torch.tensor(digits)[pred] == labels
+    per_digit = {str(d): round(truth[labels == d].float().mean().item(), 4) for d in digits}
+    return {
+        "accuracy": round(truth.float().mean().item(), 4),
+        "mean_digit_accuracy": round(sum(per_digit.values()) / len(per_digit), 4),
+        "per_digit": per_digit,
+    }
+
+
+def run_baseline(tensors: Path, metrics_path: Path, plots_dir: Path) -> dict:
+    """Ideal digits from train, nearest-ideal accuracy on valid; metrics JSON and ideal PNGs."""
+    train, valid = (
+        load_split(tensors / "train.safetensors"),
+        load_split(tensors / "valid.safetensors"),
+    )
+    digits = digits_of(train)
+    ideals = ideal_digits(train, digits)
+    metrics: dict = {
+        name: accuracies(nearest_ideal(valid.images, ideals, dist), valid.labels, digits)
+        for name, dist in DISTANCES.items()
+    }
+    metrics["n_valid"] = len(valid.labels)
+    with atomic.atomic_path(plots_dir, is_dir=True) as tmp:
+        for d, ideal in zip(digits, ideals, strict=True):
+            images.save_png(images.grey(ideal.numpy()), tmp / f"ideal_{d}.png")
+        atomic.write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    return metrics

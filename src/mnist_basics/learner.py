@@ -1,0 +1,128 @@
+"""Our own Learner: the chapter's training loop, shared by every model, loss and optimiser.
+
+The book's loop (`calc_grad`, `train_epoch`, `validate_epoch`) with one change of machinery: batches
+are slices of contiguous tensors already on the device, not a DataLoader over a list of (x, y)
+pairs. Same math, same order, without a Python object per image.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mnist_basics.errors import UserError
+from mnist_basics.models import batch_accuracy, predict_classes
+from mnist_basics.progress import bar
+
+log = logging.getLogger("mnist_basics")
+
+
+@dataclass
+class EpochStats:
+    """What one epoch gives to the log and to dvclive."""
+
+    epoch: int
+    train_loss: float
+    valid_loss: float
+    valid_accuracy: float
+    seconds: float
+
+
+def batches(
+    x: torch.Tensor, y: torch.Tensor, bs: int, order: torch.Tensor | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches as views of contiguous tensors (reordered once per epoch when shuffling)."""
+    if order is not None:
+        x, y = x[order], y[order]
+    for i in range(0, len(x), bs):
+        yield x[i : i + bs], y[i : i + bs]
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Fraction right: the book's batch_accuracy for one logit, argmax for several."""
+    if logits.shape[1] == 1:
+        return batch_accuracy(logits, targets).item()
+    return (predict_classes(logits) == targets).float().mean().item()
+
+
+@dataclass
+class Learner:
+    """Model, data, loss and optimiser, and `fit` to train them the book's way."""
+
+    model: nn.Module
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    valid_x: torch.Tensor
+    valid_y: torch.Tensor
+    loss_func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    opt: object
+    batch_size: int = 256
+    shuffle: bool = False
+    generator: torch.Generator | None = None
+    on_epoch: list[Callable[[EpochStats], None]] = field(default_factory=list)
+
+    def calc_grad(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """The book's calc_grad: predictions, loss, backward."""
+        loss = self.loss_func(self.model(xb), yb)
+        loss.backward()
+        return loss
+
+    def train_epoch(self) -> float:
+        """One pass over the training set; returns the mean loss per image."""
+        self.model.train()
+        order = None
+        if self.shuffle:
+            order = torch.randperm(len(self.train_x), generator=self.generator)
+            order = order.to(self.train_x.device)
+        total = torch.zeros((), device=self.train_x.device)
+        for xb, yb in batches(self.train_x, self.train_y, self.batch_size, order):
+            loss = self.calc_grad(xb, yb)
+            self.opt.step()
+            self.opt.zero_grad()
+            total += loss.detach() * len(xb)
+        return total.item() / len(self.train_x)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, bs: int = 4096) -> torch.Tensor:
+        """Logits for every row of x, in eval mode."""
+        self.model.eval()
+        return torch.cat([self.model(x[i : i + bs]) for i in range(0, len(x), bs)])
+
+    def validate_epoch(self) -> tuple[float, float]:
+        """Valid loss and accuracy over the whole valid split (image-weighted)."""
+        logits = self.predict(self.valid_x)
+        return self.loss_func(logits, self.valid_y).item(), accuracy(logits, self.valid_y)
+
+    def fit(self, epochs: int, lr: float | None = None) -> list[EpochStats]:
+        """Train for `epochs`; stop with a clear error the moment the loss is not finite."""
+        history = []
+        for epoch in bar(range(1, epochs + 1), desc="train", unit="epoch"):
+            t0 = time.perf_counter()
+            train_loss = self.train_epoch()
+            valid_loss, valid_acc = self.validate_epoch()
+            if not (math.isfinite(train_loss) and math.isfinite(valid_loss)):
+                hint = f"try a lower train.lr than {lr}" if lr else "try a lower train.lr"
+                raise UserError(
+                    f"loss became {train_loss if not math.isfinite(train_loss) else valid_loss} "
+                    f"in epoch {epoch}: training diverged; {hint}"
+                )
+            stats = EpochStats(epoch, train_loss, valid_loss, valid_acc, time.perf_counter() - t0)
+            log.info(
+                "epoch %d/%d: train loss %.4f, valid loss %.4f, valid accuracy %.4f (%.2f s)",
+                epoch,
+                epochs,
+                train_loss,
+                valid_loss,
+                valid_acc,
+                stats.seconds,
+            )
+            for cb in self.on_epoch:
+                cb(stats)
+            history.append(stats)
+        return history

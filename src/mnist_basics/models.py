@@ -1,0 +1,157 @@
+"""The chapter's models, and those beyond it, plus their losses, metrics and safetensors files.
+
+Names follow the book: `init_params`, `linear1`, `mnist_loss`, `batch_accuracy`, `simple_net`.
+Every model maps x [N, 784] (pixels in [0, 1]) to one logit per image (two digits, the book's
+setup) or one logit per class (more digits, softmax and cross-entropy).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mnist_basics import atomic
+from mnist_basics.errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What it takes to rebuild a model from its weights; saved in the safetensors metadata."""
+
+    model: str  # linear | simple_net | cnn
+    digits: tuple[int, ...]
+    loss: str  # mnist_loss | cross_entropy
+    hidden: int = 30
+    init_std: float = 1.0
+
+    @property
+    def n_out(self) -> int:
+        """One logit for the book's two-digit mnist_loss, one per class for cross-entropy."""
+        return 1 if self.loss == "mnist_loss" else len(self.digits)
+
+
+def init_params(size: tuple[int, ...] | int, std: float = 1.0) -> torch.Tensor:
+    """The book's init: standard normal times std, with gradients."""
+    return (torch.randn(size) * std).requires_grad_()
+
+
+def linear1(xb: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The book's linear model: `xb @ weights + bias`."""
+    return xb @ weights + bias
+
+
+class Linear1(nn.Module):
+    """`linear1` with its `weights` and `bias` held as parameters, initialised by `init_params`."""
+
+    def __init__(self, n_out: int, std: float = 1.0) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(init_params((28 * 28, n_out), std))
+        self.bias = nn.Parameter(init_params(n_out, std))
+
+    def forward(self, xb: torch.Tensor) -> torch.Tensor:
+        return linear1(xb, self.weights, self.bias)
+
+
+def simple_net(hidden: int = 30, n_out: int = 1) -> nn.Sequential:
+    """The book's simple_net: Linear(784, 30), ReLU, Linear(30, 1)."""
+    return nn.Sequential(nn.Linear(28 * 28, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+
+
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+def cnn(n_out: int = 1) -> nn.Sequential:
+    """A small CNN: three conv blocks (28 -> 14 -> 7 -> 3), then a linear head."""
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        _conv_block(1, 16),
+        _conv_block(16, 32),
+        _conv_block(32, 64),
+        nn.Flatten(),
+        nn.Dropout(0.25),
+        nn.Linear(64 * 3 * 3, 128),
+        nn.ReLU(),
+        nn.Linear(128, n_out),
+    )
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """A freshly initialised model (seed torch before calling for reproducible weights)."""
+    if spec.model == "linear":
+        return Linear1(spec.n_out, spec.init_std)
+    if spec.model == "simple_net":
+        return simple_net(spec.hidden, spec.n_out)
+    if spec.model == "cnn":
+        return cnn(spec.n_out)
+    raise UserError(f"unknown model {spec.model!r}; allowed: linear, simple_net, cnn")
+
+
+def mnist_loss(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The book's loss: sigmoid, then how far each prediction is from its 0/1 target."""
+    predictions = predictions.sigmoid()
+    return torch.where(targets == 1, 1 - predictions, predictions).mean()
+
+
+def batch_accuracy(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """The book's accuracy for one logit per image: sigmoid > 0.5 means the positive digit."""
+    preds = xb.sigmoid()
+    correct = (preds > 0.5) == yb
+    return correct.float().mean()
+
+
+def loss_func(name: str):
+    """The loss by its params name."""
+    return mnist_loss if name == "mnist_loss" else F.cross_entropy
+
+
+def predict_classes(logits: torch.Tensor) -> torch.Tensor:
+    """Class index per image: for one logit, 0 (the positive digit) when its sigmoid > 0.5."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] <= 0).long()
+    return logits.argmax(1)
+
+
+def targets_for(spec: ModelSpec, classes: torch.Tensor) -> torch.Tensor:
+    """Loss targets from class indices: the book's 1/0 column, or the class index itself."""
+    if spec.loss == "mnist_loss":
+        return (classes == 0).float().unsqueeze(1)
+    return classes
+
+
+def save_model(model: nn.Module, spec: ModelSpec, path: Path) -> None:
+    """Weights as safetensors, the spec as JSON metadata: no pickle, byte-identical per seed."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"spec": json.dumps(asdict(spec), sort_keys=True)})
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:
+    """Rebuild a model from its safetensors file (spec from the metadata)."""
+    from safetensors import safe_open
+
+    if not path.exists():
+        raise UserError(f"{path}: missing; run `dvc repro train` first")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "spec" not in meta:
+        raise UserError(f"{path}: not a model written by the train stage (no spec metadata)")
+    raw = json.loads(meta["spec"])
+    spec = ModelSpec(**{**raw, "digits": tuple(raw["digits"])})
+    model = build_model(spec)
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device).eval(), spec

@@ -1,0 +1,30 @@
+"""Stage evaluate: the model on the valid split -> metrics/evaluate.json, confusion, gallery."""
+
+import logging
+from pathlib import Path
+
+from mnist_basics.cli import run_stage
+from mnist_basics.evaluate import evaluate
+
+
+def main(params: dict) -> None:
+    m = evaluate(
+        Path("data/tensors"),
+        Path("models/model.safetensors"),
+        Path("metrics/evaluate.json"),
+        Path("metrics/evaluate/confusion.json"),
+        Path("plots/evaluate"),
+        device_name=params["train"]["device"],
+        gallery=params["evaluate"]["gallery"],
+    )
+    logging.getLogger("mnist_basics").info(
+        "accuracy %.4f on %d valid images (%d wrong), per digit %s",
+        m["accuracy"],
+        m["n_images"],
+        m["n_wrong"],
+        m["per_digit"],
+    )
+
+
+if __name__ == "__main__":
+    run_stage("evaluate", ("train", "evaluate"), main)

@@ -1,0 +1,14 @@
+"""Stage tensorize: data/raw/<dataset>/ PNGs -> data/tensors/{train,valid}.safetensors."""
+
+from pathlib import Path
+
+from mnist_basics.cli import run_stage
+from mnist_basics.tensorize import tensorize
+
+
+def main(params: dict) -> None:
+    tensorize(Path("data/raw"), Path("data/tensors"))
+
+
+if __name__ == "__main__":
+    run_stage("tensorize", (), main)

@@ -1,0 +1,12 @@
+"""Stage train: data/tensors -> models/model.safetensors, metrics/train (dvclive), plots/train."""
+
+from mnist_basics.cli import run_stage
+from mnist_basics.train import train
+
+
+def main(params: dict) -> None:
+    train(params)
+
+
+if __name__ == "__main__":
+    run_stage("train", ("data", "train"), main)
