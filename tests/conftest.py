@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from synthetic import write_fastai_tree
 
+pytest_plugins = ["http_fixtures"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 IDX_FILES = (

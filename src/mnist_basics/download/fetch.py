@@ -1,0 +1,139 @@
+"""HTTP(S) and file:// downloads with urllib: a timeout on every read, a size cap, a temp name.
+
+Our machines reach no internet but the package index, so a source must fail in seconds, not hang:
+the socket timeout applies to the connect and to each read, so a stalled server is abandoned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mnist_basics.atomic import atomic_path
+from mnist_basics.errors import UserError
+from mnist_basics.progress import bar
+
+SCHEMES = ("http", "https", "file")
+CHUNK = 1 << 20
+
+
+def scheme(url: str) -> str:
+    """The lower-cased scheme of `url` ('' for a plain path)."""
+    return urlsplit(url).scheme.lower() if "://" in url else ""
+
+
+def check_scheme(url: str, allowed: tuple[str, ...] = SCHEMES) -> None:
+    """Follow only http, https and file URLs: never ftp, data: or anything a handler might add."""
+    if scheme(url) not in allowed:
+        raise UserError(f"{url}: only {', '.join(allowed)} URLs are followed")
+
+
+class _SafeRedirect(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to http or https (urllib would also follow one to ftp)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        check_scheme(newurl, ("http", "https"))
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class FetchError(UserError):
+    """A download that failed; `unreachable` when the host itself is down, not just one file."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+def describe(exc: BaseException) -> str:
+    """One short line for why a download or a source failed."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return describe(exc.reason) if isinstance(exc.reason, BaseException) else str(exc.reason)
+    if isinstance(exc, socket.gaierror):
+        return f"host name not resolved ({exc.strerror})"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timed out (no data within the timeout)"
+    if isinstance(exc, ConnectionError):
+        return f"connection failed ({exc.strerror or type(exc).__name__})"
+    if isinstance(exc, UserError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """True when the host failed (DNS, refused, stalled), so its other files need not be tried."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return False
+    return isinstance(exc, (urllib.error.URLError, TimeoutError, ConnectionError))
+
+
+def _content_length(resp) -> int | None:  # type: ignore[no-untyped-def]
+    value = resp.headers.get("Content-Length")
+    return int(value) if value and value.isdigit() else None
+
+
+def _copy(resp, out, total: int | None, max_bytes: int, desc: str) -> int:  # type: ignore[no-untyped-def]
+    got = 0
+    with bar(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc) as pb:
+        while chunk := resp.read(CHUNK):
+            got += len(chunk)
+            if got > max_bytes:
+                raise UserError(f"larger than the {max_bytes} bytes expected")
+            out.write(chunk)
+            pb.update(len(chunk))
+    return got
+
+
+def _fetch(url: str, dest: Path, timeout: float, max_bytes: int) -> int:
+    opener = urllib.request.build_opener(_SafeRedirect)
+    desc = url.rsplit("/", 1)[-1] or url
+    with atomic_path(dest) as tmp:
+        with opener.open(url, timeout=timeout) as resp, tmp.open("wb") as out:
+            total = _content_length(resp)
+            if total is not None and total > max_bytes:
+                raise UserError(f"{total} bytes, more than the {max_bytes} expected")
+            got = _copy(resp, out, total, max_bytes, desc)
+        if total is not None and got != total:
+            raise UserError(f"truncated, got {got} of {total} bytes")
+    return got
+
+
+def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> int:
+    """Download `url` to `dest` via a temporary name; return the byte count.
+
+    Refuses a body shorter than its Content-Length (a dropped connection) or longer than
+    `max_bytes` (a wrong or hostile file); `dest` appears only when the body is complete.
+    Any failure is a FetchError naming the URL.
+    """
+    check_scheme(url)
+    try:
+        return _fetch(url, dest, timeout, max_bytes)
+    except (UserError, OSError) as e:
+        raise FetchError(f"{url}: {describe(e)}", unreachable=_unreachable(e)) from e
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file, read in chunks (archives are too big to hold twice)."""
+    h = hashlib.new(algorithm)
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def matches(path: Path, size: int, md5: str) -> bool:
+    """True if the file has exactly this size and MD5."""
+    return path.stat().st_size == size and file_digest(path, "md5") == md5
+
+
+def fetch_verified(url: str, dest: Path, *, size: int, md5: str, timeout: float) -> None:
+    """Download a file whose size and MD5 are known; a mismatch is never accepted."""
+    fetch(url, dest, timeout=timeout, max_bytes=size)
+    if not matches(dest, size, md5):
+        dest.unlink()
+        raise UserError(f"{url}: checksum mismatch (expected {size} bytes, MD5 {md5})")

