@@ -35,21 +35,21 @@ def find_dataset(raw: Path) -> Path:
     return found[0]
 
 
-def list_split(root: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
+def list_split(root: Path, problems: list[str]) -> tuple[list[Path], np.ndarray, np.ndarray]:
     """PNG paths of one split in canonical order (digit, then MNIST index as a number).
 
-    Returns (paths, labels, indices). Every name that breaks fast.ai's layout is reported at once.
+    Returns (paths, labels, indices); appends every name that breaks fast.ai's layout to problems.
     """
     if not root.is_dir():
-        raise UserError(f"{root}: split folder missing")
-    problems: list[str] = []
+        problems.append(f"{root}: split folder missing")
+        return [], np.empty(0, np.int64), np.empty(0, np.int64)
     entries: list[tuple[int, int, Path]] = []
     for folder in sorted(root.iterdir()):
         if not (folder.is_dir() and folder.name.isdigit() and len(folder.name) == 1):
             problems.append(f"{folder}: not a digit folder (expected 0-9)")
             continue
         pngs = 0
-        for f in folder.iterdir():
+        for f in sorted(folder.iterdir()):
             if f.suffix == ".png" and f.stem.isdigit() and f.is_file():
                 entries.append((int(folder.name), int(f.stem), f))
                 pngs += 1
@@ -57,9 +57,8 @@ def list_split(root: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
                 problems.append(f"{f}: not an <index>.png file")
         if pngs == 0:
             problems.append(f"{folder}: no images")
-    if not entries and not problems:
-        problems.append(f"{root}: no digit folders")
-    _raise_problems(problems)
+    if not entries:
+        problems.append(f"{root}: no images")
     entries.sort(key=lambda e: (e[0], e[1]))
     labels = np.fromiter((e[0] for e in entries), np.int64, len(entries))
     indices = np.fromiter((e[1] for e in entries), np.int64, len(entries))
@@ -92,8 +91,9 @@ def _decode_chunk(paths: list[str]) -> tuple[bytes, list[str]]:
     return bytes(out), problems
 
 
-def decode_images(paths: list[Path], workers: int | None = None) -> np.ndarray:
-    """All images as uint8 [N, 28, 28], decoded by `workers` processes (default: every core)."""
+def decode_images(paths: list[Path], problems: list[str], workers: int | None = None) -> np.ndarray:
+    """All images as uint8 [N, 28, 28], decoded by `workers` processes (default: every core);
+    every file that does not decode to 28x28 mode L is appended to problems."""
     workers = workers or os.cpu_count() or 1
     names = [str(p) for p in paths]
     n_chunks = max(1, min(len(names) // 2000, workers * 4)) if workers > 1 else 1
@@ -104,29 +104,32 @@ def decode_images(paths: list[Path], workers: int | None = None) -> np.ndarray:
     else:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_decode_chunk, chunks))
-    _raise_problems([p for _, probs in results for p in probs])
+    problems.extend(p for _, probs in results for p in probs)
     buf = b"".join(r[0] for r in results)
     return np.frombuffer(buf, np.uint8).reshape(len(paths), 28, 28)
 
 
-def tensorize_split(root: Path) -> dict[str, np.ndarray]:
-    """One split as {"images": uint8 [N,28,28], "labels": int64 [N], "indices": int64 [N]}."""
-    paths, labels, indices = list_split(root)
-    return {"images": decode_images(paths), "labels": labels, "indices": indices}
-
-
 def tensorize(raw: Path, out_dir: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Stack both splits of the dataset under `raw` into out_dir/{train,valid}.safetensors."""
+    """Stack both splits of the dataset under `raw` into out_dir/{train,valid}.safetensors.
+
+    Checks everything before writing anything: all problems are reported in one error.
+    """
     dataset = find_dataset(raw)
-    splits = {s: tensorize_split(dataset / s) for s in SPLITS}
+    problems: list[str] = []
+    listed = {s: list_split(dataset / s, problems) for s in SPLITS}
+    splits = {
+        s: {"images": decode_images(paths, problems), "labels": labels, "indices": indices}
+        for s, (paths, labels, indices) in listed.items()
+    }
+    _raise_problems(problems)
     train_digits = sorted(set(splits["train"]["labels"].tolist()))
     valid_digits = sorted(set(splits["valid"]["labels"].tolist()))
     if train_digits != valid_digits:
         raise UserError(f"{dataset}: train has digits {train_digits} but valid has {valid_digits}")
     with atomic.atomic_path(out_dir, is_dir=True) as tmp:
         for s, arrays in splits.items():
-            meta = {"dataset": dataset.name, "digits": ",".join(map(str, train_digits))}
-            save_file(arrays, tmp / f"{s}.safetensors", metadata=meta)
+            # One metadata key: safetensors orders several at random, and the bytes must not vary.
+            save_file(arrays, tmp / f"{s}.safetensors", metadata={"dataset": dataset.name})
     for s, arrays in splits.items():
         for d in train_digits:
             n = int((arrays["labels"] == d).sum())
