@@ -17,6 +17,7 @@ Only the standard library is used.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -335,8 +336,6 @@ def render(
                 session=session,
                 timeout=30,
             )
-            import base64
-
             Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
         _collect(cdp.events, result)
         result.plots = [Plot(**p) for p in state.get("plots", [])]
