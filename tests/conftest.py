@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from synthetic import write_fastai_tree
 
-pytest_plugins = ["http_fixtures"]
+pytest_plugins = ["http_fixtures", "dvc_fixtures"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -46,3 +46,15 @@ def synthetic_three(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic_three")
     write_fastai_tree(root, [1, 4, 8])
     return root
+
+
+@pytest.fixture(scope="session")
+def real_37_tensors(tmp_path_factory: pytest.TempPathFactory, real_mnist: Path) -> Path:
+    """The real 3s and 7s, downloaded from the IDX folder (a user path source) and tensorized."""
+    from mnist_basics.download import download
+    from mnist_basics.tensorize import tensorize
+
+    root = tmp_path_factory.mktemp("real37")
+    download([3, 7], [str(real_mnist)], 10, root / "raw")
+    tensorize(root / "raw", root / "tensors")
+    return root / "tensors"

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from mnist_basics.baseline import mnist_distance, nearest_ideal, rmse_distance
+from mnist_basics.baseline import mnist_distance, nearest_ideal, rmse_distance, run_baseline
 
 
 def test_distances_broadcast_like_the_book() -> None:
@@ -36,11 +34,7 @@ def test_nearest_ideal_many_digits() -> None:
 @pytest.mark.realdata
 def test_baseline_reproduces_the_book_on_real_data(real_37_tensors: Path, tmp_path: Path) -> None:
     out = tmp_path / "baseline.json"
-    code = (
-        "from pathlib import Path; from mnist_basics.baseline import run_baseline; "
-        f"run_baseline(Path({str(real_37_tensors)!r}), Path({str(out)!r}), Path({str(tmp_path / 'p')!r}))"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    run_baseline(real_37_tensors, out, tmp_path / "p")
     m = json.loads(out.read_text())
     assert m["l1"]["per_digit"] == {"3": 0.9168, "7": 0.9854}
     assert m["l1"]["mean_digit_accuracy"] == 0.9511

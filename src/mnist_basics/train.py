@@ -153,6 +153,7 @@ def train(p: dict, paths: Paths = Paths()) -> list[EpochStats]:
 
 
 def _log_epoch(live: Live, s: EpochStats) -> None:
+    live.step = s.epoch  # steps count epochs from 1, so the curves' x axis reads as epochs
     live.log_metric("train/loss", s.train_loss)
     live.log_metric("valid/loss", s.valid_loss)
     live.log_metric("valid/accuracy", s.valid_accuracy)
