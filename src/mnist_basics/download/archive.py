@@ -8,6 +8,7 @@ and only inside the target.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
@@ -58,15 +59,17 @@ class _Budget:
             )
 
 
-def _write_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
+def _write_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: str, made: set[str]) -> None:
+    folder = dest if member.isdir() else os.path.dirname(dest)
+    if folder not in made:
+        os.makedirs(folder, exist_ok=True)
+        made.add(folder)
     if member.isdir():
-        dest.mkdir(parents=True, exist_ok=True)
         return
-    dest.parent.mkdir(parents=True, exist_ok=True)
     src = tf.extractfile(member)
     if src is None:
         raise UserError(f"refused member {member.name!r}: no data")
-    with src, dest.open("wb") as out:
+    with src, open(dest, "wb") as out:
         shutil.copyfileobj(src, out, 1 << 20)
 
 
@@ -79,18 +82,21 @@ def extract_tar(
     extraction; the caller's temporary folder then takes the partial result away.
     """
     target.mkdir(parents=True, exist_ok=True)
-    root = target.resolve()
+    root = str(target.resolve())
     budget = _Budget(archive, max_members, max_bytes)
+    made: set[str] = set()
     try:
         with tarfile.open(archive, "r:*") as tf:
             for member in tf:
                 budget.take(member)
                 rel = _safe_name(archive, member)
                 _check_type(archive, member)
-                dest = (root / rel).resolve()
-                if dest != root and root not in dest.parents:
+                # No `..`, no absolute path and no links ever made, so a join cannot escape;
+                # the check below says so without a syscall per member.
+                dest = os.path.normpath(os.path.join(root, *rel.parts))
+                if not dest.startswith(root + os.sep):
                     raise UserError(f"{archive.name}: refused member {member.name!r}: outside")
-                _write_member(tf, member, dest)
+                _write_member(tf, member, dest, made)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise UserError(f"{archive.name}: cannot extract: {e}") from e
     return target

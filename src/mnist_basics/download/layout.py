@@ -77,12 +77,14 @@ def _scan_split(
         if not folder.is_dir():
             problems.append(f"{rel}/: requested digit {d} missing")
             continue
-        (out / split / str(d)).mkdir(parents=True, exist_ok=True)
         _scan_digit(folder, rel, out / split / str(d), found, problems)
 
 
-def check_and_copy(files: list[tuple[str, str, str]]) -> list[str]:
-    """Copy each PNG that decodes as 28x28 mode L; return the problems; runs in a worker."""
+def check_and_copy(files: list[tuple[str, str, str]], copy: bool) -> list[str]:
+    """Check each PNG decodes as 28x28 mode L, copy it if `copy`; return the problems.
+
+    Runs in a worker process.
+    """
     problems = []
     for src, dst, rel in files:
         data = Path(src).read_bytes()
@@ -98,7 +100,8 @@ def check_and_copy(files: list[tuple[str, str, str]]) -> list[str]:
         except Exception as e:  # any decoder failure is the file's fault, reported as such
             problems.append(f"{rel}: does not decode as PNG ({type(e).__name__})")
             continue
-        Path(dst).write_bytes(data)
+        if copy:
+            Path(dst).write_bytes(data)
     return problems
 
 
@@ -111,16 +114,35 @@ def report(where: str, problems: list[str]) -> UserError:
     return UserError(head + "\n".join(lines))
 
 
-def copy_tree(folder: Path, out: Path, digits: tuple[int, ...]) -> int:
-    """Validate the fast.ai tree in `folder` and copy the requested digits to `out`."""
+def _digit_folders(root: Path, out: Path, digits: tuple[int, ...]) -> list[tuple[Path, Path]]:
+    """(source, destination) digit folders of both splits (all present once validated)."""
+    pairs = []
+    for split in SPLITS:
+        src = _split_dir(root, split)
+        pairs += [(src / str(d), out / split / str(d)) for d in digits if src is not None]
+    return pairs
+
+
+def copy_tree(folder: Path, out: Path, digits: tuple[int, ...], *, move: bool = False) -> int:
+    """Validate the fast.ai tree in `folder` and copy the requested digits to `out`.
+
+    With `move` (a tree we extracted into scratch, on the same filesystem), the digit folders
+    are renamed into place instead of copied file by file.
+    """
     root = find_root(folder)
     found: list[tuple[str, str, str]] = []
     problems: list[str] = []
     for split in SPLITS:
         _scan_split(root, split, digits, out, found, problems)
-    chunks = [(list(c),) for c in chunked(found, CHUNK_FILES)]
+    folders = _digit_folders(root, out, digits)
+    for _, dst in folders:
+        (dst.parent if move else dst).mkdir(parents=True, exist_ok=True)
+    chunks = [(list(c), not move) for c in chunked(found, CHUNK_FILES)]
     for p in run_chunks(check_and_copy, chunks, [len(c[0]) for c in chunks], "checking PNGs"):
         problems.extend(p)
     if problems:
         raise report(str(folder), problems)
+    if move:
+        for src, dst in folders:
+            src.rename(dst)
     return len(found)

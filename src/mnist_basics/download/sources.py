@@ -48,7 +48,7 @@ class Job:
 def _from_tgz(tgz: Path, job: Job) -> int:
     """Extract a fast.ai-layout archive safely and copy the requested digits."""
     tree = extract_tar(tgz, job.scratch / "tree")
-    return layout.copy_tree(tree, job.out, job.digits)
+    return layout.copy_tree(tree, job.out, job.digits, move=True)
 
 
 def fastai(job: Job) -> str:

@@ -1,0 +1,88 @@
+"""A user's fast.ai-layout folder: every problem in one error, only the asked digits copied."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from http_fixtures import digest
+from PIL import Image
+
+from mnist_basics.download import download
+from mnist_basics.download.layout import MAX_LISTED
+from mnist_basics.errors import UserError
+
+
+@pytest.fixture
+def tree(tmp_path: Path, synthetic_three: Path) -> Path:
+    """A writable copy of the synthetic 1/4/8 tree under one top folder."""
+    root = tmp_path / "mine" / "my_mnist"
+    shutil.copytree(synthetic_three, root)
+    return root
+
+
+def test_copies_only_the_requested_digits(tmp_path: Path, tree: Path) -> None:
+    out = tmp_path / "raw"
+    assert download([4, 1], [str(tree.parent)], 1, out) == str(tree.parent)
+    _, counts = digest(out / "mnist_14")
+    assert counts == {"train/1": 40, "train/4": 40, "valid/1": 12, "valid/4": 12}
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path, tree: Path) -> None:
+    shutil.rmtree(tree / "valid")
+    (tree / "train/x").mkdir()
+    (tree / "train/notes.txt").write_text("hi")
+    (tree / "train/1/readme.md").write_text("hi")
+    shutil.copy(tree / "train/1/0.png", tree / "train/1/007.png")
+    shutil.copy(tree / "train/1/0.png", tree / "train/1/abc.png")
+    Image.new("L", (30, 28)).save(tree / "train/4/100001.png")
+    Image.new("RGB", (28, 28)).save(tree / "train/4/100002.png")
+    (tree / "train/4/100003.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    for f in (tree / "train/8").iterdir():
+        f.unlink()
+    with pytest.raises(UserError) as e:
+        download([1, 4, 8], [str(tree)], 1, tmp_path / "raw")
+    msg = str(e.value)
+    for expected in (
+        "10 problem(s) in fast.ai's layout",
+        "valid/: missing",
+        "train/x/: folder name is not a digit",
+        "train/notes.txt: stray file",
+        "train/1/readme.md: stray entry",
+        "train/1/007.png: name is not <index>.png",
+        "train/1/abc.png: name is not <index>.png",
+        "train/8/: no PNGs",
+        "train/4/100001.png: PNG 30x28 mode L, not a 28x28 mode L PNG",
+        "train/4/100002.png: PNG 28x28 mode RGB",
+        "train/4/100003.png: does not decode",
+    ):
+        assert expected in msg, expected
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_missing_digit_and_the_listing_limit(tmp_path: Path, tree: Path) -> None:
+    for i in range(MAX_LISTED + 5):
+        (tree / "valid/8" / f"junk{i}.txt").write_text("x")
+    with pytest.raises(UserError) as e:
+        download([1, 2, 8], [str(tree)], 1, tmp_path / "raw")
+    msg = str(e.value)
+    assert "train/2/: requested digit 2 missing" in msg and "valid/2/: requested digit 2" in msg
+    assert f"{MAX_LISTED + 7} problem(s)" in msg and "... and 7 more" in msg
+    assert len(msg.splitlines()) == 1 + 1 + MAX_LISTED + 1  # head, source, listed, more
+
+
+def test_a_folder_in_no_known_layout(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(UserError, match=r"not in fast\.ai's layout"):
+        download([3, 7], [str(tmp_path)], 1, tmp_path / "out/raw")
+
+
+def test_pixels_are_copied_exactly(tmp_path: Path, tree: Path) -> None:
+    img = np.arange(784, dtype=np.uint32).reshape(28, 28).astype(np.uint8)
+    Image.fromarray(img, mode="L").save(tree / "valid/8/99999.png")
+    download([1, 8], [str(tree)], 1, tmp_path / "raw")
+    with Image.open(tmp_path / "raw/mnist_18/valid/8/99999.png") as im:
+        assert np.array_equal(np.asarray(im), img)

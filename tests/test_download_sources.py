@@ -1,0 +1,204 @@
+"""Sources over real HTTP on loopback, on small synthetic trees: who serves, faults fall through,
+the error when none serves, and that a failure leaves nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from http_fixtures import FAULTS, Server, digest, leftovers, member, tar_tree, tar_with
+from PIL import Image
+
+from mnist_basics.download import Archive, Urls, dataset_name, download
+from mnist_basics.download.png import encode
+from mnist_basics.errors import UserError
+
+FAULT_WHY = {
+    "404": "HTTP 404",
+    "500": "HTTP 500",
+    "trunc": "truncated, got",
+    "bad": "checksum mismatch",
+    "stall": "timed out",
+    "ftp": "only http, https URLs are followed",
+}
+
+
+@pytest.fixture(scope="module")
+def sample_tgz(http_server: Server, synthetic_37: Path) -> Archive:
+    """A mnist_sample.tgz-like archive of the synthetic 3s and 7s, served on loopback."""
+    body = tar_tree(synthetic_37, "mnist_sample")
+    http_server.files["mnist_sample.tgz"] = body
+    return Archive(http_server.url("files", "mnist_sample.tgz"), len(body), _md5(body))
+
+
+def _md5(body: bytes) -> str:
+    return hashlib.md5(body).hexdigest()  # noqa: S324
+
+
+def _urls(http_server: Server, route: str, archive: Archive) -> Urls:
+    url = http_server.url(route, "mnist_sample.tgz")
+    return Urls(sample=Archive(url, archive.size, archive.md5), mirrors=())
+
+
+def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "mnist_basics"]
+
+
+def test_dataset_names() -> None:
+    assert dataset_name([7, 3]) == "mnist_sample"
+    assert dataset_name([9, 0, 1, 2, 3, 4, 5, 6, 7, 8]) == "mnist_0123456789"
+    assert dataset_name([8, 1]) == "mnist_18"
+
+
+def test_png_encoder_round_trips(tmp_path: Path) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    for i, data in enumerate(encode(images)):
+        (tmp_path / "x.png").write_bytes(data)
+        with Image.open(tmp_path / "x.png") as im:
+            assert (im.format, im.mode, im.size) == ("PNG", "L", (28, 28))
+            assert np.array_equal(np.asarray(im), images[i])
+
+
+def test_fastai_source_serves(
+    tmp_path: Path, http_server: Server, sample_tgz: Archive, synthetic_37: Path
+) -> None:
+    out = tmp_path / "data/raw"
+    urls = _urls(http_server, "files", sample_tgz)
+    assert download([7, 3], ["fastai", "mnist"], 5, out, urls=urls) == "fastai"
+    assert sorted(p.name for p in out.iterdir()) == ["mnist_sample"]
+    got, counts = digest(out / "mnist_sample")
+    assert got == digest(synthetic_37)[0]
+    assert counts == {"train/3": 40, "train/7": 40, "valid/3": 12, "valid/7": 12}
+    assert leftovers(tmp_path) == []
+
+
+def test_fastai_full_archive_maps_training_testing(
+    tmp_path: Path, http_server: Server, synthetic_three: Path
+) -> None:
+    body = tar_tree(synthetic_three, "mnist_png", {"train": "training", "valid": "testing"})
+    http_server.files["mnist_png.tgz"] = body
+    full = Archive(http_server.url("files", "mnist_png.tgz"), len(body), _md5(body))
+    out = tmp_path / "raw"
+    assert download([8, 1], ["fastai"], 5, out, urls=Urls(full=full)) == "fastai"
+    kept = tmp_path / "kept"
+    for split in ("train", "valid"):
+        for d in ("1", "8"):
+            shutil.copytree(synthetic_three / split / d, kept / split / d)
+    assert digest(out / "mnist_18") == digest(kept)
+
+
+@pytest.mark.parametrize("route", [*FAULTS, "ftp"])
+def test_each_fault_falls_through_to_the_next_source(
+    tmp_path: Path,
+    route: str,
+    http_server: Server,
+    sample_tgz: Archive,
+    synthetic_37: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "mnist_basics")
+    out = tmp_path / "data/raw"
+    urls = _urls(http_server, route, sample_tgz)
+    assert download([3, 7], ["fastai", str(synthetic_37)], 1, out, urls=urls) == str(synthetic_37)
+    fastai_line, served = _lines(caplog)
+    assert fastai_line.startswith("fastai: skipped after") and FAULT_WHY[route] in fastai_line
+    assert served.startswith(f"{synthetic_37}: served")
+    assert digest(out / "mnist_sample")[0] == digest(synthetic_37)[0]
+    assert leftovers(tmp_path) == []
+
+
+def test_stall_is_abandoned_after_the_timeout(
+    tmp_path: Path, http_server: Server, sample_tgz: Archive
+) -> None:
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(UserError, match="timed out"):
+        download(
+            [3, 7], ["fastai"], 1, tmp_path / "raw", urls=_urls(http_server, "stall", sample_tgz)
+        )
+    assert time.monotonic() - start < 5
+
+
+def test_when_none_serves_the_error_names_every_source(
+    tmp_path: Path, http_server: Server, sample_tgz: Archive
+) -> None:
+    http_server.files["evil.tgz"] = tar_with([member("../evil.png")])
+    http_server.files.setdefault("train-images-idx3-ubyte.gz", b"x" * 1000)
+    urls = Urls(
+        sample=Archive(http_server.url("404", "x.tgz"), 1, "0" * 32),
+        mirrors=(http_server.mirror("500"), http_server.mirror("trunc")),
+    )
+    sources = [
+        "fastai",
+        "mnist",
+        "./no/such/folder",
+        http_server.url("files", "evil.tgz"),
+        "ftp://example.org/mnist.tgz",
+    ]
+    (tmp_path / "project").mkdir()
+    out = tmp_path / "project/data/raw"
+    with pytest.raises(UserError) as e:
+        download([3, 7], sources, 2, out, urls=urls)
+    msg = str(e.value).splitlines()
+    assert msg[0].startswith("no source delivered MNIST digits [3, 7]")
+    assert [ln.split(":")[0].strip() for ln in msg[1:]] == [
+        "fastai",
+        "mnist",
+        "./no/such/folder",
+        "http",
+        "ftp",
+    ]
+    assert "HTTP 404" in msg[1] and "HTTP 500" in msg[2] and "truncated" in msg[2]
+    assert "no such file or folder" in msg[3]
+    assert "refused member '../evil.png'" in msg[4]
+    assert "only http, https and file URLs" in msg[5]
+    assert list((tmp_path / "project").iterdir()) == []  # no data/, no data/raw, no *.tmp
+
+
+def test_a_failed_run_leaves_the_previous_output_alone(tmp_path: Path) -> None:
+    out = tmp_path / "data/raw"
+    (out / "mnist_sample").mkdir(parents=True)
+    (out / "mnist_sample/marker").write_text("old")
+    with pytest.raises(UserError):
+        download([3, 7], ["./missing"], 1, out)
+    assert (out / "mnist_sample/marker").read_text() == "old"
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["dotdot", "absolute", "symlink", "hardlink", "device"],
+)
+def test_unsafe_user_archive_falls_through(
+    tmp_path: Path, case: str, http_server: Server, synthetic_37: Path
+) -> None:
+    members = {
+        "dotdot": [member("mnist_sample/../../x.png")],
+        "absolute": [member("/x.png")],
+        "symlink": [member("mnist_sample/train", tarfile.SYMTYPE, "/")],
+        "hardlink": [member("a"), member("mnist_sample/h", tarfile.LNKTYPE, "a")],
+        "device": [member("mnist_sample/d", tarfile.BLKTYPE)],
+    }[case]
+    http_server.files[f"{case}.tgz"] = tar_with(members)
+    url = http_server.url("files", f"{case}.tgz")
+    out = tmp_path / "data/raw"
+    assert download([3, 7], [url, str(synthetic_37)], 2, out) == str(synthetic_37)
+    assert not (tmp_path / "x.png").exists() and leftovers(tmp_path) == []
+
+
+def test_user_tgz_by_path_file_url_and_http(
+    tmp_path: Path, http_server: Server, sample_tgz: Archive, synthetic_37: Path
+) -> None:
+    tgz = tmp_path / "mine.tgz"
+    tgz.write_bytes(http_server.files["mnist_sample.tgz"])
+    want = digest(synthetic_37)[0]
+    for source in (str(tgz), tgz.as_uri(), sample_tgz.url):
+        out = tmp_path / "raw"
+        assert download([3, 7], [source], 2, out) == source
+        assert digest(out / "mnist_sample")[0] == want
