@@ -43,8 +43,9 @@ class _SafeRedirect(urllib.request.HTTPRedirectHandler):
 class FetchError(UserError):
     """A download that failed; `unreachable` when the host itself is down, not just one file."""
 
-    def __init__(self, message: str, *, unreachable: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, url: str, reason: str, *, unreachable: bool = False) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.reason = reason
         self.unreachable = unreachable
 
 
@@ -114,7 +115,7 @@ def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> int:
     try:
         return _fetch(url, dest, timeout, max_bytes)
     except (UserError, OSError) as e:
-        raise FetchError(f"{url}: {describe(e)}", unreachable=_unreachable(e)) from e
+        raise FetchError(url, describe(e), unreachable=_unreachable(e)) from e
 
 
 def file_digest(path: Path, algorithm: str) -> str:

@@ -36,7 +36,7 @@ def find_root(folder: Path) -> Path:
     if len(subdirs) == 1 and _has_splits(subdirs[0]):
         return subdirs[0]
     raise UserError(
-        f"{folder}: not in fast.ai's layout (train/<digit>/<index>.png and valid/...), "
+        "not in fast.ai's layout (train/<digit>/<index>.png and valid/...), "
         "nor a folder of the four IDX .gz files"
     )
 
@@ -105,12 +105,12 @@ def check_and_copy(files: list[tuple[str, str, str]], copy: bool) -> list[str]:
     return problems
 
 
-def report(where: str, problems: list[str]) -> UserError:
+def report(problems: list[str]) -> UserError:
     """One error listing the first MAX_LISTED problems and how many more there are."""
     lines = [f"    {p}" for p in problems[:MAX_LISTED]]
     if len(problems) > MAX_LISTED:
         lines.append(f"    ... and {len(problems) - MAX_LISTED} more")
-    head = f"{where}: {len(problems)} problem(s) in fast.ai's layout:\n"
+    head = f"{len(problems)} problem(s) in fast.ai's layout:\n"
     return UserError(head + "\n".join(lines))
 
 
@@ -141,7 +141,7 @@ def copy_tree(folder: Path, out: Path, digits: tuple[int, ...], *, move: bool = 
     for p in run_chunks(check_and_copy, chunks, [len(c[0]) for c in chunks], "checking PNGs"):
         problems.extend(p)
     if problems:
-        raise report(str(folder), problems)
+        raise report(problems)
     if move:
         for src, dst in folders:
             src.rename(dst)

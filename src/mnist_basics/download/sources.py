@@ -60,7 +60,7 @@ def fastai(job: Job) -> str:
     return f"{arc.url}, MD5 ok, {n} PNGs"
 
 
-def _mirror_file(f: IdxFile, job: Job, dead: set[str], why: list[str]) -> bytes | None:
+def _mirror_file(f: IdxFile, job: Job, dead: set[str], why: list[tuple[str, str]]) -> bytes | None:
     """One IDX file from the first mirror that has it intact; a host found down is skipped."""
     for mirror in job.urls.mirrors:
         if mirror in dead:
@@ -70,7 +70,7 @@ def _mirror_file(f: IdxFile, job: Job, dead: set[str], why: list[str]) -> bytes 
             fetch(mirror + f.gz, gz, timeout=job.timeout, max_bytes=MAX_IDX_GZ)
             return idx.gunzip(gz, f)
         except SOURCE_ERRORS as e:
-            why.append(describe(e) if isinstance(e, FetchError) else f"{mirror}{f.gz}: {e}")
+            why.append((mirror, e.reason if isinstance(e, FetchError) else describe(e)))
             if isinstance(e, FetchError) and e.unreachable:
                 dead.add(mirror)
         finally:
@@ -78,15 +78,26 @@ def _mirror_file(f: IdxFile, job: Job, dead: set[str], why: list[str]) -> bytes 
     return None
 
 
+def _mirrors_failed(f: IdxFile, why: list[tuple[str, str]]) -> UserError:
+    """One line for a file no mirror delivered; one reason shared by all is said once."""
+    reasons = {reason for _, reason in why}
+    if not why:
+        return UserError(f"{f.gz}: no mirror left to try")
+    if len(reasons) == 1 and len(why) > 1:
+        hosts = ", ".join(urlsplit(m).netloc for m, _ in why)
+        return UserError(f"{f.gz}: {reasons.pop()} at every mirror ({hosts})")
+    return UserError("; ".join(f"{m}{f.gz}: {reason}" for m, reason in why))
+
+
 def mnist(job: Job) -> str:
     """The four original IDX files from the public mirrors, MD5 of the content checked."""
     dead: set[str] = set()
     contents = {}
     for f in idx.IDX_FILES:
-        why: list[str] = []
+        why: list[tuple[str, str]] = []
         content = _mirror_file(f, job, dead, why)
         if content is None:
-            raise UserError("; ".join(why) or f"{f.gz}: no mirror left to try")
+            raise _mirrors_failed(f, why)
         contents[f.name] = content
     n = png.write_tree(job.out, idx.from_contents(contents), job.digits)
     return f"IDX files MD5 ok, {n} PNGs"
@@ -118,7 +129,7 @@ def _local(path: Path, job: Job) -> str:
         known = _known_archive(path)
         n = _from_tgz(path, job)
         return f"{known or 'your archive (no checksum), '}{n} PNGs"
-    raise UserError(f"{path}: no such file or folder")
+    raise UserError("no such file or folder")
 
 
 def user(spec: str, job: Job) -> str:
