@@ -7,7 +7,6 @@ discards what it wrote and tries the next source.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,8 +24,6 @@ from mnist_basics.download.fetch import (
 )
 from mnist_basics.download.known import FASTAI_FULL, FASTAI_SAMPLE, IdxFile, Urls
 from mnist_basics.errors import UserError
-
-log = logging.getLogger("mnist_basics")
 
 MAX_IDX_GZ = 64 << 20  # the largest .gz is under 10 MB
 MAX_USER_ARCHIVE = 1 << 30
