@@ -6,10 +6,11 @@ of processes, one per core, in large chunks; the arrays are written as safetenso
 
 from __future__ import annotations
 
-import itertools
+import io
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,12 @@ from safetensors.numpy import save_file
 
 from mnist_basics import atomic
 from mnist_basics.errors import UserError
+from mnist_basics.parallel import chunked, run_chunks
 
 log = logging.getLogger("mnist_basics")
 
 SPLITS = ("train", "valid")
+CHUNK = 2500  # images per task of the worker pool
 MAX_LISTED = 20  # problems named in one error, so a broken folder doesn't flood the terminal
 
 
@@ -35,31 +38,32 @@ def find_dataset(raw: Path) -> Path:
     return found[0]
 
 
-def list_split(root: Path, problems: list[str]) -> tuple[list[Path], np.ndarray, np.ndarray]:
+def list_split(root: Path, problems: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """PNG paths of one split in canonical order (digit, then MNIST index as a number).
 
     Returns (paths, labels, indices); appends every name that breaks fast.ai's layout to problems.
+    os.scandir, not Path: 70,000 names are listed without a stat or an object each.
     """
     if not root.is_dir():
         problems.append(f"{root}: split folder missing")
         return [], np.empty(0, np.int64), np.empty(0, np.int64)
-    entries: list[tuple[int, int, Path]] = []
-    for folder in sorted(root.iterdir()):
+    entries: list[tuple[int, int, str]] = []
+    for folder in sorted(os.scandir(root), key=lambda e: e.name):
         if not (folder.is_dir() and folder.name.isdigit() and len(folder.name) == 1):
-            problems.append(f"{folder}: not a digit folder (expected 0-9)")
+            problems.append(f"{folder.path}: not a digit folder (expected 0-9)")
             continue
-        pngs = 0
-        for f in sorted(folder.iterdir()):
-            if f.suffix == ".png" and f.stem.isdigit() and f.is_file():
-                entries.append((int(folder.name), int(f.stem), f))
-                pngs += 1
+        digit, before = int(folder.name), len(entries)
+        for f in os.scandir(folder.path):
+            stem, dot, ext = f.name.rpartition(".")
+            if dot and ext == "png" and stem.isdigit() and f.is_file():
+                entries.append((digit, int(stem), f.path))
             else:
-                problems.append(f"{f}: not an <index>.png file")
-        if pngs == 0:
-            problems.append(f"{folder}: no images")
+                problems.append(f"{f.path}: not an <index>.png file")
+        if len(entries) == before:
+            problems.append(f"{folder.path}: no images")
     if not entries:
         problems.append(f"{root}: no images")
-    entries.sort(key=lambda e: (e[0], e[1]))
+    entries.sort()
     labels = np.fromiter((e[0] for e in entries), np.int64, len(entries))
     indices = np.fromiter((e[1] for e in entries), np.int64, len(entries))
     return [e[2] for e in entries], labels, indices
@@ -73,37 +77,73 @@ def _raise_problems(problems: list[str]) -> None:
     raise UserError(f"{len(problems)} bad input file(s):\n  " + "\n  ".join(shown) + more)
 
 
+_PNG_HEAD = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x1c\x00\x00\x00\x1c\x08\x00\x00\x00\x00"
+)
+
+
+def _unfiltered_pixels(data: bytes) -> bytes | None:
+    """The 784 pixels of a 28x28 8-bit greyscale PNG whose rows are all unfiltered (filter 0),
+    as the download stage writes them; None for any other PNG, which Pillow then decodes.
+
+    Skips Pillow's per-file overhead (~4x faster); zlib still checks the pixel data's integrity.
+    """
+    if not data.startswith(_PNG_HEAD):
+        return None
+    pos, idat = 33, []
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            idat.append(data[pos + 8 : pos + 8 + length])
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    try:
+        raw = zlib.decompress(b"".join(idat))
+    except zlib.error:
+        return None
+    if len(raw) != 28 * 29 or any(raw[r * 29] for r in range(28)):
+        return None
+    return b"".join(raw[r * 29 + 1 : (r + 1) * 29] for r in range(28))
+
+
+def _decode_with_pillow(path: str, data: bytes) -> tuple[bytes | None, str | None]:
+    """Any PNG Pillow reads; the problem instead when it is not 28x28 mode L or not readable."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.size != (28, 28) or im.mode != "L":
+                return (
+                    None,
+                    f"{path}: {im.size[0]}x{im.size[1]} mode {im.mode}, expected 28x28 mode L",
+                )
+            return im.tobytes(), None
+    except (OSError, SyntaxError, ValueError) as e:
+        return None, f"{path}: not a readable PNG ({e.__class__.__name__})"
+
+
 def _decode_chunk(paths: list[str]) -> tuple[bytes, list[str]]:
     """Decode PNGs into one buffer of 784 bytes each; name every file not 28x28 in mode L."""
     out = bytearray(len(paths) * 784)
     problems = []
     for i, p in enumerate(paths):
-        try:
-            with Image.open(p) as im:
-                if im.size != (28, 28) or im.mode != "L":
-                    problems.append(
-                        f"{p}: {im.size[0]}x{im.size[1]} mode {im.mode}, expected 28x28 mode L"
-                    )
-                    continue
-                out[i * 784 : (i + 1) * 784] = im.tobytes()
-        except (OSError, SyntaxError, ValueError) as e:
-            problems.append(f"{p}: not a readable PNG ({e.__class__.__name__})")
+        with open(p, "rb") as f:
+            data = f.read()
+        pixels = _unfiltered_pixels(data)
+        if pixels is None:
+            pixels, problem = _decode_with_pillow(p, data)
+            if problem:
+                problems.append(problem)
+                continue
+        out[i * 784 : (i + 1) * 784] = pixels
     return bytes(out), problems
 
 
-def decode_images(paths: list[Path], problems: list[str], workers: int | None = None) -> np.ndarray:
-    """All images as uint8 [N, 28, 28], decoded by `workers` processes (default: every core);
+def decode_images(paths: list[str], problems: list[str]) -> np.ndarray:
+    """All images as uint8 [N, 28, 28], decoded in worker processes when there are many;
     every file that does not decode to 28x28 mode L is appended to problems."""
-    workers = workers or os.cpu_count() or 1
-    names = [str(p) for p in paths]
-    n_chunks = max(1, min(len(names) // 2000, workers * 4)) if workers > 1 else 1
-    bounds = [k * len(names) // n_chunks for k in range(n_chunks + 1)]
-    chunks = [names[a:b] for a, b in itertools.pairwise(bounds)]
-    if workers == 1 or len(chunks) == 1:
-        results = [_decode_chunk(c) for c in chunks]
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_decode_chunk, chunks))
+    chunks = [(list(c),) for c in chunked(paths, CHUNK)]
+    results = run_chunks(_decode_chunk, chunks, [len(c[0]) for c in chunks], "tensorize")
     problems.extend(p for _, probs in results for p in probs)
     buf = b"".join(r[0] for r in results)
     return np.frombuffer(buf, np.uint8).reshape(len(paths), 28, 28)

@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from mnist_basics.download.known import SPLIT_ALIASES, SPLITS
-from mnist_basics.download.parallel import chunked, run_chunks
+from mnist_basics.parallel import chunked, run_chunks
 from mnist_basics.errors import UserError
 
 MAX_LISTED = 20

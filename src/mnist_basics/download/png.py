@@ -15,7 +15,7 @@ import numpy as np
 
 from mnist_basics.download.idx import Mnist
 from mnist_basics.download.known import SPLITS
-from mnist_basics.download.parallel import chunked, run_chunks
+from mnist_basics.parallel import chunked, run_chunks
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHUNK_IMAGES = 2000

@@ -1,4 +1,4 @@
-"""Run a function over chunks in worker processes: 70,000 small PNGs are CPU-bound work."""
+"""Run a function over chunks in worker processes: tens of thousands of small PNGs are CPU work."""
 
 from __future__ import annotations
 
