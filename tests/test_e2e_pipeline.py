@@ -81,3 +81,19 @@ def test_exp_run_reruns_only_train_and_evaluate_with_its_own_metrics(pipeline: D
     assert "accuracy" in data["metrics"]["metrics/evaluate.json"]["data"]
     pipeline.git("checkout", "--", ".")
     pipeline.dvc("checkout", "-q")
+
+
+def test_three_digits_run_the_whole_pipeline_with_softmax(
+    dvc_project_factory, synthetic_three: Path
+) -> None:
+    proj = dvc_project_factory([str(synthetic_three)], [1, 4, 8], model="simple_net", epochs=5)
+    r = proj.dvc("repro")
+    assert ran(r.stdout + r.stderr) == list(STAGES)
+    assert (proj.path / "data/raw/mnist_148/valid/4").is_dir()
+    base, ev = proj.json("metrics/baseline.json"), proj.json("metrics/evaluate.json")
+    assert set(base["l1"]["per_digit"]) == set(ev["per_digit"]) == {"1", "4", "8"}
+    assert ev["n_images"] == 36
+    rows = json.loads((proj.path / "metrics/evaluate/confusion.json").read_text())
+    assert {r["actual"] for r in rows} == {"1", "4", "8"}
+    params = (proj.path / "metrics/train/params.yaml").read_text()
+    assert "loss: cross_entropy" in params
