@@ -1,11 +1,22 @@
-"""What every stage script shares: params, logging, and a clean end on a mistake or a signal."""
+"""What every stage script shares: params, logging, and a clean end on a mistake or a signal.
+
+A stage ends in one of three ways:
+  * it finishes (exit 0), its outputs written atomically;
+  * a user's mistake (a param, a file, a source): one `<stage>: error: ...` message, exit 2;
+  * Ctrl-C or SIGTERM: worker processes and subprocesses are killed at once, `finally` blocks and
+    atomic writes remove their temporaries, one line says so, exit 130.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mnist_basics import params as params_mod
@@ -13,9 +24,87 @@ from mnist_basics.errors import UserError
 
 log = logging.getLogger("mnist_basics")
 
+_MAIN_PID = 0
+_stopping = False
 
-def _sigterm(signum: int, frame: Any) -> None:
+
+def _descendants(pid: int) -> list[int]:
+    """Pids of every live process below `pid` (/proc; elsewhere multiprocessing's children)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        import multiprocessing
+
+        return [p.pid for p in multiprocessing.active_children() if p.pid]
+    parents: dict[int, list[int]] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _dead(pid: int) -> bool:
+    """True once `pid` has exited (a zombie counts: it runs no more code)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def kill_children(wait: float = 1.0) -> list[int]:
+    """SIGKILL every process this one started (pool workers, pip), and wait until they are dead,
+    so none writes into a temporary folder while it is being removed. Returns their pids."""
+    pids = _descendants(os.getpid())
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait
+    while Path("/proc").is_dir() and time.monotonic() < deadline:
+        if all(_dead(pid) for pid in pids):
+            break
+        time.sleep(0.01)
+    return pids
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGINT and SIGTERM: stop the work now, once; the stack's cleanup then runs undisturbed."""
+    global _stopping
+    if os.getpid() != _MAIN_PID:
+        # A forked worker (it inherits this handler): its parent is stopping too; leave quietly.
+        os._exit(128 + signum)
+    if _stopping:
+        return  # a second Ctrl-C must not interrupt the cleanup of the first
+    _stopping = True
+    kill_children()
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _exit(code: int) -> None:
+    """Leave without the interpreter's slow teardown: the stack's cleanup has already run."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def check_device(p: dict) -> None:
+    """A stage that reads train.device checks the device is on this machine before any work."""
+    if "train" in p:
+        from mnist_basics import device  # imports torch: only the stages that use it get here
+
+        device.resolve(p["train"]["device"])
 
 
 def run_stage(name: str, sections: tuple[str, ...], main: Callable[[dict], None]) -> None:
@@ -23,14 +112,28 @@ def run_stage(name: str, sections: tuple[str, ...], main: Callable[[dict], None]
 
     SIGTERM is treated like Ctrl-C, so `finally` blocks and atomic writes clean up either way.
     """
+    global _MAIN_PID, _stopping
+    _MAIN_PID, _stopping = os.getpid(), False
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s", stream=sys.stderr)
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
         p = params_mod.load("params.yaml", sections)
+        check_device(p)
         main(p)
     except UserError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _exit(2)
     except KeyboardInterrupt:
-        print(f"{name}: interrupted; no output was written", file=sys.stderr)
-        sys.exit(130)
+        print(f"{name}: interrupted; no partial output was left", file=sys.stderr)
+        _exit(130)
+    except OSError as e:  # the machine's, not ours: a full disk, a folder one may not write
+        if os.environ.get("MNIST_BASICS_TRACEBACK"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(
+            f"{name}: error: {where}{e.strerror or e} "
+            "(set MNIST_BASICS_TRACEBACK=1 for the traceback)",
+            file=sys.stderr,
+        )
+        _exit(1)

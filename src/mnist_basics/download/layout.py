@@ -13,8 +13,8 @@ from pathlib import Path
 from PIL import Image
 
 from mnist_basics.download.known import SPLIT_ALIASES, SPLITS
-from mnist_basics.parallel import chunked, run_chunks
 from mnist_basics.errors import UserError
+from mnist_basics.parallel import chunked, run_chunks
 
 MAX_LISTED = 20
 CHUNK_FILES = 2000
