@@ -3,11 +3,12 @@
 import logging
 from pathlib import Path
 
-from mnist_basics.baseline import run_baseline
 from mnist_basics.cli import run_stage
 
 
 def main(params: dict) -> None:
+    from mnist_basics.baseline import run_baseline  # torch: only once params are good
+
     m = run_baseline(Path("data/tensors"), Path("metrics/baseline.json"), Path("plots/baseline"))
     logging.getLogger("mnist_basics").info(
         "L1: accuracy %.4f, per digit %s; RMSE: accuracy %.4f",

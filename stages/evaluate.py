@@ -4,10 +4,11 @@ import logging
 from pathlib import Path
 
 from mnist_basics.cli import run_stage
-from mnist_basics.evaluate import evaluate
 
 
 def main(params: dict) -> None:
+    from mnist_basics.evaluate import evaluate  # torch: only once params are good
+
     m = evaluate(
         Path("data/tensors"),
         Path("models/model.safetensors"),

@@ -1,10 +1,11 @@
 """Stage train: data/tensors -> models/model.safetensors, metrics/train (dvclive), plots/train."""
 
 from mnist_basics.cli import run_stage
-from mnist_basics.train import train
 
 
 def main(params: dict) -> None:
+    from mnist_basics.train import train  # torch: only once params are good
+
     train(params)
 
 

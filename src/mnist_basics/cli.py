@@ -101,8 +101,8 @@ def _exit(code: int) -> None:
 
 def check_device(p: dict) -> None:
     """A stage that reads train.device checks the device is on this machine before any work."""
-    if "train" in p:
-        from mnist_basics import device  # imports torch: only the stages that use it get here
+    if "train" in p and p["train"]["device"] not in ("auto", "cpu"):  # those always resolve
+        from mnist_basics import device  # imports torch, which takes seconds: only when needed
 
         device.resolve(p["train"]["device"])
 

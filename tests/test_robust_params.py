@@ -1,0 +1,207 @@
+"""Issue 7, params: a bad params.yaml stops a stage before any work, in one line, exit 2.
+
+Each stage script runs as dvc runs it (`python stages/<stage>.py` in the project folder) in a
+temp project whose outputs exist from a previous run; a bad param must leave them byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_basics import params as params_mod
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("download", "tensorize", "baseline", "train", "evaluate")
+
+
+def run_stage(project: Path, stage: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages" / f"{stage}.py")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def snapshot(project: Path) -> dict[str, str]:
+    """sha256 of every file in the project but params.yaml."""
+    return {
+        str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(project.rglob("*"))
+        if p.is_file() and p.name != "params.yaml"
+    }
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory: pytest.TempPathFactory, synthetic_37: Path) -> Path:
+    """A project folder where every stage has run once (2 epochs), outputs in place."""
+    project = tmp_path_factory.mktemp("robust_params")
+    good = params_mod.defaults()
+    good["data"]["sources"] = [str(synthetic_37)]
+    good["train"]["epochs"] = 2
+    (project / "params.yaml").write_text(yaml.safe_dump(good, sort_keys=False))
+    for stage in STAGES:
+        r = run_stage(project, stage)
+        assert r.returncode == 0, r.stderr
+    return project
+
+
+def _params(section: str, key: str, value: object, synthetic: Path) -> dict:
+    p = params_mod.defaults()
+    p["data"]["sources"] = [str(synthetic)]
+    p[section][key] = value
+    return p
+
+
+# (stage, section, key, value as written in YAML, words the one line must hold)
+BAD = [
+    ("train", "train", "lr", "0", ["train.lr = 0", "a number > 0"]),
+    ("train", "train", "lr", "-0.5", ["train.lr = -0.5", "a number > 0"]),
+    ("train", "train", "lr", '"abc"', ['train.lr = "abc"', "a number > 0"]),
+    ("train", "train", "epochs", "0", ["train.epochs = 0", "an integer >= 1"]),
+    ("train", "train", "epochs", "2.5", ["train.epochs = 2.5", "an integer >= 1"]),
+    ("train", "train", "batch_size", "0", ["train.batch_size = 0", "an integer >= 1"]),
+    ("train", "train", "model", "resnet", ['train.model = "resnet"', "linear, simple_net, cnn"]),
+    ("train", "train", "optimizer", "rmsprop", ['"rmsprop"', "basic, sgd, adam"]),
+    ("train", "train", "loss", "hinge", ['train.loss = "hinge"', "auto, mnist_loss"]),
+    ("train", "train", "device", "tpu", ['train.device = "tpu"', "auto, cpu, cuda, cuda:N or mps"]),
+    ("train", "train", "device", "cuda:7", ["train.device = cuda:7", "available here: auto"]),
+    ("evaluate", "train", "device", "cuda", ["train.device = cuda", "available here: auto"]),
+    ("evaluate", "evaluate", "gallery", "-1", ["evaluate.gallery = -1", "[0, 400]"]),
+    ("download", "data", "digits", "3", ["data.digits = 3", "not a list", "two or more distinct"]),
+    ("download", "data", "digits", "[3]", ["data.digits = [3]", "two or more distinct"]),
+    ("download", "data", "digits", "[3, 3]", ["data.digits = [3, 3]", "3 is repeated"]),
+    ("download", "data", "digits", "[3, 10]", ["data.digits entry 10", "digits 0-9"]),
+    ("train", "data", "digits", "[3, -1]", ["data.digits entry -1", "digits 0-9"]),
+    ("download", "data", "sources", "[fastai, fastia]", ['data.sources entry "fastia"', "pypi"]),
+    ("download", "data", "sources", "[ftp://x.org/a.tgz]", ['entry "ftp://x.org/a.tgz"', "http"]),
+    ("download", "data", "sources", "fastai", ['data.sources = "fastai"', "not a list"]),
+    ("download", "data", "timeout", "0", ["data.timeout = 0", "(0, 600]"]),
+    ("download", "data", "bogus", "1", ["unknown key data.bogus (= 1)", "data.digits"]),
+    ("train", "train", "learning_rate", "0.1", ["unknown key train.learning_rate (= 0.1)"]),
+]
+
+
+def _bad_yaml(synthetic: Path, section: str, key: str, value: str) -> str:
+    """The defaults with `key` written as the raw YAML `value` (so "abc", 3, 1e-3 stay as typed)."""
+    p = _params(section, key, "__BAD__", synthetic)
+    return yaml.safe_dump(p, sort_keys=False).replace("__BAD__", value)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, stage: str, words: list[str]) -> None:
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"{stage}: error: params.yaml: "), lines[0]
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.mark.parametrize(("stage", "section", "key", "value", "words"), BAD)
+def test_bad_param_is_one_line_exit_2_outputs_untouched(
+    done: Path,
+    synthetic_37: Path,
+    stage: str,
+    section: str,
+    key: str,
+    value: str,
+    words: list[str],
+) -> None:
+    before = snapshot(done)
+    original = (done / "params.yaml").read_text()
+    text = _bad_yaml(synthetic_37, section, key, value)
+    assert yaml.safe_load(text)[section][key] == yaml.safe_load(value)
+    (done / "params.yaml").write_text(text)
+    try:
+        r = run_stage(done, stage)
+    finally:
+        (done / "params.yaml").write_text(original)
+    assert_one_line_error(r, stage, words)
+    assert snapshot(done) == before
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("train: [1\n", ["not valid YAML", "line 2, column 1"]),
+        ("bogus: 1\n", ['unknown section "bogus"', "data, train, evaluate"]),
+        ("- 1\n", ["expected a mapping of sections"]),
+    ],
+)
+@pytest.mark.parametrize("stage", ["tensorize", "baseline"])
+def test_broken_params_file_stops_stages_that_read_no_section(
+    done: Path, stage: str, text: str, words: list[str]
+) -> None:
+    before = snapshot(done)
+    original = (done / "params.yaml").read_text()
+    (done / "params.yaml").write_text(text)
+    try:
+        r = run_stage(done, stage)
+    finally:
+        (done / "params.yaml").write_text(original)
+    assert_one_line_error(r, stage, words)
+    assert snapshot(done) == before
+
+
+def test_train_checks_the_device_before_loading_data(tmp_path: Path, synthetic_37: Path) -> None:
+    """No data/tensors at all: the error is the device's, so it was checked first."""
+    p = _params("train", "device", "cuda:3", synthetic_37)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    r = run_stage(tmp_path, "train")
+    assert_one_line_error(r, "train", ["train.device = cuda:3", "no such device"])
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_mnist_loss_with_three_digits_is_a_params_error(tmp_path: Path, synthetic_37: Path) -> None:
+    p = _params("train", "loss", "mnist_loss", synthetic_37)
+    p["data"]["digits"] = [1, 4, 8]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    r = run_stage(tmp_path, "train")
+    assert_one_line_error(r, "train", ["train.loss = mnist_loss", "3 digits", "cross_entropy"])
+
+
+def test_yaml_1_1_text_numbers_are_numbers() -> None:
+    """PyYAML reads `1e-3` as text; a number key takes it as the number the user meant."""
+    raw = yaml.safe_load("train: {lr: 1e-3, init_std: 2E-1}")
+    assert isinstance(raw["train"]["lr"], str)
+    p = params_mod.validate(raw, ("train",))
+    assert p["train"]["lr"] == 0.001 and p["train"]["init_std"] == 0.2
+
+
+def test_every_schema_key_is_in_params_yaml_and_back(project_root: Path) -> None:
+    """params.yaml and SCHEMA list the same keys, and params.yaml validates."""
+    raw = yaml.safe_load((project_root / "params.yaml").read_text())
+    assert {s: set(v) for s, v in raw.items()} == {s: set(v) for s, v in params_mod.SCHEMA.items()}
+    params_mod.validate(raw)
+
+
+def test_readme_params_reference_matches_the_schema(project_root: Path) -> None:
+    readme = project_root / "README.md"
+    start, end = "<!-- params:start -->", "<!-- params:end -->"
+    text = readme.read_text() if readme.exists() else ""
+    if start not in text or end not in text:
+        pytest.skip(f"README.md has no {start} ... {end} block yet (README is being written)")
+    block = text.split(start, 1)[1].split(end, 1)[0].strip()
+    assert block == params_mod.markdown_table(), (
+        "README's params table is stale: regenerate it with `python -m mnist_basics.params`"
+    )
+
+
+def test_markdown_table_names_every_key() -> None:
+    table = params_mod.markdown_table()
+    for sec, keys in params_mod.SCHEMA.items():
+        for k in keys:
+            assert f"| `{sec}.{k}` |" in table
+    out = subprocess.run(
+        [sys.executable, "-m", "mnist_basics.params"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == table
