@@ -3,6 +3,8 @@ in data.sources that delivers verified MNIST. Imports no torch, so it runs anywh
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401  (first: this checkout's library)
+
 from mnist_basics.cli import run_stage
 from mnist_basics.download import download
 

@@ -3,6 +3,8 @@
 import logging
 from pathlib import Path
 
+import _checkout  # noqa: F401  (first: this checkout's library)
+
 from mnist_basics.cli import run_stage
 
 

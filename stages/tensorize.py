@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import _checkout  # noqa: F401  (first: this checkout's library)
+
 from mnist_basics.cli import run_stage
 from mnist_basics.tensorize import tensorize
 

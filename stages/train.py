@@ -1,5 +1,7 @@
 """Stage train: data/tensors -> models/model.safetensors, metrics/train (dvclive), plots/train."""
 
+import _checkout  # noqa: F401  (first: this checkout's library)
+
 from mnist_basics.cli import run_stage
 
 

@@ -1,0 +1,7 @@
+"""Put this checkout's src/ first on sys.path, so a stage runs the library code that dvc.lock
+hashes (in a queued experiment's temporary copy too), not whichever copy pip installed."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
