@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +43,9 @@ def _env(home: Path) -> dict[str, str]:
         DVC_NO_ANALYTICS="1",
         DVC_SITE_CACHE_DIR=str(home / "dvc-site-cache"),
         HOME=str(home),
+        # Inherited by everything the project starts, daemons included (dvc's queue workers
+        # detach from their parent), so a test can find and end exactly its own processes.
+        MNIST_BASICS_E2E_HOME=str(home),
     )
     return env
 
@@ -90,6 +96,48 @@ class DvcProject:
     def commit(self, message: str) -> None:
         self.git("add", "-A")
         self.git("commit", "-q", "-m", message)
+
+    def processes(self) -> list[int]:
+        """Pids still alive that this project's commands started (see `own_processes`)."""
+        return own_processes(self.env["MNIST_BASICS_E2E_HOME"])
+
+    def stop_queue(self, grace: float = 30) -> list[int]:
+        """Stop dvc's experiment queue and make sure nothing it started outlives the test.
+
+        `dvc queue stop --kill` kills running tasks and asks the celery workers to exit; what is
+        still alive after `grace` seconds (a worker, or a stage's python whose task was killed)
+        gets SIGKILL by pid. Returns the pids that had to be killed.
+        """
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.dvc("queue", "stop", "--kill", timeout=grace, check=False)
+        return end_processes(self.env["MNIST_BASICS_E2E_HOME"], grace)
+
+
+def own_processes(mark: str) -> list[int]:
+    """Pids of this user's processes whose environment has MNIST_BASICS_E2E_HOME=`mark`."""
+    needle = f"MNIST_BASICS_E2E_HOME={mark}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            ours = proc.stat().st_uid == os.getuid()
+            if ours and needle in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return pids
+
+
+def end_processes(mark: str, grace: float = 30) -> list[int]:
+    """Wait up to `grace` s for the processes marked `mark` to exit; SIGKILL the rest by pid."""
+    deadline = time.monotonic() + grace
+    while (left := own_processes(mark)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
 
 
 def make_project(dest: Path, sources: list[str], digits: list[int], **train: object) -> DvcProject:
