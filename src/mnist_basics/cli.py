@@ -10,12 +10,16 @@ A stage ends in one of three ways:
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
+from multiprocessing import popen_fork
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,12 @@ from mnist_basics.errors import UserError
 
 log = logging.getLogger("mnist_basics")
 
+LAST_RESORT = 5.0  # seconds a stage may take to clean up after a signal
 _MAIN_PID = 0
 _stopping = False
+_deferred = 0
+_signum = 0
+_last_resort_started = threading.Event()
 
 
 def _descendants(pid: int) -> list[int]:
@@ -77,17 +85,62 @@ def kill_children(wait: float = 1.0) -> list[int]:
     return pids
 
 
+# Raising in these can leave a lock held or a count half-updated (queue.Queue.put: dvclive's
+# Queue.join() at the end of its `with` then waits forever), and an exception raised in a fork
+# callback is dropped. A signal that lands there is delivered again 10 ms later.
+_UNSAFE_FILES = {m.__file__ for m in (queue, logging, popen_fork)}
+_DEFERRALS = 50  # x 10 ms, then it is raised wherever it lands
+
+
+def _in_unsafe_code(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename in _UNSAFE_FILES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _again(signum: int) -> None:
+    threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+
+
 def _on_signal(signum: int, frame: Any) -> None:
     """SIGINT and SIGTERM: stop the work now, once; the stack's cleanup then runs undisturbed."""
-    global _stopping
+    global _stopping, _deferred, _signum
     if os.getpid() != _MAIN_PID:
-        # A forked worker (it inherits this handler): its parent is stopping too; leave quietly.
-        os._exit(128 + signum)
+        # A forked pool worker (it inherits this handler; Ctrl-C reaches the whole group): its
+        # parent kills it, and it must not die first, or the parent sees a broken pool, not this.
+        return
     if _stopping:
         return  # a second Ctrl-C must not interrupt the cleanup of the first
-    _stopping = True
+    if _deferred < _DEFERRALS and _in_unsafe_code(frame):
+        _deferred += 1
+        _again(signum)
+        return
+    _stopping, _signum = True, signum
     kill_children()
+    if not _last_resort_started.is_set():
+        _last_resort_started.set()
+        threading.Thread(target=_last_resort, daemon=True).start()
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _unraisable(hook: Any) -> None:
+    """Python drops an exception raised where it cannot propagate (a finalizer, a callback):
+    if that was our KeyboardInterrupt, the signal is delivered again so the stage still stops."""
+    global _stopping
+    if isinstance(hook.exc_value, KeyboardInterrupt) and _stopping and _signum:
+        _stopping = False
+        _again(_signum)
+        return
+    sys.__unraisablehook__(hook)
+
+
+def _last_resort(after: float = LAST_RESORT) -> None:
+    time.sleep(after)
+    os.write(2, b"interrupted; cleanup is stuck, exiting without it (.*.tmp may remain); where:\n")
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(130)
 
 
 def _exit(code: int) -> None:
@@ -112,23 +165,27 @@ def run_stage(name: str, sections: tuple[str, ...], main: Callable[[dict], None]
 
     SIGTERM is treated like Ctrl-C, so `finally` blocks and atomic writes clean up either way.
     """
-    global _MAIN_PID, _stopping
-    _MAIN_PID, _stopping = os.getpid(), False
+    global _MAIN_PID, _stopping, _deferred
+    _MAIN_PID, _stopping, _deferred = os.getpid(), False, 0
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s", stream=sys.stderr)
+    sys.unraisablehook = _unraisable
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
         p = params_mod.load("params.yaml", sections)
         check_device(p)
         main(p)
-    except UserError as e:
-        print(f"{name}: error: {e}", file=sys.stderr)
-        _exit(2)
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted; no partial output was left", file=sys.stderr)
-        _exit(130)
-    except OSError as e:  # the machine's, not ours: a full disk, a folder one may not write
-        if os.environ.get("MNIST_BASICS_TRACEBACK"):
+    except BaseException as e:
+        # After a signal, whatever surfaces (KeyboardInterrupt, or the pool the signal broke)
+        # means "interrupted".
+        if _stopping or isinstance(e, KeyboardInterrupt):
+            print(f"{name}: interrupted; no partial output was left", file=sys.stderr)
+            _exit(130)
+        if isinstance(e, UserError):
+            print(f"{name}: error: {e}", file=sys.stderr)
+            _exit(2)
+        # An OSError is the machine's, not ours: a full disk, a folder one may not write.
+        if not isinstance(e, OSError) or os.environ.get("MNIST_BASICS_TRACEBACK"):
             raise
         where = f"{e.filename}: " if e.filename else ""
         print(
