@@ -75,3 +75,29 @@ def test_diverging_loss_stops_with_epoch_and_hint() -> None:
     learn = _learner("simple_net", lr=1e30)
     with pytest.raises(UserError, match=r"in epoch 1: .*lower train.lr"):
         learn.fit(3)
+
+
+def test_one_cycle_warms_up_then_anneals() -> None:
+    from mnist_basics.learner import one_cycle
+
+    assert one_cycle(0.0, 1.0) == pytest.approx(1 / 25)
+    assert one_cycle(0.25, 1.0) == pytest.approx(1.0)
+    assert one_cycle(1.0, 1.0) == pytest.approx(1 / 25 / 1e4)
+    xs = [one_cycle(t / 100, 1.0) for t in range(101)]
+    assert xs.index(max(xs)) == 25
+
+
+def test_schedule_sets_the_lr_of_every_batch() -> None:
+    seen: list[float] = []
+    learn = _learner()
+    step = learn.opt.step
+
+    def spy() -> None:
+        seen.append(learn.opt.lr)
+        step()
+
+    learn.opt.step = spy
+    learn.schedule = lambda t: 1.0 - t
+    learn.fit(2)
+    assert len(seen) == 12  # 384 images / 64 per batch, 2 epochs
+    assert seen[0] == 1.0 and seen[6] == pytest.approx(0.5) and seen[-1] == pytest.approx(1 / 12)

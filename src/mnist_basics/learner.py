@@ -44,6 +44,27 @@ def batches(
         yield x[i : i + bs], y[i : i + bs]
 
 
+def one_cycle(progress: float, lr: float, warm: float = 0.25) -> float:
+    """fastai's fit_one_cycle schedule at `progress` in [0, 1]: cosine from lr/25 up to lr over
+    the first quarter, then cosine down to lr/250000."""
+
+    def cos(start: float, end: float, t: float) -> float:
+        return end + (start - end) / 2 * (1 + math.cos(math.pi * t))
+
+    if progress < warm:
+        return cos(lr / 25, lr, progress / warm)
+    return cos(lr, lr / 25 / 1e4, (progress - warm) / (1 - warm))
+
+
+def set_lr(opt: object, lr: float) -> None:
+    """Set the learning rate of the book's BasicOptim or of a torch optimiser."""
+    if isinstance(opt, torch.optim.Optimizer):
+        for group in opt.param_groups:
+            group["lr"] = lr
+    else:
+        opt.lr = lr
+
+
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """Fraction right: the book's batch_accuracy for one logit, argmax for several."""
     if logits.shape[1] == 1:
@@ -65,6 +86,7 @@ class Learner:
     batch_size: int = 256
     shuffle: bool = False
     generator: torch.Generator | None = None
+    schedule: Callable[[float], float] | None = None  # lr at progress in [0, 1]; None: constant
     on_epoch: list[Callable[[EpochStats], None]] = field(default_factory=list)
 
     def calc_grad(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -73,15 +95,19 @@ class Learner:
         loss.backward()
         return loss
 
-    def train_epoch(self) -> float:
-        """One pass over the training set; returns the mean loss per image."""
+    def train_epoch(self, epoch: int = 0, epochs: int = 1) -> float:
+        """One pass over the training set (epoch counts from 0 for the lr schedule); returns the
+        mean loss per image."""
         self.model.train()
         order = None
         if self.shuffle:
             order = torch.randperm(len(self.train_x), generator=self.generator)
             order = order.to(self.train_x.device)
         total = torch.zeros((), device=self.train_x.device)
-        for xb, yb in batches(self.train_x, self.train_y, self.batch_size, order):
+        n_batches = -(-len(self.train_x) // self.batch_size)
+        for i, (xb, yb) in enumerate(batches(self.train_x, self.train_y, self.batch_size, order)):
+            if self.schedule is not None:
+                set_lr(self.opt, self.schedule((epoch * n_batches + i) / (epochs * n_batches)))
             loss = self.calc_grad(xb, yb)
             self.opt.step()
             self.opt.zero_grad()
@@ -104,7 +130,7 @@ class Learner:
         history = []
         for epoch in bar(range(1, epochs + 1), desc="train", unit="epoch"):
             t0 = time.perf_counter()
-            train_loss = self.train_epoch()
+            train_loss = self.train_epoch(epoch - 1, epochs)
             valid_loss, valid_acc = self.validate_epoch()
             if not (math.isfinite(train_loss) and math.isfinite(valid_loss)):
                 hint = f"try a lower train.lr than {lr}" if lr else "try a lower train.lr"

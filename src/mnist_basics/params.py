@@ -22,6 +22,7 @@ from mnist_basics.errors import UserError
 SOURCES = ("fastai", "mnist", "pypi")
 MODELS = ("linear", "simple_net", "cnn")
 OPTIMIZERS = ("basic", "sgd", "adam")
+SCHEDULES = ("constant", "one_cycle")
 LOSSES = ("auto", "mnist_loss", "cross_entropy")
 
 
@@ -193,6 +194,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "a number >= 0",
             "Weight decay of the sgd and adam optimizers.",
             number=True,
+        ),
+        "schedule": Key(
+            "constant",
+            lambda v: v in SCHEDULES,
+            "one of " + ", ".join(SCHEDULES),
+            "constant: lr throughout, as in the chapter; one_cycle: fastai's fit_one_cycle "
+            "(warm up to lr over the first quarter, then anneal to almost 0).",
         ),
         "shuffle": Key(
             False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from dvclive import Live
 from mnist_basics import atomic, device, images
 from mnist_basics.data import class_targets, digits_of, load_split
 from mnist_basics.errors import UserError
-from mnist_basics.learner import EpochStats, Learner
+from mnist_basics.learner import EpochStats, Learner, one_cycle
 from mnist_basics.models import ModelSpec, build_model, loss_func, save_model, targets_for
 from mnist_basics.optim import make_optimizer
 from mnist_basics.params import BOOK_EPOCHS, BOOK_LR
@@ -120,6 +121,7 @@ def train(p: dict, paths: Paths = Paths()) -> list[EpochStats]:
         batch_size=tp["batch_size"],
         shuffle=tp["shuffle"],
         generator=gen,
+        schedule=partial(one_cycle, lr=lr) if tp["schedule"] == "one_cycle" else None,
     )
     log.info(
         "%s, %s, %s optimizer, lr %g, %d epochs, %d train / %d valid images on %s",
@@ -141,6 +143,7 @@ def train(p: dict, paths: Paths = Paths()) -> list[EpochStats]:
                     "lr": lr,
                     "epochs": epochs,
                     "optimizer": tp["optimizer"],
+                    "schedule": tp["schedule"],
                     "digits": digits,
                 }
             )
