@@ -669,7 +669,8 @@ def main() -> None:
         if book_full
         else None
     )
-    commit = sh(["git", "rev-parse", "--short", "HEAD"], REPO).strip()
+    # The code measured is the scratch clone's (HEAD^ of base: base adds one params commit).
+    commit = sh(["git", "rev-parse", "--short", "HEAD^"], s.base).strip()
     lines = [
         f"commit {commit}, {a.runs} runs per figure (median), {time.strftime('%Y-%m-%d %H:%M')}",
         machine(load0, loadavg()),
