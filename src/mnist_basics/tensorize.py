@@ -157,10 +157,12 @@ def tensorize(raw: Path, out_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     dataset = find_dataset(raw)
     problems: list[str] = []
     listed = {s: list_split(dataset / s, problems) for s in SPLITS}
-    splits = {
-        s: {"images": decode_images(paths, problems), "labels": labels, "indices": indices}
-        for s, (paths, labels, indices) in listed.items()
-    }
+    # Both splits in one pass of the worker pool: valid alone is too small to be worth a pool.
+    pixels = decode_images([p for paths, _, _ in listed.values() for p in paths], problems)
+    splits, start = {}, 0
+    for s, (paths, labels, indices) in listed.items():
+        images, start = pixels[start : start + len(paths)], start + len(paths)
+        splits[s] = {"images": images, "labels": labels, "indices": indices}
     _raise_problems(problems)
     train_digits = sorted(set(splits["train"]["labels"].tolist()))
     valid_digits = sorted(set(splits["valid"]["labels"].tolist()))
