@@ -213,7 +213,7 @@ def loops(model: str, runs: int) -> dict:
     res: dict = {"ours": [], "book": []}
     for _ in range(runs):
         t0 = time.perf_counter()
-        seed_everything(42)
+        seed_everything(42, torch.device("cpu"))
         net = build_model(spec)
         learn = Learner(
             model=net,
