@@ -657,6 +657,8 @@ def main() -> None:
         if a.profile:
             profile(s)
         rows, extra = run_all(s, a.runs, only)
+        # The code measured is the scratch clone's (HEAD^ of base: base adds one params commit).
+        commit = sh(["git", "rev-parse", "--short", "HEAD^"], s.base).strip()
     finally:
         if not (a.keep or a.scratch):
             shutil.rmtree(root, ignore_errors=True)
@@ -669,8 +671,6 @@ def main() -> None:
         if book_full
         else None
     )
-    # The code measured is the scratch clone's (HEAD^ of base: base adds one params commit).
-    commit = sh(["git", "rev-parse", "--short", "HEAD^"], s.base).strip()
     lines = [
         f"commit {commit}, {a.runs} runs per figure (median), {time.strftime('%Y-%m-%d %H:%M')}",
         machine(load0, loadavg()),
