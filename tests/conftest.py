@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,15 @@ def real_37_tensors(tmp_path_factory: pytest.TempPathFactory, real_mnist: Path) 
     download([3, 7], [str(real_mnist)], 10, root / "raw")
     tensorize(root / "raw", root / "tensors")
     return root / "tensors"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium for the offline-report checks: must be there in CI, else a skip."""
+    from browser import CHROMIUM, available
+
+    if not available():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run must install chromium")
+        pytest.skip(f"{CHROMIUM} not found: `apt-get install chromium` to run the browser checks")
+    return CHROMIUM

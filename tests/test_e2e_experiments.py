@@ -16,7 +16,6 @@ detach) is ended by pid at teardown, so a stuck queue fails the test instead of 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from browser import CHROMIUM, Result, available, render
+from browser import Result, render
 from dvc_fixtures import DvcProject, make_project
 
 pytestmark = pytest.mark.e2e
@@ -390,15 +389,6 @@ def test_metrics_and_params_diff_on_a_clone_without_pull(fresh_clone: DvcProject
     diff = json.loads(fresh_clone.dvc("params", "diff", "HEAD~1", "--json").stdout)
     assert diff == {"params.yaml": {"train.epochs": {"old": 20, "new": 2, "diff": -18}}}
     assert no_cache(fresh_clone)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    if not available():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run must install chromium")
-        pytest.skip(f"{CHROMIUM} not found: `apt-get install chromium` to run the browser checks")
-    return CHROMIUM
 
 
 def assert_report(html: Path, result: Result, revs: int) -> None:

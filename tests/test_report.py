@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, Result, available, render
+from browser import Result, render
 from PIL import Image
 
 from mnist_basics import report
@@ -54,15 +54,6 @@ plots:
 """
 VEGA_PLOTS = 2
 IMAGE_PLOTS = 2
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    if not available():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run must install chromium")
-        pytest.skip(f"{CHROMIUM} not found: `apt-get install chromium` to run the browser checks")
-    return CHROMIUM
 
 
 def run(cwd: Path, *args: str, timeout: float = 120) -> str:
