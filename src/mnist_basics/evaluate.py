@@ -10,13 +10,7 @@ import torch
 
 from mnist_basics import atomic, device, images
 from mnist_basics.data import class_targets, load_split
-from mnist_basics.models import load_model, loss_func, predict_classes, targets_for
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, bs: int = 4096) -> torch.Tensor:
-    """Logits for every row of x."""
-    return torch.cat([model(x[i : i + bs]) for i in range(0, len(x), bs)])
+from mnist_basics.models import load_model, loss_func, predict, predict_classes, targets_for
 
 
 def confidence(logits: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mnist_basics.errors import UserError
-from mnist_basics.models import batch_accuracy, predict_classes
+from mnist_basics.models import batch_accuracy, predict, predict_classes
 from mnist_basics.progress import bar
 
 log = logging.getLogger("mnist_basics")
@@ -116,15 +116,9 @@ class Learner:
         weights = torch.tensor(sizes, dtype=torch.float32, device=self.train_x.device)
         return (torch.stack(losses) @ weights).item() / len(self.train_x)
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, bs: int = 4096) -> torch.Tensor:
-        """Logits for every row of x, in eval mode."""
-        self.model.eval()
-        return torch.cat([self.model(x[i : i + bs]) for i in range(0, len(x), bs)])
-
     def validate_epoch(self) -> tuple[float, float]:
         """Valid loss and accuracy over the whole valid split (image-weighted)."""
-        logits = self.predict(self.valid_x)
+        logits = predict(self.model, self.valid_x)
         return self.loss_func(logits, self.valid_y).item(), accuracy(logits, self.valid_y)
 
     def fit(self, epochs: int, lr: float | None = None) -> list[EpochStats]:

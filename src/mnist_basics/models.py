@@ -115,6 +115,13 @@ def loss_func(name: str):
     return mnist_loss if name == "mnist_loss" else F.cross_entropy
 
 
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, bs: int = 4096) -> torch.Tensor:
+    """Logits for every row of x, in batches of bs, in eval mode."""
+    model.eval()
+    return torch.cat([model(x[i : i + bs]) for i in range(0, len(x), bs)])
+
+
 def predict_classes(logits: torch.Tensor) -> torch.Tensor:
     """Class index per image: for one logit, 0 (the positive digit) when its sigmoid > 0.5."""
     if logits.shape[1] == 1:
