@@ -560,6 +560,11 @@ def condense(path: Path, share: float = 0.02) -> None:
     path.write_text("\n".join(ln for ln in keep if "frames hidden" not in ln) + "\n")
 
 
+def pyinstrument(report: Path, args: list[str], cwd: Path, env: dict) -> None:
+    """Run `python -m pyinstrument ... args` in cwd, its text report written to `report`."""
+    sh([PY, "-m", "pyinstrument", "-r", "text", "-o", str(report), *args], cwd, env)
+
+
 def profile(s: Scratch) -> None:
     """pyinstrument each stage once (and the book script), text reports in bench/profiles/."""
     out = BENCH / "profiles"
@@ -567,21 +572,7 @@ def profile(s: Scratch) -> None:
     env = env_for(s.stages)
     for name in ("download", "tensorize", "baseline", "train", "evaluate"):
         print(f"profiling {name}", file=sys.stderr)
-        sh(
-            [
-                PY,
-                "-m",
-                "pyinstrument",
-                "--show-all",
-                "-r",
-                "text",
-                "-o",
-                str(out / f"{name}.txt"),
-                f"stages/{name}.py",
-            ],
-            s.stages,
-            env,
-        )
+        pyinstrument(out / f"{name}.txt", ["--show-all", f"stages/{name}.py"], s.stages, env)
     # tensorize decodes in worker processes, which pyinstrument does not follow: one in-process
     # pass over the same chunk function shows where a worker's time goes.
     code = (
@@ -590,37 +581,9 @@ def profile(s: Scratch) -> None:
         "paths, _, _ = list_split(Path('data/raw/mnist_sample/train'), [])\n"
         "_decode_chunk([str(p) for p in paths])\n"
     )
-    sh(
-        [
-            PY,
-            "-m",
-            "pyinstrument",
-            "-r",
-            "text",
-            "-o",
-            str(out / "tensorize_worker.txt"),
-            "-c",
-            code,
-        ],
-        s.stages,
-        env,
-    )
+    pyinstrument(out / "tensorize_worker.txt", ["-c", code], s.stages, env)
     print("profiling book_style.py", file=sys.stderr)
-    sh(
-        [
-            PY,
-            "-m",
-            "pyinstrument",
-            "-r",
-            "text",
-            "-o",
-            str(out / "book_style.txt"),
-            str(BOOK),
-            str(s.tree),
-        ],
-        s.stages,
-        env,
-    )
+    pyinstrument(out / "book_style.txt", [str(BOOK), str(s.tree)], s.stages, env)
 
 
 def main() -> None:

@@ -106,6 +106,19 @@ def assert_one_line_error(r: subprocess.CompletedProcess, stage: str, words: lis
         assert w in lines[0], (w, lines[0])
 
 
+def _fails_cleanly_with(done: Path, stage: str, params_text: str, words: list[str]) -> None:
+    """The stage, run with params_text as params.yaml, fails in one line and changes nothing."""
+    before = snapshot(done)
+    original = (done / "params.yaml").read_text()
+    (done / "params.yaml").write_text(params_text)
+    try:
+        r = run_stage(done, stage)
+    finally:
+        (done / "params.yaml").write_text(original)
+    assert_one_line_error(r, stage, words)
+    assert snapshot(done) == before
+
+
 @pytest.mark.parametrize(("stage", "section", "key", "value", "words"), BAD)
 def test_bad_param_is_one_line_exit_2_outputs_untouched(
     done: Path,
@@ -116,17 +129,9 @@ def test_bad_param_is_one_line_exit_2_outputs_untouched(
     value: str,
     words: list[str],
 ) -> None:
-    before = snapshot(done)
-    original = (done / "params.yaml").read_text()
     text = _bad_yaml(synthetic_37, section, key, value)
     assert yaml.safe_load(text)[section][key] == yaml.safe_load(value)
-    (done / "params.yaml").write_text(text)
-    try:
-        r = run_stage(done, stage)
-    finally:
-        (done / "params.yaml").write_text(original)
-    assert_one_line_error(r, stage, words)
-    assert snapshot(done) == before
+    _fails_cleanly_with(done, stage, text, words)
 
 
 @pytest.mark.parametrize(
@@ -141,15 +146,7 @@ def test_bad_param_is_one_line_exit_2_outputs_untouched(
 def test_broken_params_file_stops_stages_that_read_no_section(
     done: Path, stage: str, text: str, words: list[str]
 ) -> None:
-    before = snapshot(done)
-    original = (done / "params.yaml").read_text()
-    (done / "params.yaml").write_text(text)
-    try:
-        r = run_stage(done, stage)
-    finally:
-        (done / "params.yaml").write_text(original)
-    assert_one_line_error(r, stage, words)
-    assert snapshot(done) == before
+    _fails_cleanly_with(done, stage, text, words)
 
 
 def test_train_checks_the_device_before_loading_data(tmp_path: Path, synthetic_37: Path) -> None:

@@ -141,15 +141,19 @@ UNPICKLING = re.compile(
 )
 
 
-def test_no_pickle_is_loaded_outside_the_restricted_unpickler() -> None:
-    found = [
+def _grep(pattern: re.Pattern, skip: str = "") -> list[str]:
+    """Lines of src/ and stages/ matching pattern, as path:line: text (files named `skip` aside)."""
+    return [
         f"{rel}:{n}: {line.strip()}"
         for rel, text in _python_files("src", "stages")
-        if rel != "src/mnist_basics/download/pypi.py"
+        if rel != skip
         for n, line in enumerate(text.splitlines(), 1)
-        if UNPICKLING.search(line)
+        if pattern.search(line)
     ]
-    assert found == []
+
+
+def test_no_pickle_is_loaded_outside_the_restricted_unpickler() -> None:
+    assert _grep(UNPICKLING, skip="src/mnist_basics/download/pypi.py") == []
     pypi = (ROOT / "src/mnist_basics/download/pypi.py").read_text()
     # The one unpickler there refuses every global but NumPy's array builders.
     assert "class NumpyUnpickler(pickle.Unpickler)" in pypi and "def find_class" in pypi
@@ -163,10 +167,4 @@ SHELL = re.compile(
 
 
 def test_no_shell_command_is_built() -> None:
-    found = [
-        f"{rel}:{n}: {line.strip()}"
-        for rel, text in _python_files("src", "stages")
-        for n, line in enumerate(text.splitlines(), 1)
-        if SHELL.search(line)
-    ]
-    assert found == []
+    assert _grep(SHELL) == []
