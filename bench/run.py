@@ -197,6 +197,7 @@ def loops(model: str, runs: int) -> dict:
     import book_style as book
 
     from mnist_basics.data import class_targets, load_split
+    from mnist_basics.device import cpu_threads
     from mnist_basics.learner import Learner
     from mnist_basics.models import ModelSpec, build_model, mnist_loss, targets_for
     from mnist_basics.optim import BasicOptim
@@ -211,7 +212,10 @@ def loops(model: str, runs: int) -> dict:
         book.read_tensors(tensors, "train", [3, 7]), book.read_tensors(tensors, "valid", [3, 7])
     )
     res: dict = {"ours": [], "book": []}
+    default_threads = torch.get_num_threads()  # the book runs with torch's default
+    ours_threads = cpu_threads(model, 256, spec.hidden if model == "simple_net" else 1)
     for _ in range(runs):
+        torch.set_num_threads(ours_threads)  # as the train stage does
         t0 = time.perf_counter()
         seed_everything(42, torch.device("cpu"))
         net = build_model(spec)
@@ -227,12 +231,13 @@ def loops(model: str, runs: int) -> dict:
         hist = learn.fit(epochs, lr)
         res["ours"].append(time.perf_counter() - t0)
         res["ours_accuracy"] = round(hist[-1].valid_accuracy, 4)
+        torch.set_num_threads(default_threads)
         t0 = time.perf_counter()
         acc = book.fit(model, dset, valid_dset, verbose=False)
         res["book"].append(time.perf_counter() - t0)
         res["book_accuracy"] = round(acc["image_weighted"], 4)
         res["book_batch_mean"] = acc["batch_mean"]
-    res["threads"] = torch.get_num_threads()
+    res["threads"] = {"ours": ours_threads, "book": default_threads}
     return res
 
 

@@ -1,8 +1,10 @@
 """Our own Learner: the chapter's training loop, shared by every model, loss and optimiser.
 
-The book's loop (`calc_grad`, `train_epoch`, `validate_epoch`) with one change of machinery: batches
-are slices of contiguous tensors already on the device, not a DataLoader over a list of (x, y)
-pairs. Same math, same order, without a Python object per image.
+The book's loop (`calc_grad`, `train_epoch`, `validate_epoch`) with two changes of machinery:
+batches are slices of contiguous tensors already on the device, not a DataLoader over a list of
+(x, y) pairs; and for the book's own models `calc_grad` computes the gradients `loss.backward()`
+would, written out (mnist_basics.grads), instead of recording an autograd graph per step. Same
+math, same order, without a Python object per image or a graph per batch.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from mnist_basics.errors import UserError
+from mnist_basics.grads import CalcGrad, closed_form_grad
 from mnist_basics.models import batch_accuracy, predict, predict_classes
 from mnist_basics.progress import bar
 
@@ -88,9 +91,17 @@ class Learner:
     generator: torch.Generator | None = None
     schedule: Callable[[float], float] | None = None  # lr at progress in [0, 1]; None: constant
     on_epoch: list[Callable[[EpochStats], None]] = field(default_factory=list)
+    autograd: bool = False  # True: always loss.backward(), even where grads has the closed form
+    _closed: CalcGrad | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.autograd:
+            self._closed = closed_form_grad(self.model, self.loss_func)
 
     def calc_grad(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        """The book's calc_grad: predictions, loss, backward."""
+        """The book's calc_grad: predictions, loss, backward (written out where grads can)."""
+        if self._closed is not None:
+            return self._closed(xb, yb)
         loss = self.loss_func(self.model(xb), yb)
         loss.backward()
         return loss

@@ -110,6 +110,9 @@ def train(p: dict, paths: Paths = Paths()) -> list[EpochStats]:
     )
     lr = tp["lr"] if tp["lr"] is not None else BOOK_LR[spec.model]
     epochs = tp["epochs"] if tp["epochs"] is not None else BOOK_EPOCHS[spec.model]
+    if dev.type == "cpu":
+        width = spec.hidden if spec.model == "simple_net" else spec.n_out
+        torch.set_num_threads(device.cpu_threads(spec.model, tp["batch_size"], width))
     model = build_model(spec).to(dev)
     opt = make_optimizer(
         tp["optimizer"], model.parameters(), lr, tp["momentum"], tp["weight_decay"]
@@ -128,7 +131,7 @@ def train(p: dict, paths: Paths = Paths()) -> list[EpochStats]:
         schedule=partial(one_cycle, lr=lr) if tp["schedule"] == "one_cycle" else None,
     )
     log.info(
-        "%s, %s, %s optimizer, lr %g, %d epochs, %d train / %d valid images on %s",
+        "%s, %s, %s optimizer, lr %g, %d epochs, %d train / %d valid images on %s (%d threads)",
         spec.model,
         spec.loss,
         tp["optimizer"],
@@ -137,6 +140,7 @@ def train(p: dict, paths: Paths = Paths()) -> list[EpochStats]:
         len(train_split.x),
         len(valid_split.x),
         dev,
+        torch.get_num_threads(),
     )
     with atomic.atomic_path(paths.live, is_dir=True) as live_dir:
         with Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
