@@ -143,7 +143,7 @@ def _pool_busy(want_tmp: Path | None = None) -> Callable[[str, int], bool]:
 
 def _assert_interrupted(rc: int, took: float, output: str, name: str) -> None:
     assert rc == 130, output
-    assert took < STOP_WITHIN, f"took {took:.2f} s to stop"
+    assert took < STOP_WITHIN, f"took {took:.2f} s to stop:\n{output}"
     assert "Traceback" not in output, output
     assert f"{name}: interrupted; no partial output was left" in output
 
