@@ -213,7 +213,7 @@ def loops(model: str, runs: int) -> dict:
     )
     res: dict = {"ours": [], "book": []}
     default_threads = torch.get_num_threads()  # the book runs with torch's default
-    ours_threads = cpu_threads(model, 256, spec.hidden if model == "simple_net" else 1)
+    ours_threads = cpu_threads(model, 256, spec.width)
     for _ in range(runs):
         torch.set_num_threads(ours_threads)  # as the train stage does
         t0 = time.perf_counter()

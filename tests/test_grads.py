@@ -125,6 +125,8 @@ def test_training_ends_where_autograds_does(
 
 
 def test_small_models_train_on_one_thread() -> None:
+    assert ModelSpec(model="simple_net", digits=(3, 7), loss="mnist_loss").width == 30
+    assert ModelSpec(model="linear", digits=tuple(range(10)), loss="cross_entropy").width == 10
     assert cpu_threads("linear", 256, 1) == 1
     assert cpu_threads("simple_net", 256, 30) == 1
     assert cpu_threads("simple_net", 256, 256) == torch.get_num_threads()

@@ -35,6 +35,11 @@ class ModelSpec:
         """One logit for the book's two-digit mnist_loss, one per class for cross-entropy."""
         return 1 if self.loss == "mnist_loss" else len(self.digits)
 
+    @property
+    def width(self) -> int:
+        """Outputs of the first matmul: simple_net's hidden units, linear's logits."""
+        return self.hidden if self.model == "simple_net" else self.n_out
+
 
 def init_params(size: tuple[int, ...] | int, std: float = 1.0) -> torch.Tensor:
     """The book's init: standard normal times std, with gradients."""

@@ -111,8 +111,7 @@ def train(p: dict, paths: Paths = Paths()) -> list[EpochStats]:
     lr = tp["lr"] if tp["lr"] is not None else BOOK_LR[spec.model]
     epochs = tp["epochs"] if tp["epochs"] is not None else BOOK_EPOCHS[spec.model]
     if dev.type == "cpu":
-        width = spec.hidden if spec.model == "simple_net" else spec.n_out
-        torch.set_num_threads(device.cpu_threads(spec.model, tp["batch_size"], width))
+        torch.set_num_threads(device.cpu_threads(spec.model, tp["batch_size"], spec.width))
     model = build_model(spec).to(dev)
     opt = make_optimizer(
         tp["optimizer"], model.parameters(), lr, tp["momentum"], tp["weight_decay"]
