@@ -1,5 +1,6 @@
 """The written-out gradients are autograd's: same loss, same .grad, for every case grads covers;
-and a Learner trained with them ends where one trained with loss.backward() does."""
+and a Learner trained with them, step by step or in fused epochs, ends where one trained with
+loss.backward() does."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_basics.device import cpu_threads
-from mnist_basics.grads import closed_form_grad
+from mnist_basics.grads import closed_form_grad, fused_epoch
 from mnist_basics.learner import Learner
 from mnist_basics.models import ModelSpec, build_model, loss_func, mnist_loss, targets_for
-from mnist_basics.optim import make_optimizer
+from mnist_basics.optim import BasicOptim, make_optimizer
 
 CASES = [
     ("linear", "mnist_loss", 2),
@@ -72,7 +73,20 @@ def test_autograd_keeps_what_grads_does_not_cover() -> None:
     assert closed_form_grad(linear, F.mse_loss) is None
 
 
-def _fit(model: str, loss: str, optimizer: str, autograd: bool, shuffle: bool) -> list:
+def test_fused_epochs_only_for_the_books_loss_and_optimiser() -> None:
+    spec = ModelSpec(model="linear", digits=(3, 7), loss="mnist_loss")
+    linear = build_model(spec)
+    params = list(linear.parameters())
+    assert fused_epoch(linear, mnist_loss, BasicOptim(params, 1.0)) is not None
+    assert fused_epoch(linear, F.cross_entropy, BasicOptim(params, 1.0)) is None
+    assert fused_epoch(linear, mnist_loss, make_optimizer("sgd", params, 1.0)) is None
+    assert fused_epoch(linear, mnist_loss, BasicOptim(params[:1], 1.0)) is None  # bias frozen
+    cnn = build_model(ModelSpec(model="cnn", digits=(3, 7), loss="mnist_loss"))
+    assert fused_epoch(cnn, mnist_loss, BasicOptim(cnn.parameters(), 1.0)) is None
+
+
+def _fit(model: str, loss: str, optimizer: str, path: str, shuffle: bool, lr: float = 0.1) -> list:
+    """Three epochs on a toy set; path: autograd, closed (calc_grad + opt.step) or fused."""
     n_classes = 2 if loss == "mnist_loss" else 3
     spec = ModelSpec(model=model, digits=tuple(range(n_classes)), loss=loss)
     x, classes = _batch(600, n_classes, seed=3)
@@ -88,13 +102,16 @@ def _fit(model: str, loss: str, optimizer: str, autograd: bool, shuffle: bool) -
         valid_x=vx,
         valid_y=targets_for(spec, vclasses),
         loss_func=loss_func(loss),
-        opt=make_optimizer(optimizer, net.parameters(), 0.1, momentum=0.9),
+        opt=make_optimizer(optimizer, net.parameters(), lr, momentum=0.9),
         batch_size=64,
         shuffle=shuffle,
         generator=torch.Generator().manual_seed(5),
-        autograd=autograd,
+        autograd=path == "autograd",
     )
-    assert (learn._closed is None) == autograd
+    if path == "closed":
+        learn._fused = None
+    assert (learn._closed is None) == (path == "autograd")
+    assert (learn._fused is not None) == (path == "fused")
     history = learn.fit(3)
     return [(s.train_loss, s.valid_loss, s.valid_accuracy) for s in history] + [
         p.detach().clone() for p in net.parameters()
@@ -102,25 +119,28 @@ def _fit(model: str, loss: str, optimizer: str, autograd: bool, shuffle: bool) -
 
 
 @pytest.mark.parametrize(
-    ("model", "loss", "optimizer", "shuffle"),
+    ("model", "loss", "optimizer", "shuffle", "path", "lr"),
     [
-        ("linear", "mnist_loss", "basic", False),
-        ("simple_net", "mnist_loss", "basic", False),
-        ("simple_net", "mnist_loss", "sgd", True),
-        ("linear", "cross_entropy", "adam", True),
+        ("linear", "mnist_loss", "basic", False, "fused", 1.0),  # the book's own run
+        ("linear", "mnist_loss", "basic", True, "fused", 0.1),
+        ("simple_net", "mnist_loss", "basic", False, "fused", 0.1),
+        ("linear", "mnist_loss", "basic", False, "closed", 1.0),
+        ("simple_net", "mnist_loss", "basic", False, "closed", 0.1),
+        ("simple_net", "mnist_loss", "sgd", True, "closed", 0.1),
+        ("linear", "cross_entropy", "adam", True, "closed", 0.1),
     ],
 )
 def test_training_ends_where_autograds_does(
-    model: str, loss: str, optimizer: str, shuffle: bool
+    model: str, loss: str, optimizer: str, shuffle: bool, path: str, lr: float
 ) -> None:
-    closed = _fit(model, loss, optimizer, autograd=False, shuffle=shuffle)
-    auto = _fit(model, loss, optimizer, autograd=True, shuffle=shuffle)
+    ours = _fit(model, loss, optimizer, path, shuffle, lr)
+    auto = _fit(model, loss, optimizer, "autograd", shuffle, lr)
     if loss == "mnist_loss":
-        assert closed[:3] == auto[:3]  # every epoch's losses and accuracy, exactly
-        for a, b in zip(closed[3:], auto[3:], strict=True):
+        assert ours[:3] == auto[:3]  # every epoch's losses and accuracy, exactly
+        for a, b in zip(ours[3:], auto[3:], strict=True):
             assert torch.equal(a, b)
     else:
-        for a, b in zip(closed, auto, strict=True):
+        for a, b in zip(ours, auto, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 

@@ -90,6 +90,7 @@ def test_one_cycle_warms_up_then_anneals() -> None:
 def test_schedule_sets_the_lr_of_every_batch() -> None:
     seen: list[float] = []
     learn = _learner()
+    learn._fused = None  # the step-by-step loop, where opt.step can be watched
     step = learn.opt.step
 
     def spy() -> None:
@@ -101,3 +102,11 @@ def test_schedule_sets_the_lr_of_every_batch() -> None:
     learn.fit(2)
     assert len(seen) == 12  # 384 images / 64 per batch, 2 epochs
     assert seen[0] == 1.0 and seen[6] == pytest.approx(0.5) and seen[-1] == pytest.approx(1 / 12)
+    # the fused epoch follows the same schedule to the same bits
+    fused = _learner()
+    assert fused._fused is not None
+    fused.schedule = learn.schedule
+    fused.fit(2)
+    assert fused.opt.lr == learn.opt.lr
+    for p, q in zip(fused.model.parameters(), learn.model.parameters(), strict=True):
+        assert torch.equal(p, q)

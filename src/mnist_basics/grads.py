@@ -3,33 +3,46 @@
 For `linear1` and `simple_net` under `mnist_loss` or cross-entropy, autograd spends far longer
 recording and replaying its graph (~180 us a step here) than the arithmetic takes. These
 functions do the same arithmetic in the same order as torch's backward formulas (sigmoid's
-`g * (1 - p) * p`, mm's `x.T @ g`, a broadcast add's sum over the batch), so the gradients match
-autograd's; tests/test_grads.py checks them against `loss.backward()` for every case here.
+`sigmoid_backward`, mm's `x.T @ g`, a broadcast add's sum over the batch, relu's
+`threshold_backward`), so the gradients match autograd's; tests/test_grads.py checks them
+against `loss.backward()` for every case here.
 
-`closed_form_grad(model, loss)` returns a `calc_grad(xb, yb) -> loss` for a model and loss it
-covers (setting each parameter's `.grad`, so any optimiser steps as usual), None for the rest
-(the CNN, custom models), which keep autograd.
+Two ways to use them:
+- `closed_form_grad(model, loss)`: a `calc_grad(xb, yb) -> loss` that sets each parameter's
+  `.grad`, so any optimiser steps as usual.
+- `fused_epoch(model, loss, opt)`: for the book's own setup (mnist_loss, BasicOptim), a whole
+  epoch in which each gradient goes straight into `p -= grad * lr`, with no `.grad`, no optimiser
+  call and no per-step loss: the epoch's probabilities are kept and its loss summed once at the
+  end. Every weight and every epoch's loss come out bit for bit as calc_grad + BasicOptim's.
+Both return None for what they don't cover (the CNN, custom models), which keeps autograd.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mnist_basics.models import Linear1, mnist_loss
+from mnist_basics.optim import BasicOptim
 
-# (logits, targets) -> (loss, d loss / d logits)
-Head = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (logits, target) -> (whatever the caller keeps, d loss / d logits)
+Head = Callable[[torch.Tensor, Any], tuple[Any, torch.Tensor]]
+# (xb, head, target) -> (the head's first result, the gradients in model.parameters() order)
+ForwardBackward = Callable[[torch.Tensor, Head, Any], tuple[Any, list[torch.Tensor]]]
 CalcGrad = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
+# (x, y, batch size, lr of each step) -> the epoch's mean train loss per image
+FusedEpoch = Callable[[torch.Tensor, torch.Tensor, int, Sequence[float]], float]
 
 # Scalars as 0-dim tensors: an op given a Python number wraps it in a new tensor on every call,
 # which costs more than the op itself on a 256-image batch.
 _ONE = torch.ones(())
+_sigmoid_backward = torch.ops.aten.sigmoid_backward  # g * (1 - p) * p, autograd's own kernel
+_threshold_backward = torch.ops.aten.threshold_backward  # relu's backward: g where h > 0
 
 
 @functools.lru_cache(maxsize=64)
@@ -42,15 +55,12 @@ def mnist_loss_grad(z: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
     """mnist_loss of logits z and its gradient in z.
 
     With sign = 1 - 2 * target (+1 for a 0 target, -1 for a 1), `where(target == 1, 1 - p, p)` is
-    `target + sign * p` exactly, and its derivative in p is `sign`; the mean's is 1 / n, and
-    sigmoid's `(1 - p) * p`.
+    `target + sign * p` exactly, and its derivative in p is `sign`; the mean's is 1 / n.
     """
     p = z.sigmoid()
-    inv_n = _inv(len(z))
     sign = torch.add(_ONE, targets, alpha=-2)
     loss = torch.addcmul(targets, sign, p).mean()
-    dz = (sign * inv_n) * (_ONE - p)
-    return loss, dz.mul_(p)
+    return loss, _sigmoid_backward(sign * _inv(len(z)), p)
 
 
 def cross_entropy_grad(z: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,35 +78,27 @@ def cross_entropy_grad(z: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Te
 HEADS: dict[Callable, Head] = {mnist_loss: mnist_loss_grad, F.cross_entropy: cross_entropy_grad}
 
 
-def _linear1_grad(model: Linear1, head: Head) -> CalcGrad:
-    w, b = model.weights, model.bias
+def _linear1(model: Linear1) -> ForwardBackward:
+    w, b = model.weights.detach(), model.bias.detach()
 
-    def calc_grad(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            loss, dz = head(xb @ w + b, yb)
-            w.grad = xb.T @ dz
-            b.grad = dz.sum(0)
-        return loss
+    def forward_backward(xb: torch.Tensor, head: Head, target: Any):
+        kept, dz = head(torch.mm(xb, w).add_(b), target)  # linear1: xb @ weights + bias
+        return kept, [torch.mm(xb.T, dz), dz.sum(0)]
 
-    return calc_grad
+    return forward_backward
 
 
-def _simple_net_grad(model: nn.Sequential, head: Head) -> CalcGrad:
-    l1, l2 = model[0], model[2]
-    w1, b1, w2, b2 = l1.weight, l1.bias, l2.weight, l2.bias
+def _simple_net(model: nn.Sequential) -> ForwardBackward:
+    w1, b1 = model[0].weight.detach(), model[0].bias.detach()
+    w2, b2 = model[2].weight.detach(), model[2].bias.detach()
 
-    def calc_grad(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            h = F.linear(xb, w1, b1).relu_()
-            loss, dz = head(F.linear(h, w2, b2), yb)
-            w2.grad = dz.T @ h
-            b2.grad = dz.sum(0)
-            dh = (dz @ w2).mul_(h > 0)
-            w1.grad = dh.T @ xb
-            b1.grad = dh.sum(0)
-        return loss
+    def forward_backward(xb: torch.Tensor, head: Head, target: Any):
+        h = F.linear(xb, w1, b1).relu_()
+        kept, dz = head(F.linear(h, w2, b2), target)
+        dh = _threshold_backward(dz @ w2, h, 0)
+        return kept, [dh.T @ xb, dh.sum(0), dz.T @ h, dz.sum(0)]
 
-    return calc_grad
+    return forward_backward
 
 
 def _is_simple_net(model: nn.Module) -> bool:
@@ -111,13 +113,67 @@ def _is_simple_net(model: nn.Module) -> bool:
     )
 
 
+def _forward_backward(model: nn.Module) -> ForwardBackward | None:
+    if isinstance(model, Linear1):
+        return _linear1(model)
+    if _is_simple_net(model):
+        return _simple_net(model)
+    return None
+
+
 def closed_form_grad(model: nn.Module, loss_func: Callable) -> CalcGrad | None:
     """A hand-written calc_grad for `model` and `loss_func`, or None where autograd must do."""
     head = HEADS.get(loss_func)
-    if head is None:
+    fb = _forward_backward(model) if head is not None else None
+    if fb is None:
         return None
-    if isinstance(model, Linear1):
-        return _linear1_grad(model, head)
-    if _is_simple_net(model):
-        return _simple_net_grad(model, head)
-    return None
+    params = list(model.parameters())
+
+    def calc_grad(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        loss, grads = fb(xb, head, yb)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        return loss
+
+    return calc_grad
+
+
+def _probs_head(z: torch.Tensor, dloss_dp_and_out: tuple[torch.Tensor, torch.Tensor]):
+    """mnist_loss's gradient in z, given d loss / d p per image; p is written into the epoch's
+    buffer, where the epoch's loss is taken from at its end."""
+    dloss_dp, out = dloss_dp_and_out
+    return None, _sigmoid_backward(dloss_dp, torch.sigmoid(z, out=out))
+
+
+def _mnist_loss_per_batch(y: torch.Tensor, bs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: d(mnist_loss of its batch) / d p, that is (1 - 2 * target) / batch size, and
+    the sizes of the batches."""
+    sizes = torch.tensor([len(c) for c in y.split(bs)], device=y.device)
+    inv = (_ONE.to(y.device) / sizes).repeat_interleave(sizes).view_as(y)
+    return torch.add(_ONE.to(y.device), y, alpha=-2).mul_(inv), sizes
+
+
+def fused_epoch(model: nn.Module, loss_func: Callable, opt: object) -> FusedEpoch | None:
+    """The book's calc_grad + BasicOptim.step for a whole epoch, or None where they don't fit:
+    another loss, another optimiser, or an optimiser over other parameters than the model's."""
+    fb = _forward_backward(model) if loss_func is mnist_loss else None
+    params = list(model.parameters())
+    same_params = type(opt) is BasicOptim and list(map(id, opt.params)) == list(map(id, params))
+    if fb is None or not same_params:
+        return None
+    weights = [p.detach() for p in params]
+
+    def epoch(x: torch.Tensor, y: torch.Tensor, bs: int, lrs: Sequence[float]) -> float:
+        dloss_dp, sizes = _mnist_loss_per_batch(y, bs)
+        probs = torch.empty_like(y)
+        steps = zip(x.split(bs), dloss_dp.split(bs), probs.split(bs), lrs, strict=True)
+        for xb, g, out, lr in steps:
+            _, grads = fb(xb, _probs_head, (g, out))
+            for w, grad in zip(weights, grads, strict=True):
+                w.sub_(grad if lr == 1 else grad.mul_(lr))  # BasicOptim: p -= p.grad * lr
+        # each batch's mnist_loss, as calc_grad returns it, then their image-weighted mean
+        per_image = torch.where(y == 1, 1 - probs, probs)
+        losses = torch.stack([c.mean() for c in per_image.split(bs)])
+        return (losses @ sizes.float()).item() / len(y)
+
+    return epoch

@@ -1,10 +1,12 @@
 """Our own Learner: the chapter's training loop, shared by every model, loss and optimiser.
 
-The book's loop (`calc_grad`, `train_epoch`, `validate_epoch`) with two changes of machinery:
+The book's loop (`calc_grad`, `train_epoch`, `validate_epoch`) with three changes of machinery:
 batches are slices of contiguous tensors already on the device, not a DataLoader over a list of
-(x, y) pairs; and for the book's own models `calc_grad` computes the gradients `loss.backward()`
-would, written out (mnist_basics.grads), instead of recording an autograd graph per step. Same
-math, same order, without a Python object per image or a graph per batch.
+(x, y) pairs; for the book's own models `calc_grad` computes the gradients `loss.backward()`
+would, written out (mnist_basics.grads), instead of recording an autograd graph per step; and
+with the book's mnist_loss and BasicOptim, an epoch runs fused (grads.fused_epoch: each gradient
+goes straight into `p -= grad * lr`). Same math, same order, same bits, without a Python object
+per image, a graph per batch, or an optimiser call per step.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from mnist_basics.errors import UserError
-from mnist_basics.grads import CalcGrad, closed_form_grad
+from mnist_basics.grads import CalcGrad, FusedEpoch, closed_form_grad, fused_epoch
 from mnist_basics.models import batch_accuracy, predict, predict_classes
 from mnist_basics.progress import bar
 
@@ -43,8 +45,7 @@ def batches(
     """Mini-batches as views of contiguous tensors (reordered once per epoch when shuffling)."""
     if order is not None:
         x, y = x[order], y[order]
-    for i in range(0, len(x), bs):
-        yield x[i : i + bs], y[i : i + bs]
+    return zip(x.split(bs), y.split(bs), strict=True)
 
 
 def one_cycle(progress: float, lr: float, warm: float = 0.25) -> float:
@@ -93,10 +94,12 @@ class Learner:
     on_epoch: list[Callable[[EpochStats], None]] = field(default_factory=list)
     autograd: bool = False  # True: always loss.backward(), even where grads has the closed form
     _closed: CalcGrad | None = field(init=False, default=None, repr=False)
+    _fused: FusedEpoch | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.autograd:
             self._closed = closed_form_grad(self.model, self.loss_func)
+            self._fused = fused_epoch(self.model, self.loss_func, self.opt)
 
     def calc_grad(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         """The book's calc_grad: predictions, loss, backward (written out where grads can)."""
@@ -110,22 +113,31 @@ class Learner:
         """One pass over the training set (epoch counts from 0 for the lr schedule); returns the
         mean loss per image."""
         self.model.train()
-        order = None
+        x, y = self.train_x, self.train_y
         if self.shuffle:
-            order = torch.randperm(len(self.train_x), generator=self.generator)
-            order = order.to(self.train_x.device)
+            order = torch.randperm(len(x), generator=self.generator).to(x.device)
+            x, y = x[order], y[order]
+        n_batches = -(-len(x) // self.batch_size)
+        lrs = None
+        if self.schedule is not None:
+            steps = epochs * n_batches
+            lrs = [self.schedule((epoch * n_batches + i) / steps) for i in range(n_batches)]
+        if self._fused is not None:
+            loss = self._fused(x, y, self.batch_size, lrs or [self.opt.lr] * n_batches)
+            if lrs:
+                set_lr(self.opt, lrs[-1])
+            return loss
         losses, sizes = [], []
-        n_batches = -(-len(self.train_x) // self.batch_size)
-        for i, (xb, yb) in enumerate(batches(self.train_x, self.train_y, self.batch_size, order)):
-            if self.schedule is not None:
-                set_lr(self.opt, self.schedule((epoch * n_batches + i) / (epochs * n_batches)))
+        for i, (xb, yb) in enumerate(batches(x, y, self.batch_size)):
+            if lrs:
+                set_lr(self.opt, lrs[i])
             losses.append(self.calc_grad(xb, yb).detach())
             sizes.append(len(xb))
             self.opt.step()
             self.opt.zero_grad()
         # Summed once per epoch: no extra kernels (and no device sync) in the per-batch path.
-        weights = torch.tensor(sizes, dtype=torch.float32, device=self.train_x.device)
-        return (torch.stack(losses) @ weights).item() / len(self.train_x)
+        weights = torch.tensor(sizes, dtype=torch.float32, device=x.device)
+        return (torch.stack(losses) @ weights).item() / len(x)
 
     def validate_epoch(self) -> tuple[float, float]:
         """Valid loss and accuracy over the whole valid split (image-weighted)."""
