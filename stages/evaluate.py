@@ -1,4 +1,4 @@
-"""Stage evaluate: the model on the valid split -> metrics/evaluate.json, confusion, gallery."""
+"""Stage evaluate: the model's valid logits -> metrics/evaluate.json, confusion, gallery."""
 
 import logging
 from pathlib import Path
@@ -9,15 +9,14 @@ from mnist_basics.cli import run_stage
 
 
 def main(params: dict) -> None:
-    from mnist_basics.evaluate import evaluate  # torch: only once params are good
+    from mnist_basics.evaluate import evaluate
 
     m = evaluate(
         Path("data/tensors"),
-        Path("models/model.safetensors"),
+        Path("models/valid_logits.safetensors"),
         Path("metrics/evaluate.json"),
         Path("metrics/evaluate/confusion.json"),
         Path("plots/evaluate"),
-        device_name=params["train"]["device"],
         gallery=params["evaluate"]["gallery"],
     )
     logging.getLogger("mnist_basics").info(
@@ -30,4 +29,4 @@ def main(params: dict) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("evaluate", ("train", "evaluate"), main)
+    run_stage("evaluate", ("evaluate",), main)

@@ -15,15 +15,20 @@ pytestmark = pytest.mark.realdata
 
 def _run(tensors: Path, tmp_path: Path, **overrides: object) -> dict:
     p = params.validate({"data": {"digits": [3, 7]}, "train": overrides})
-    paths = Paths(tensors, tmp_path / "model.safetensors", tmp_path / "live", tmp_path / "plots")
+    paths = Paths(
+        tensors,
+        tmp_path / "model.safetensors",
+        tmp_path / "live",
+        tmp_path / "plots",
+        tmp_path / "logits.safetensors",
+    )
     train(p, paths)
     return evaluate(
         tensors,
-        paths.model,
+        paths.logits,
         tmp_path / "eval.json",
         tmp_path / "conf.json",
         tmp_path / "gallery",
-        "cpu",
         4,
     )
 
@@ -50,5 +55,5 @@ def test_same_params_give_identical_bytes(real_37_tensors: Path, tmp_path: Path)
     a = _run(real_37_tensors, tmp_path / "a", model="simple_net", epochs=3)
     b = _run(real_37_tensors, tmp_path / "b", model="simple_net", epochs=3)
     assert a == b
-    for rel in ("model.safetensors", "eval.json", "live/metrics.json"):
+    for rel in ("model.safetensors", "logits.safetensors", "eval.json", "live/metrics.json"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()

@@ -74,7 +74,6 @@ BAD = [
     ("train", "train", "loss", "hinge", ['train.loss = "hinge"', "auto, mnist_loss"]),
     ("train", "train", "device", "tpu", ['train.device = "tpu"', "auto, cpu, cuda, cuda:N or mps"]),
     ("train", "train", "device", "cuda:7", ["train.device = cuda:7", "available here: auto"]),
-    ("evaluate", "train", "device", "cuda", ["train.device = cuda", "available here: auto"]),
     ("evaluate", "evaluate", "gallery", "-1", ["evaluate.gallery = -1", "[0, 400]"]),
     ("download", "data", "digits", "3", ["data.digits = 3", "not a list", "two or more distinct"]),
     ("download", "data", "digits", "[3]", ["data.digits = [3]", "two or more distinct"]),

@@ -320,6 +320,7 @@ def test_repro_completes_after_the_interruptions_and_forced_runs_are_byte_identi
         "metrics/train/plots/metrics/valid/loss.tsv",
         "metrics/train/plots/metrics/valid/accuracy.tsv",
         "models/model.safetensors",
+        "models/valid_logits.safetensors",
         "plots/train/weights.png",
         "plots/evaluate/misclassified.png",
         "plots/baseline/ideal_3.png",
@@ -329,6 +330,10 @@ def test_repro_completes_after_the_interruptions_and_forced_runs_are_byte_identi
     }
     assert expected <= set(first), sorted(first)
     assert first == second
-    for rel in ("models/model.safetensors", "data/tensors/train.safetensors"):
+    for rel in (
+        "models/model.safetensors",
+        "models/valid_logits.safetensors",
+        "data/tensors/train.safetensors",
+    ):
         assert _is_safetensors(project.path / rel), rel
     assert temporaries(project.path) == []

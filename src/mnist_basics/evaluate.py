@@ -1,69 +1,129 @@
-"""The evaluate stage's work: the trained model on the valid split, as metrics, a confusion
-matrix that `dvc plots` draws, and a gallery of the images it gets wrong."""
+"""The evaluate stage's work: the trained model's logits on the valid split, as metrics, a
+confusion matrix that `dvc plots` draws, and a gallery of the images it gets wrong.
+
+Plain NumPy: the train stage hands over the final model's logits for the valid split
+(models/valid_logits.safetensors, written by models.save_logits), so this stage needs no torch,
+whose import alone costs longer than all of its work.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import torch
+import numpy as np
+from safetensors import SafetensorError, safe_open
 
-from mnist_basics import atomic, device, images
-from mnist_basics.data import class_targets, load_split
-from mnist_basics.models import load_model, loss_func, predict, predict_classes, targets_for
+from mnist_basics import atomic, images
+from mnist_basics.errors import UserError
 
 
-def confidence(logits: torch.Tensor) -> torch.Tensor:
+def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
+    """The logits [N, n_out] float32, the digits in class order, and the loss they trained on."""
+    if not path.exists():
+        raise UserError(f"{path}: missing; run `dvc repro train` first")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+            logits = f.get_tensor("logits")
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path}: not a logits file written by the train stage ({e})") from None
+    if "spec" not in meta:
+        raise UserError(f"{path}: not a logits file written by the train stage (no spec metadata)")
+    spec = json.loads(meta["spec"])
+    return logits, list(spec["digits"]), spec["loss"]
+
+
+def load_valid(tensors: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The valid split's images [N, 28, 28] uint8 and labels (the digits), as tensorize wrote."""
+    path = tensors / "valid.safetensors"
+    if not path.exists():
+        raise UserError(f"{path}: missing; run `dvc repro tensorize` first")
+    with safe_open(str(path), framework="np") as f:
+        return f.get_tensor("images"), f.get_tensor("labels")
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - z.max(1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+
+
+def predicted_classes(logits: np.ndarray) -> np.ndarray:
+    """Class index per image, as models.predict_classes: for one logit, 0 (the positive digit)
+    when its sigmoid > 0.5, that is when the logit > 0."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] <= 0).astype(np.int64)
+    return logits.argmax(1)
+
+
+def mean_loss(logits: np.ndarray, classes: np.ndarray, loss: str) -> float:
+    """The training loss on these logits: the book's mnist_loss (target 1 for class 0), or
+    cross-entropy."""
+    if loss == "mnist_loss":
+        p = sigmoid(logits[:, 0].astype(np.float64))
+        return float(np.where(classes == 0, 1 - p, p).mean())
+    log_p = log_softmax(logits.astype(np.float64))
+    return float(-log_p[np.arange(len(classes)), classes].mean())
+
+
+def confidence(logits: np.ndarray) -> np.ndarray:
     """Probability the model gives to the class it predicts."""
     if logits.shape[1] == 1:
-        p = logits[:, 0].sigmoid()
-        return torch.maximum(p, 1 - p)
-    return logits.softmax(1).max(1).values
+        p = sigmoid(logits[:, 0])
+        return np.maximum(p, 1 - p)
+    return np.exp(log_softmax(logits)).max(1)
 
 
-def most_confident_mistakes(logits: torch.Tensor, right: torch.Tensor, k: int) -> torch.Tensor:
+def most_confident_mistakes(logits: np.ndarray, right: np.ndarray, k: int) -> np.ndarray:
     """Indices of up to k wrong predictions, surest first (fastai's "top losses")."""
-    wrong = (~right).nonzero().flatten()
-    order = confidence(logits[wrong]).argsort(descending=True, stable=True)
+    wrong = np.flatnonzero(~right)
+    order = np.argsort(-confidence(logits[wrong]), kind="stable")
     return wrong[order][:k]
 
 
 def evaluate(
     tensors: Path,
-    model_path: Path,
+    logits_path: Path,
     metrics_path: Path,
     confusion_path: Path,
     plots_dir: Path,
-    device_name: str = "auto",
     gallery: int = 36,
 ) -> dict:
     """Accuracy (overall and per digit), mean loss and image count, plus the two pictures."""
-    dev = device.resolve(device_name)
-    model, spec = load_model(model_path, dev)
-    valid = load_split(tensors / "valid.safetensors", dev)
-    digits = list(spec.digits)
-    classes = class_targets(valid.labels, digits)
-    logits = predict(model, valid.x)
-    pred = predict_classes(logits)
+    logits, digits, loss = load_logits(logits_path)
+    pixels, labels = load_valid(tensors)
+    lut = np.full(10, -1)
+    lut[digits] = np.arange(len(digits))  # digit -> class index, in data.digits' order
+    classes = lut[labels]
+    if len(logits) != len(labels) or (classes < 0).any():
+        raise UserError(
+            f"{logits_path}: logits for {len(logits)} images of digits {digits}, but "
+            f"{tensors / 'valid.safetensors'} holds {len(labels)}; run `dvc repro`"
+        )
+    pred = predicted_classes(logits)
     right = pred == classes
     metrics = {
-        "accuracy": round(right.float().mean().item(), 4),
+        "accuracy": round(float(right.mean()), 4),
         "per_digit": {
-            str(d): round(right[classes == k].float().mean().item(), 4)
-            for k, d in enumerate(digits)
+            str(d): round(float(right[classes == k].mean()), 4) for k, d in enumerate(digits)
         },
-        "loss": round(loss_func(spec.loss)(logits, targets_for(spec, classes)).item(), 4),
+        "loss": round(mean_loss(logits, classes, loss), 4),
         "n_images": len(classes),
-        "n_wrong": int((~right).sum().item()),
+        "n_wrong": int((~right).sum()),
     }
     names = [str(d) for d in digits]
     rows = [
         {"actual": names[a], "predicted": names[b]}
         for a, b in zip(classes.tolist(), pred.tolist(), strict=True)
     ]
-    wrong = most_confident_mistakes(logits, right, gallery).cpu()
-    tiles = [images.grey(valid.images[i].cpu().numpy(), scale=3) for i in wrong.tolist()]
-    captions = [f"{names[classes[i]]} as {names[pred[i]]}" for i in wrong.tolist()]
+    wrong = most_confident_mistakes(logits, right, gallery).tolist()
+    # pixels / 255 in float32, as the train stage's tensors are scaled
+    tiles = [images.grey(pixels[i] / np.float32(255), scale=3) for i in wrong]
+    captions = [f"{names[classes[i]]} as {names[pred[i]]}" for i in wrong]
     with atomic.atomic_path(plots_dir, is_dir=True) as tmp:
         images.save_png(images.labelled_grid(tiles, captions), tmp / "misclassified.png")
         atomic.write_text(confusion_path, json.dumps(rows, separators=(",", ":")) + "\n")

@@ -148,6 +148,17 @@ def save_model(model: nn.Module, spec: ModelSpec, path: Path) -> None:
         save_file(tensors, str(tmp), metadata={"spec": json.dumps(asdict(spec), sort_keys=True)})
 
 
+def save_logits(logits: torch.Tensor, spec: ModelSpec, path: Path) -> None:
+    """The model's logits for the valid split, for the evaluate stage (which then needs no torch);
+    the spec as JSON metadata, as in the model file."""
+    with atomic.atomic_path(path) as tmp:
+        save_file(
+            {"logits": logits.detach().cpu().contiguous()},
+            str(tmp),
+            metadata={"spec": json.dumps(asdict(spec), sort_keys=True)},
+        )
+
+
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:
     """Rebuild a model from its safetensors file (spec from the metadata)."""
     from safetensors import safe_open

@@ -1,4 +1,5 @@
-"""The train stage's work: params to a Learner, a fitted model, its curves and weights picture."""
+"""The train stage's work: params to a Learner, a fitted model, its curves and weights picture,
+and its logits for the valid split (what the evaluate stage reads)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ from mnist_basics import atomic, device, images
 from mnist_basics.data import class_targets, digits_of, load_split
 from mnist_basics.errors import UserError
 from mnist_basics.learner import EpochStats, Learner, one_cycle
-from mnist_basics.models import ModelSpec, build_model, loss_func, save_model, targets_for
+from mnist_basics.models import (
+    ModelSpec,
+    build_model,
+    loss_func,
+    predict,
+    save_logits,
+    save_model,
+    targets_for,
+)
 from mnist_basics.optim import make_optimizer
 from mnist_basics.params import BOOK_EPOCHS, BOOK_LR
 
@@ -30,6 +39,7 @@ class Paths:
     model: Path = Path("models/model.safetensors")
     live: Path = Path("metrics/train")
     plots: Path = Path("plots/train")
+    logits: Path = Path("models/valid_logits.safetensors")
 
 
 def resolve_loss(loss: str, digits: list[int]) -> str:
@@ -157,6 +167,7 @@ def train(p: dict, paths: Paths = Paths()) -> list[EpochStats]:
             learn.on_epoch.append(lambda s: _log_epoch(live, s))
             history = learn.fit(epochs, lr)
         save_model(model, spec, paths.model)
+        save_logits(predict(model, valid_split.x), spec, paths.logits)
         with atomic.atomic_path(paths.plots, is_dir=True) as plots_dir:
             images.save_png(weights_picture(model, spec), plots_dir / "weights.png")
     return history

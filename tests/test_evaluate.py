@@ -1,0 +1,104 @@
+"""The evaluate stage's NumPy metrics are the torch ones the Learner reports, from the logits the
+train stage hands over; a missing or foreign logits file is one clear error; and no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import save_file
+
+from mnist_basics.errors import UserError
+from mnist_basics.evaluate import evaluate, most_confident_mistakes
+from mnist_basics.models import (
+    ModelSpec,
+    batch_accuracy,
+    mnist_loss,
+    predict_classes,
+    save_logits,
+    targets_for,
+)
+
+
+def _valid(tmp: Path, labels: np.ndarray) -> Path:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8)
+    tensors = tmp / "tensors"
+    tensors.mkdir()
+    save_file(
+        {"images": images, "labels": labels, "indices": np.arange(len(labels))},
+        str(tensors / "valid.safetensors"),
+    )
+    return tensors
+
+
+def _run(tmp: Path, tensors: Path, logits: Path, gallery: int = 5) -> dict:
+    return evaluate(
+        tensors, logits, tmp / "m.json", tmp / "confusion.json", tmp / "gallery", gallery
+    )
+
+
+@pytest.mark.parametrize(
+    ("digits", "loss"),
+    [((3, 7), "mnist_loss"), ((7, 3), "mnist_loss"), ((1, 4, 8), "cross_entropy")],
+)
+def test_metrics_are_the_torch_ones(tmp_path: Path, digits: tuple, loss: str) -> None:
+    g = torch.Generator().manual_seed(1)
+    n = 301
+    labels = torch.tensor(digits)[torch.randint(0, len(digits), (n,), generator=g)]
+    spec = ModelSpec(model="linear", digits=digits, loss=loss)
+    logits = torch.randn(n, spec.n_out, generator=g) * 3
+    save_logits(logits, spec, tmp_path / "logits.safetensors")
+    tensors = _valid(tmp_path, labels.numpy())
+
+    m = _run(tmp_path, tensors, tmp_path / "logits.safetensors")
+
+    lut = torch.full((10,), -1)
+    lut[list(digits)] = torch.arange(len(digits))
+    classes = lut[labels]
+    right = predict_classes(logits) == classes
+    assert m["accuracy"] == round(right.float().mean().item(), 4)
+    if loss == "mnist_loss":  # the book's batch_accuracy agrees with the class rule
+        assert m["accuracy"] == round(batch_accuracy(logits, targets_for(spec, classes)).item(), 4)
+    torch_loss = mnist_loss if loss == "mnist_loss" else F.cross_entropy
+    want_loss = torch_loss(logits, targets_for(spec, classes)).item()
+    assert m["loss"] == pytest.approx(want_loss, abs=1e-4)
+    assert m["n_images"] == n and m["n_wrong"] == int((~right).sum())
+    for k, d in enumerate(digits):
+        assert m["per_digit"][str(d)] == round(right[classes == k].float().mean().item(), 4)
+    rows = json.loads((tmp_path / "confusion.json").read_text())
+    assert [r["actual"] for r in rows] == [str(d) for d in labels.tolist()]
+    assert json.loads((tmp_path / "m.json").read_text()) == m
+    assert (tmp_path / "gallery" / "misclassified.png").stat().st_size > 0
+
+
+def test_gallery_takes_the_surest_mistakes_first() -> None:
+    logits = np.array([[3.0], [-0.5], [-4.0], [0.2], [-4.0]], np.float32)
+    right = np.array([False, False, False, True, False])
+    # |logit| orders the confidence; ties keep their order
+    assert most_confident_mistakes(logits, right, 3).tolist() == [2, 4, 0]
+
+
+def test_missing_or_foreign_logits_is_one_clear_error(tmp_path: Path) -> None:
+    tensors = _valid(tmp_path, np.array([3, 7, 3]))
+    with pytest.raises(UserError, match=r"logits.safetensors: missing; run `dvc repro train`"):
+        _run(tmp_path, tensors, tmp_path / "logits.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not safetensors at all")
+    with pytest.raises(UserError, match=r"junk.safetensors: not a logits file written by"):
+        _run(tmp_path, tensors, tmp_path / "junk.safetensors")
+    spec = ModelSpec(model="linear", digits=(3, 7), loss="mnist_loss")
+    save_logits(torch.zeros(5, 1), spec, tmp_path / "five.safetensors")  # 5 logits, 3 images
+    with pytest.raises(UserError, match=r"logits for 5 images .* holds 3; run `dvc repro`"):
+        _run(tmp_path, tensors, tmp_path / "five.safetensors")
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "gallery").exists()
+
+
+def test_evaluate_needs_no_torch() -> None:
+    code = "import sys, mnist_basics.evaluate; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
