@@ -85,7 +85,9 @@ def test_fused_epochs_only_for_the_books_loss_and_optimiser() -> None:
     assert fused_epoch(cnn, mnist_loss, BasicOptim(cnn.parameters(), 1.0)) is None
 
 
-def _fit(model: str, loss: str, optimizer: str, path: str, shuffle: bool, lr: float = 0.1) -> list:
+def _fit(
+    model: str, loss: str, optimizer: str, path: str, shuffle: bool, lr: float = 0.1, bs: int = 64
+) -> list:
     """Three epochs on a toy set; path: autograd, closed (calc_grad + opt.step) or fused."""
     n_classes = 2 if loss == "mnist_loss" else 3
     spec = ModelSpec(model=model, digits=tuple(range(n_classes)), loss=loss)
@@ -103,7 +105,7 @@ def _fit(model: str, loss: str, optimizer: str, path: str, shuffle: bool, lr: fl
         valid_y=targets_for(spec, vclasses),
         loss_func=loss_func(loss),
         opt=make_optimizer(optimizer, net.parameters(), lr, momentum=0.9),
-        batch_size=64,
+        batch_size=bs,
         shuffle=shuffle,
         generator=torch.Generator().manual_seed(5),
         autograd=path == "autograd",
@@ -119,22 +121,23 @@ def _fit(model: str, loss: str, optimizer: str, path: str, shuffle: bool, lr: fl
 
 
 @pytest.mark.parametrize(
-    ("model", "loss", "optimizer", "shuffle", "path", "lr"),
+    ("model", "loss", "optimizer", "shuffle", "path", "lr", "bs"),
     [
-        ("linear", "mnist_loss", "basic", False, "fused", 1.0),  # the book's own run
-        ("linear", "mnist_loss", "basic", True, "fused", 0.1),
-        ("simple_net", "mnist_loss", "basic", False, "fused", 0.1),
-        ("linear", "mnist_loss", "basic", False, "closed", 1.0),
-        ("simple_net", "mnist_loss", "basic", False, "closed", 0.1),
-        ("simple_net", "mnist_loss", "sgd", True, "closed", 0.1),
-        ("linear", "cross_entropy", "adam", True, "closed", 0.1),
+        ("linear", "mnist_loss", "basic", False, "fused", 1.0, 64),  # the book's own run
+        ("linear", "mnist_loss", "basic", False, "fused", 1.0, 100),  # no short last batch
+        ("linear", "mnist_loss", "basic", True, "fused", 0.1, 64),
+        ("simple_net", "mnist_loss", "basic", False, "fused", 0.1, 64),
+        ("linear", "mnist_loss", "basic", False, "closed", 1.0, 64),
+        ("simple_net", "mnist_loss", "basic", False, "closed", 0.1, 64),
+        ("simple_net", "mnist_loss", "sgd", True, "closed", 0.1, 64),
+        ("linear", "cross_entropy", "adam", True, "closed", 0.1, 64),
     ],
 )
 def test_training_ends_where_autograds_does(
-    model: str, loss: str, optimizer: str, shuffle: bool, path: str, lr: float
+    model: str, loss: str, optimizer: str, shuffle: bool, path: str, lr: float, bs: int
 ) -> None:
-    ours = _fit(model, loss, optimizer, path, shuffle, lr)
-    auto = _fit(model, loss, optimizer, "autograd", shuffle, lr)
+    ours = _fit(model, loss, optimizer, path, shuffle, lr, bs)
+    auto = _fit(model, loss, optimizer, "autograd", shuffle, lr, bs)
     if loss == "mnist_loss":
         assert ours[:3] == auto[:3]  # every epoch's losses and accuracy, exactly
         for a, b in zip(ours[3:], auto[3:], strict=True):

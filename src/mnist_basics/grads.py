@@ -173,9 +173,13 @@ def fused_epoch(model: nn.Module, loss_func: Callable, opt: object) -> FusedEpoc
             _, grads = fb(xb, _probs_head, (g, out))
             for w, grad in zip(weights, grads, strict=True):
                 w.sub_(grad if lr == 1 else grad.mul_(lr))  # BasicOptim: p -= p.grad * lr
-        # each batch's mnist_loss, as calc_grad returns it, then their image-weighted mean
-        per_image = torch.where(y == 1, 1 - probs, probs)
-        losses = torch.stack([c.mean() for c in per_image.split(bs)])
+        # each batch's mnist_loss, as calc_grad returns it (a row's mean is the same sum as a
+        # batch's), then their image-weighted mean
+        per_image = torch.where(y == 1, 1 - probs, probs).view(-1)
+        full = len(y) // bs * bs
+        losses = per_image[:full].view(-1, bs).mean(1)
+        if full < len(y):
+            losses = torch.cat([losses, per_image[full:].mean().view(1)])
         return (losses @ sizes.float()).item() / len(y)
 
     return epoch
