@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,6 +150,18 @@ def git_commit(project: Path, msg: str, *files: str) -> None:
     )
 
 
+def unzip(archive: Path, dest: Path) -> Path:
+    """The download stage's zip extracted to dest (once, untimed): the book reads a PNG tree,
+    one Image.open per file, as fast.ai's untar_data leaves it."""
+    if not dest.exists():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+        tmp.rename(dest)
+    return dest
+
+
 @dataclass
 class Scratch:
     root: Path
@@ -156,7 +169,7 @@ class Scratch:
     base: Path = field(init=False)  # clone, params from the local IDX folder, no outputs
     proj: Path = field(init=False)  # base after one dvc repro, dvc.lock committed
     stages: Path = field(init=False)  # a copy of proj where stage commands run by hand
-    tree: Path = field(init=False)  # the 3s and 7s PNG tree (data/raw/mnist_sample)
+    tree: Path = field(init=False)  # the 3s and 7s PNG tree, unzipped from proj's data/raw.zip
 
     def __post_init__(self) -> None:
         self.base = self.root / "base"
@@ -182,7 +195,7 @@ class Scratch:
             git_commit(self.proj, "bench: first repro", "dvc.lock", *ignores)
         if not self.stages.exists():
             shutil.copytree(self.proj, self.stages, symlinks=True)
-        self.tree = self.proj / "data" / "raw" / "mnist_sample"
+        self.tree = unzip(self.proj / "data" / "raw.zip", self.root / "tree") / "mnist_sample"
 
 
 # --- the in-process training loops ------------------------------------------------------------
@@ -515,17 +528,18 @@ def run_all(s: Scratch, runs: int, only: set[str]) -> tuple[list[Row], dict]:
         )
     if "tensorize10" in only or "download10" in only:
         ten = s.root / "ten"
-        if not (ten / "data/raw").exists():
+        if not (ten / "data/raw.zip").exists():
             s.clone(ten)
             set_param(ten, "digits", "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]")
             sh([PY, "stages/download.py"], ten, env_for(ten))
+        tree10 = unzip(ten / "data/raw.zip", s.root / "tree10") / "mnist_0123456789"
         te = env_for(ten)
         print("tensorize ten digits", file=sys.stderr, end="")
         o, b = alternate(
             runs,
             stage("tensorize", ten, te),
             book(
-                str(ten / "data/raw/mnist_0123456789"),
+                str(tree10),
                 "--phase",
                 "tensorize",
                 "--digits",
@@ -582,9 +596,12 @@ def profile(s: Scratch) -> None:
     # pass over the same chunk function shows where a worker's time goes.
     code = (
         "from pathlib import Path\n"
-        "from mnist_basics.tensorize import _decode_chunk, list_split\n"
-        "paths, _, _ = list_split(Path('data/raw/mnist_sample/train'), [])\n"
-        "_decode_chunk([str(p) for p in paths])\n"
+        "from mnist_basics import rawzip\n"
+        "from mnist_basics.tensorize import _decode_chunk, list_members\n"
+        "with rawzip.open_zip(Path('data/raw.zip')) as zf:\n"
+        "    _, listed = list_members(zf, [])\n"
+        "    train = rawzip.spans(zf, listed['train'][0])\n"
+        "_decode_chunk('data/raw.zip', train)\n"
     )
     pyinstrument(out / "tensorize_worker.txt", ["-c", code], s.stages, env)
     print("profiling book_style.py", file=sys.stderr)

@@ -1,5 +1,5 @@
-"""Stage download: data/raw/<dataset>/{train,valid}/<digit>/<index>.png from the first source
-in data.sources that delivers verified MNIST. Imports no torch, so it runs anywhere."""
+"""Stage download: data/raw.zip, members <dataset>/{train,valid}/<digit>/<index>.png, from the
+first source in data.sources that delivers verified MNIST. Imports no torch, so it runs anywhere."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from mnist_basics.download import download
 
 
 def main(params: dict) -> None:
-    """Read params["data"] and fill data/raw."""
+    """Read params["data"] and write data/raw.zip."""
     data = params["data"]
-    download(data["digits"], data["sources"], data["timeout"], "data/raw")
+    download(data["digits"], data["sources"], data["timeout"], "data/raw.zip")
 
 
 if __name__ == "__main__":

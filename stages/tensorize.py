@@ -1,4 +1,4 @@
-"""Stage tensorize: data/raw/<dataset>/ PNGs -> data/tensors/{train,valid}.safetensors."""
+"""Stage tensorize: the PNGs in data/raw.zip -> data/tensors/{train,valid}.safetensors."""
 
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from mnist_basics.tensorize import tensorize
 
 
 def main(params: dict) -> None:
-    tensorize(Path("data/raw"), Path("data/tensors"))
+    tensorize(Path("data/raw.zip"), Path("data/tensors"))
 
 
 if __name__ == "__main__":

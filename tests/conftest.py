@@ -56,8 +56,8 @@ def real_37_tensors(tmp_path_factory: pytest.TempPathFactory, real_mnist: Path) 
     from mnist_basics.tensorize import tensorize
 
     root = tmp_path_factory.mktemp("real37")
-    download([3, 7], [str(real_mnist)], 10, root / "raw")
-    tensorize(root / "raw", root / "tensors")
+    download([3, 7], [str(real_mnist)], 10, root / "raw.zip")
+    tensorize(root / "raw.zip", root / "tensors")
     return root / "tensors"
 
 

@@ -7,7 +7,7 @@ Routes (NAME is a file registered with `server.files[NAME] = body`):
   /bad/NAME       a body of the same kind with other content (a .gz stays a valid gzip)
   /stall/NAME     headers sent, then nothing until the server stops
   /ftp/NAME       a redirect to ftp://, which must not be followed
-Also helpers the download tests share: tar builders and a digest of a PNG tree.
+Also helpers the download tests share: tar builders and a digest of a PNG tree or of data/raw.zip.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import hashlib
 import io
 import tarfile
 import threading
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -159,6 +160,17 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.
     return info
 
 
+def _digest(items: list[tuple[str, int, int, bytes]]) -> tuple[str, dict[str, int]]:
+    h = hashlib.sha256()
+    counts: dict[str, int] = {}
+    for split, d, i, data in sorted(items):
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.mode == "L" and im.size == (28, 28)
+            h.update(f"{split}/{d}/{i}:".encode() + np.asarray(im).tobytes())
+        counts[f"{split}/{d}"] = counts.get(f"{split}/{d}", 0) + 1
+    return h.hexdigest(), counts
+
+
 def digest(tree: Path) -> tuple[str, dict[str, int]]:
     """sha256 over sorted (split, digit, index, pixels) of a PNG tree, and counts per split/digit.
 
@@ -167,15 +179,20 @@ def digest(tree: Path) -> tuple[str, dict[str, int]]:
     items = []
     for path in tree.glob("*/*/*.png"):
         split, digit = path.parent.parent.name, path.parent.name
-        items.append((split, int(digit), int(path.stem), path))
-    h = hashlib.sha256()
-    counts: dict[str, int] = {}
-    for split, d, i, path in sorted(items):
-        with Image.open(path) as im:
-            assert im.mode == "L" and im.size == (28, 28)
-            h.update(f"{split}/{d}/{i}:".encode() + np.asarray(im).tobytes())
-        counts[f"{split}/{d}"] = counts.get(f"{split}/{d}", 0) + 1
-    return h.hexdigest(), counts
+        items.append((split, int(digit), int(path.stem), path.read_bytes()))
+    return _digest(items)
+
+
+def digest_zip(archive: Path, dataset: str) -> tuple[str, dict[str, int]]:
+    """digest() of the tree in the download stage's zip, every member of which is a PNG under
+    `dataset`/ (so the dataset's name is checked too)."""
+    items = []
+    with zipfile.ZipFile(archive) as zf:
+        for name in zf.namelist():
+            top, split, digit, file = name.split("/")
+            assert top == dataset and file.endswith(".png"), name
+            items.append((split, int(digit), int(file[: -len(".png")]), zf.read(name)))
+    return _digest(items)
 
 
 def leftovers(root: Path) -> list[str]:

@@ -1,10 +1,12 @@
 """A tiny synthetic MNIST: each digit's glyph, drawn 28x28 and jittered, in fast.ai's layout.
 
 Learnable (a linear model separates it) and small enough for a real `dvc repro` in seconds.
+Written as a tree (a user's source folder) and, for tensorize, as the members of a zip.
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +54,26 @@ def write_fastai_tree(
                 Image.fromarray(img, mode="L").save(folder / f"{i}.png")
             written[split][d] = idx
     return written
+
+
+def tree_members(tree: Path, dataset: str = "mnist_sample") -> dict[str, bytes]:
+    """Every file of `tree` as a zip member under `dataset`/, as data/raw.zip names them."""
+    return {
+        f"{dataset}/{p.relative_to(tree).as_posix()}": p.read_bytes()
+        for p in sorted(tree.rglob("*"))
+        if p.is_file()
+    }
+
+
+def write_zip(
+    path: Path, members: dict[str, bytes | None], method: int = zipfile.ZIP_STORED
+) -> Path:
+    """A zip of `members` in the order given (None: a folder entry), however odd their names."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", method) as zf:
+        for name, data in members.items():
+            if data is None:
+                zf.mkdir(name.rstrip("/"))
+            else:
+                zf.writestr(name, data)
+    return path

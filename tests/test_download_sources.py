@@ -7,16 +7,28 @@ import hashlib
 import logging
 import shutil
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from http_fixtures import FAULTS, Server, digest, leftovers, member, tar_tree, tar_with
+from http_fixtures import (
+    FAULTS,
+    Server,
+    digest,
+    digest_zip,
+    leftovers,
+    member,
+    tar_tree,
+    tar_with,
+)
 from PIL import Image
 
+from mnist_basics.atomic import atomic_path
 from mnist_basics.download import Archive, Urls, dataset_name, download
 from mnist_basics.download.png import encode
 from mnist_basics.errors import UserError
+from mnist_basics.rawzip import DATE_TIME, member_key, pack
 
 FAULT_WHY = {
     "404": "HTTP 404",
@@ -67,11 +79,11 @@ def test_png_encoder_round_trips(tmp_path: Path) -> None:
 def test_fastai_source_serves(
     tmp_path: Path, http_server: Server, sample_tgz: Archive, synthetic_37: Path
 ) -> None:
-    out = tmp_path / "data/raw"
+    out = tmp_path / "data/raw.zip"
     urls = _urls(http_server, "files", sample_tgz)
     assert download([7, 3], ["fastai", "mnist"], 5, out, urls=urls) == "fastai"
-    assert sorted(p.name for p in out.iterdir()) == ["mnist_sample"]
-    got, counts = digest(out / "mnist_sample")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["raw.zip"]
+    got, counts = digest_zip(out, "mnist_sample")
     assert got == digest(synthetic_37)[0]
     assert counts == {"train/3": 40, "train/7": 40, "valid/3": 12, "valid/7": 12}
     assert leftovers(tmp_path) == []
@@ -83,13 +95,13 @@ def test_fastai_full_archive_maps_training_testing(
     body = tar_tree(synthetic_three, "mnist_png", {"train": "training", "valid": "testing"})
     http_server.files["mnist_png.tgz"] = body
     full = Archive(http_server.url("files", "mnist_png.tgz"), len(body), _md5(body))
-    out = tmp_path / "raw"
+    out = tmp_path / "raw.zip"
     assert download([8, 1], ["fastai"], 5, out, urls=Urls(full=full)) == "fastai"
     kept = tmp_path / "kept"
     for split in ("train", "valid"):
         for d in ("1", "8"):
             shutil.copytree(synthetic_three / split / d, kept / split / d)
-    assert digest(out / "mnist_18") == digest(kept)
+    assert digest_zip(out, "mnist_18") == digest(kept)
 
 
 @pytest.mark.parametrize("route", [*FAULTS, "ftp"])
@@ -102,13 +114,13 @@ def test_each_fault_falls_through_to_the_next_source(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, "mnist_basics")
-    out = tmp_path / "data/raw"
+    out = tmp_path / "data/raw.zip"
     urls = _urls(http_server, route, sample_tgz)
     assert download([3, 7], ["fastai", str(synthetic_37)], 1, out, urls=urls) == str(synthetic_37)
     fastai_line, served = _lines(caplog)
     assert fastai_line.startswith("fastai: skipped after") and FAULT_WHY[route] in fastai_line
     assert served.startswith(f"{synthetic_37}: served")
-    assert digest(out / "mnist_sample")[0] == digest(synthetic_37)[0]
+    assert digest_zip(out, "mnist_sample")[0] == digest(synthetic_37)[0]
     assert leftovers(tmp_path) == []
 
 
@@ -120,7 +132,11 @@ def test_stall_is_abandoned_after_the_timeout(
     start = time.monotonic()
     with pytest.raises(UserError, match="timed out"):
         download(
-            [3, 7], ["fastai"], 1, tmp_path / "raw", urls=_urls(http_server, "stall", sample_tgz)
+            [3, 7],
+            ["fastai"],
+            1,
+            tmp_path / "raw.zip",
+            urls=_urls(http_server, "stall", sample_tgz),
         )
     assert time.monotonic() - start < 5
 
@@ -142,7 +158,7 @@ def test_when_none_serves_the_error_names_every_source(
         "ftp://example.org/mnist.tgz",
     ]
     (tmp_path / "project").mkdir()
-    out = tmp_path / "project/data/raw"
+    out = tmp_path / "project/data/raw.zip"
     with pytest.raises(UserError) as e:
         download([3, 7], sources, 2, out, urls=urls)
     msg = str(e.value).splitlines()
@@ -158,16 +174,16 @@ def test_when_none_serves_the_error_names_every_source(
     assert "no such file or folder" in msg[3]
     assert "refused member '../evil.png'" in msg[4]
     assert "only http, https and file URLs" in msg[5]
-    assert list((tmp_path / "project").iterdir()) == []  # no data/, no data/raw, no *.tmp
+    assert list((tmp_path / "project").iterdir()) == []  # no data/, no data/raw.zip, no *.tmp
 
 
 def test_a_failed_run_leaves_the_previous_output_alone(tmp_path: Path) -> None:
-    out = tmp_path / "data/raw"
-    (out / "mnist_sample").mkdir(parents=True)
-    (out / "mnist_sample/marker").write_text("old")
+    out = tmp_path / "data/raw.zip"
+    out.parent.mkdir()
+    out.write_text("old")
     with pytest.raises(UserError):
         download([3, 7], ["./missing"], 1, out)
-    assert (out / "mnist_sample/marker").read_text() == "old"
+    assert out.read_text() == "old"
     assert leftovers(tmp_path) == []
 
 
@@ -187,7 +203,7 @@ def test_unsafe_user_archive_falls_through(
     }[case]
     http_server.files[f"{case}.tgz"] = tar_with(members)
     url = http_server.url("files", f"{case}.tgz")
-    out = tmp_path / "data/raw"
+    out = tmp_path / "data/raw.zip"
     assert download([3, 7], [url, str(synthetic_37)], 2, out) == str(synthetic_37)
     assert not (tmp_path / "x.png").exists() and leftovers(tmp_path) == []
 
@@ -199,6 +215,38 @@ def test_user_tgz_by_path_file_url_and_http(
     tgz.write_bytes(http_server.files["mnist_sample.tgz"])
     want = digest(synthetic_37)[0]
     for source in (str(tgz), tgz.as_uri(), sample_tgz.url):
-        out = tmp_path / "raw"
+        out = tmp_path / "raw.zip"
         assert download([3, 7], [source], 2, out) == source
-        assert digest(out / "mnist_sample")[0] == want
+        assert digest_zip(out, "mnist_sample")[0] == want
+
+
+def test_the_zip_is_byte_identical_across_builds_and_sources(
+    tmp_path: Path, http_server: Server, sample_tgz: Archive, synthetic_37: Path
+) -> None:
+    """Same images, same bytes: dvc.lock's MD5 of data/raw.zip holds on every machine."""
+    a, b = tmp_path / "a/raw.zip", tmp_path / "b/raw.zip"
+    download([3, 7], [str(synthetic_37)], 2, a)
+    download([3, 7], ["fastai"], 2, b, urls=_urls(http_server, "files", sample_tgz))
+    assert a.read_bytes() == b.read_bytes()
+    with zipfile.ZipFile(a) as zf:
+        infos = zf.infolist()
+    assert [i.filename for i in infos[:6]] == [
+        f"mnist_sample/train/3/{i}.png" for i in (0, 2, 4, 6, 8, 10)
+    ]  # canonical order: split, digit, index as a number
+    assert [i.filename for i in infos] == sorted((i.filename for i in infos), key=member_key)
+    for i in infos:
+        assert (i.compress_type, i.date_time, i.extra) == (zipfile.ZIP_STORED, DATE_TIME, b"")
+        assert i.external_attr == 0o100644 << 16 and i.create_system == 3
+
+
+def test_a_failed_pack_leaves_no_zip_and_no_temporary(tmp_path: Path) -> None:
+    """What an interrupted or failed pack leaves behind: nothing (a stage killed mid-way is
+    test_robust_runs's)."""
+    tree = tmp_path / "tree/mnist_sample/train/3"
+    tree.mkdir(parents=True)
+    (tree / "1.png").write_bytes(b"png")
+    (tree / "2.png").symlink_to(tmp_path / "gone.png")  # unreadable once the zip is begun
+    out = tmp_path / "data/raw.zip"
+    with pytest.raises(FileNotFoundError), atomic_path(out) as tmp:
+        pack(tmp_path / "tree", tmp)
+    assert list(out.parent.iterdir()) == []

@@ -230,7 +230,7 @@ def test_queued_sweep_lands_with_its_own_metrics(project: DvcProject, sweep: Swe
     assert not [n for n, e in exps.items() if e["state"] in ("queued", "running", "failed")]
 
     # Queued runs start from a temp copy of the git tree with outputs checked out of the
-    # cache: data/raw and data/tensors come from the first `dvc repro`, nothing is downloaded.
+    # cache: data/raw.zip and data/tensors come from the first `dvc repro`, nothing is downloaded.
     for name in sweep.names:
         log = out(project.dvc("queue", "logs", name, timeout=60))
         assert ran(log) == ["train", "evaluate"], log
@@ -446,7 +446,7 @@ def test_push_then_clone_and_pull_restores_everything(history: History, tmp_path
     assert re.search(r"\d+ files? fetched", out(r)) or "added" in out(r), out(r)
 
     for rel in (
-        "data/raw",
+        "data/raw.zip",
         "data/tensors",
         "models/model.safetensors",
         "metrics/baseline.json",

