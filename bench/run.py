@@ -201,9 +201,10 @@ class Scratch:
 # --- the in-process training loops ------------------------------------------------------------
 
 
-def loops(model: str, runs: int) -> dict:
-    """Run in a child process in a project folder: Learner.fit vs the book's DataLoader loop,
-    alternately, on the same tensors; times and final accuracies."""
+def loop_once(model: str, which: str) -> dict:
+    """Run in a fresh child process in a project folder: one Learner.fit (ours) or one book
+    DataLoader loop on the same tensors; its time and final accuracy. One run per process, as
+    the train stage does, so neither side inherits the other's threads or caches."""
     import torch
 
     sys.path.insert(0, str(BENCH))
@@ -218,40 +219,42 @@ def loops(model: str, runs: int) -> dict:
     from mnist_basics.train import seed_everything
 
     tensors = Path("data/tensors")
-    tr, va = load_split(tensors / "train.safetensors"), load_split(tensors / "valid.safetensors")
     spec = ModelSpec(model=model, digits=(3, 7), loss="mnist_loss")
     lr, epochs = BOOK_LR[model], BOOK_EPOCHS[model]
-    dset, valid_dset = book.datasets(
-        book.read_tensors(tensors, "train", [3, 7]), book.read_tensors(tensors, "valid", [3, 7])
-    )
-    res: dict = {"ours": [], "book": []}
-    default_threads = torch.get_num_threads()  # the book runs with torch's default
-    ours_threads = cpu_threads(model, 256, spec.width)
-    for _ in range(runs):
-        torch.set_num_threads(ours_threads)  # as the train stage does
-        t0 = time.perf_counter()
-        seed_everything(42, torch.device("cpu"))
-        net = build_model(spec)
-        learn = Learner(
-            model=net,
-            train_x=tr.x,
-            train_y=targets_for(spec, class_targets(tr.labels, [3, 7])),
-            valid_x=va.x,
-            valid_y=targets_for(spec, class_targets(va.labels, [3, 7])),
-            loss_func=mnist_loss,
-            opt=BasicOptim(net.parameters(), lr),
+    if which == "book":  # torch's default threads, as the chapter runs
+        dset, valid_dset = book.datasets(
+            book.read_tensors(tensors, "train", [3, 7]), book.read_tensors(tensors, "valid", [3, 7])
         )
-        hist = learn.fit(epochs, lr)
-        res["ours"].append(time.perf_counter() - t0)
-        res["ours_accuracy"] = round(hist[-1].valid_accuracy, 4)
-        torch.set_num_threads(default_threads)
         t0 = time.perf_counter()
         acc = book.fit(model, dset, valid_dset, verbose=False)
-        res["book"].append(time.perf_counter() - t0)
-        res["book_accuracy"] = round(acc["image_weighted"], 4)
-        res["book_batch_mean"] = acc["batch_mean"]
-    res["threads"] = {"ours": ours_threads, "book": default_threads}
-    return res
+        took = time.perf_counter() - t0
+        return {
+            "seconds": took,
+            "accuracy": round(acc["image_weighted"], 4),
+            "batch_mean": acc["batch_mean"],
+            "threads": torch.get_num_threads(),
+        }
+    tr, va = load_split(tensors / "train.safetensors"), load_split(tensors / "valid.safetensors")
+    torch.set_num_threads(cpu_threads(model, 256, spec.width))  # as the train stage does
+    t0 = time.perf_counter()
+    seed_everything(42, torch.device("cpu"))
+    net = build_model(spec)
+    learn = Learner(
+        model=net,
+        train_x=tr.x,
+        train_y=targets_for(spec, class_targets(tr.labels, [3, 7])),
+        valid_x=va.x,
+        valid_y=targets_for(spec, class_targets(va.labels, [3, 7])),
+        loss_func=mnist_loss,
+        opt=BasicOptim(net.parameters(), lr),
+    )
+    hist = learn.fit(epochs, lr)
+    took = time.perf_counter() - t0
+    return {
+        "seconds": took,
+        "accuracy": round(hist[-1].valid_accuracy, 4),
+        "threads": torch.get_num_threads(),
+    }
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -436,13 +439,24 @@ def run_all(s: Scratch, runs: int, only: set[str]) -> tuple[list[Row], dict]:
                 )
             )
         if f"loop_{model}" in only:
-            print(f"loop {model}: {runs} runs in one process", file=sys.stderr)
-            r = measure(
-                [PY, str(Path(__file__).resolve()), "--_loop", model, "--runs", str(runs)], st, env
-            )
-            res = json.loads(r.out.strip().splitlines()[-1])
-            o = [Sample(t, 0, 0) for t in res["ours"]]
-            b = [Sample(t, 0, 0) for t in res["book"]]
+            print(f"loop {model}: {runs} x (ours, book), a process each", file=sys.stderr)
+
+            def loop(which: str, model: str = model) -> dict:
+                cmd = [PY, str(Path(__file__).resolve()), "--_loop", f"{model}:{which}"]
+                out = sh(cmd, st, env)  # no memory sampler: it would steal from the loop
+                return json.loads(out.strip().splitlines()[-1])
+
+            got: dict[str, list[dict]] = {"ours": [], "book": []}
+            for _ in range(runs):
+                got["ours"].append(loop("ours"))
+                got["book"].append(loop("book"))
+            o = [Sample(r["seconds"], 0, 0) for r in got["ours"]]
+            b = [Sample(r["seconds"], 0, 0) for r in got["book"]]
+            res = {
+                "ours_accuracy": got["ours"][-1]["accuracy"],
+                "book_accuracy": got["book"][-1]["accuracy"],
+                "book_batch_mean": got["book"][-1]["batch_mean"],
+            }
             same = "same" if res["ours_accuracy"] == res["book_accuracy"] else "DIFFERENT"
             rows.append(
                 Row(
@@ -625,7 +639,8 @@ def main() -> None:
     ap.add_argument("--_loop", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._loop:
-        print(json.dumps(loops(a._loop, a.runs)))
+        model, which = a._loop.split(":")
+        print(json.dumps(loop_once(model, which)))
         return
     only = set(a.only.split(","))
     if unknown := only - set(WORKS) - {"download10"}:
