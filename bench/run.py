@@ -620,6 +620,14 @@ def profile(s: Scratch) -> None:
     pyinstrument(out / "tensorize_worker.txt", ["-c", code], s.stages, env)
     print("profiling book_style.py", file=sys.stderr)
     pyinstrument(out / "book_style.txt", [str(BOOK), str(s.tree)], s.stages, env)
+    # DVC's own share (its stages run as child processes, which pyinstrument shows as waiting)
+    dvc = shutil.which("dvc", path=env["PATH"]) or "dvc"
+    sh([dvc, "repro", "-q"], s.stages, env)  # settle, so that the next repro has nothing to do
+    print("profiling a no-op dvc repro and dvc exp run", file=sys.stderr)
+    pyinstrument(out / "noop_repro.txt", [dvc, "repro"], s.stages, env)
+    pyinstrument(out / "exp_run.txt", [dvc, "exp", "run", "-S", "train.lr=0.5"], s.stages, env)
+    sh(["git", "checkout", "-q", "--", "params.yaml", "dvc.lock"], s.stages)
+    sh([dvc, "checkout", "-q", "--force"], s.stages, env)
 
 
 def main() -> None:
