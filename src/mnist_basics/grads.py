@@ -150,9 +150,10 @@ def _probs_head(z: torch.Tensor, dloss_dp_and_out: tuple[torch.Tensor, torch.Ten
 def _mnist_loss_per_batch(y: torch.Tensor, bs: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image: d(mnist_loss of its batch) / d p, that is (1 - 2 * target) / batch size, and
     the sizes of the batches."""
+    one = _ONE.to(y.device)
     sizes = torch.tensor([len(c) for c in y.split(bs)], device=y.device)
-    inv = (_ONE.to(y.device) / sizes).repeat_interleave(sizes).view_as(y)
-    return torch.add(_ONE.to(y.device), y, alpha=-2).mul_(inv), sizes
+    inv = (one / sizes).repeat_interleave(sizes).view_as(y)
+    return torch.add(one, y, alpha=-2).mul_(inv), sizes
 
 
 def fused_epoch(model: nn.Module, loss_func: Callable, opt: object) -> FusedEpoch | None:

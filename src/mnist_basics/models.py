@@ -141,11 +141,16 @@ def targets_for(spec: ModelSpec, classes: torch.Tensor) -> torch.Tensor:
     return classes
 
 
+def _spec_metadata(spec: ModelSpec) -> dict[str, str]:
+    """The spec as safetensors metadata: what a reader needs to rebuild or interpret the file."""
+    return {"spec": json.dumps(asdict(spec), sort_keys=True)}
+
+
 def save_model(model: nn.Module, spec: ModelSpec, path: Path) -> None:
     """Weights as safetensors, the spec as JSON metadata: no pickle, byte-identical per seed."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic.atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"spec": json.dumps(asdict(spec), sort_keys=True)})
+        save_file(tensors, str(tmp), metadata=_spec_metadata(spec))
 
 
 def save_logits(logits: torch.Tensor, spec: ModelSpec, path: Path) -> None:
@@ -153,9 +158,7 @@ def save_logits(logits: torch.Tensor, spec: ModelSpec, path: Path) -> None:
     the spec as JSON metadata, as in the model file."""
     with atomic.atomic_path(path) as tmp:
         save_file(
-            {"logits": logits.detach().cpu().contiguous()},
-            str(tmp),
-            metadata={"spec": json.dumps(asdict(spec), sort_keys=True)},
+            {"logits": logits.detach().cpu().contiguous()}, str(tmp), metadata=_spec_metadata(spec)
         )
 
 
