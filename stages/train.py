@@ -1,15 +1,22 @@
-"""Stage train: data/tensors -> models/model.safetensors, metrics/train (dvclive), plots/train."""
+"""Stage train: data/tensors -> models/, metrics/train (dvclive), plots/train."""
 
 import _checkout  # noqa: F401  (first: this checkout's library)
 
-from mnist_basics.cli import run_stage
+from mnist_basics.stage import run_stage
+
+OUTPUTS = (
+    "models/model.safetensors",
+    "models/valid_logits.safetensors",
+    "metrics/train",
+    "plots/train",
+)
 
 
-def main(params: dict) -> None:
+def main(p) -> None:
     from mnist_basics.train import train  # torch: only once params are good
 
-    train(params)
+    train(p)
 
 
 if __name__ == "__main__":
-    run_stage("train", ("data", "train"), main)
+    run_stage("train", main, outputs=OUTPUTS)

@@ -18,6 +18,17 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def temporaries(target: Path) -> list[Path]:
+    """The temporaries atomic_path makes beside `target`: `.<name>.<random>.tmp`."""
+    return sorted(target.parent.glob(f".{target.name}.*.tmp"))
+
+
+def clear_stale(target: Path) -> None:
+    """Remove the temporaries a killed run (`kill -9`) left beside `target`: nothing else would."""
+    for tmp in temporaries(target):
+        remove(tmp)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

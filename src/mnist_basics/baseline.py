@@ -4,13 +4,14 @@ valid image classified as the digit whose ideal is nearest, by L1 and by RMSE.""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from mnist_basics import atomic, images
-from mnist_basics.data import Split, digits_of, load_split
+from mnist_basics.data import Split, load_split
 
 
 def mnist_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -56,11 +57,12 @@ def accuracies(pred: torch.Tensor, labels: torch.Tensor, digits: list[int]) -> d
 
 def run_baseline(tensors: Path, metrics_path: Path, plots_dir: Path) -> dict:
     """Ideal digits from train, nearest-ideal accuracy on valid; metrics JSON and ideal PNGs."""
+    log = logging.getLogger("mnist_basics")
     train, valid = (
         load_split(tensors / "train.safetensors"),
         load_split(tensors / "valid.safetensors"),
     )
-    digits = digits_of(train)
+    digits = train.digits
     ideals = ideal_digits(train, digits)
     metrics: dict = {
         name: accuracies(nearest_ideal(valid.images, ideals, dist), valid.labels, digits)
@@ -71,4 +73,10 @@ def run_baseline(tensors: Path, metrics_path: Path, plots_dir: Path) -> dict:
         for d, ideal in zip(digits, ideals, strict=True):
             images.save_png(images.grey(ideal.numpy()), tmp / f"ideal_{d}.png")
         atomic.write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    log.info(
+        "L1: accuracy %.4f, per digit %s; RMSE: accuracy %.4f",
+        metrics["l1"]["accuracy"],
+        metrics["l1"]["per_digit"],
+        metrics["rmse"]["accuracy"],
+    )
     return metrics

@@ -9,6 +9,7 @@ whose import alone costs longer than all of its work.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
     if "spec" not in meta:
         raise UserError(f"{path}: not a logits file written by the train stage (no spec metadata)")
     spec = json.loads(meta["spec"])
-    return logits, list(spec["digits"]), spec["loss"]
+    return logits, list(spec["digits"]), spec["loss_func"]
 
 
 def load_valid(tensors: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -39,8 +40,14 @@ def load_valid(tensors: Path) -> tuple[np.ndarray, np.ndarray]:
     path = tensors / "valid.safetensors"
     if not path.exists():
         raise UserError(f"{path}: missing; run `dvc repro tensorize` first")
-    with safe_open(str(path), framework="np") as f:
-        return f.get_tensor("images"), f.get_tensor("labels")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return f.get_tensor("images"), f.get_tensor("labels")
+    except (SafetensorError, OSError) as e:
+        raise UserError(
+            f"{path}: not a tensors file as the tensorize stage writes it ({e}); "
+            "`dvc repro -f tensorize` writes it again"
+        ) from None
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -128,4 +135,11 @@ def evaluate(
         images.save_png(images.labelled_grid(tiles, captions), tmp / "misclassified.png")
         atomic.write_text(confusion_path, json.dumps(rows, separators=(",", ":")) + "\n")
         atomic.write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    logging.getLogger("mnist_basics").info(
+        "accuracy %.4f on %d valid images (%d wrong), per digit %s",
+        metrics["accuracy"],
+        metrics["n_images"],
+        metrics["n_wrong"],
+        metrics["per_digit"],
+    )
     return metrics

@@ -1,12 +1,9 @@
-"""Our own Learner: the chapter's training loop, shared by every model, loss and optimiser.
+"""Our own Learner: the chapter's training loop, one for every model, loss and optimiser.
 
-The book's loop (`calc_grad`, `train_epoch`, `validate_epoch`) with three changes of machinery:
-batches are slices of contiguous tensors already on the device, not a DataLoader over a list of
-(x, y) pairs; for the book's own models `calc_grad` computes the gradients `loss.backward()`
-would, written out (mnist_basics.grads), instead of recording an autograd graph per step; and
-with the book's mnist_loss and BasicOptim, an epoch runs fused (grads.fused_epoch: each gradient
-goes straight into `p -= grad * lr`). Same math, same order, same bits, without a Python object
-per image, a graph per batch, or an optimiser call per step.
+`calc_grad`, `train_epoch` and `validate_epoch` are the book's, as a reader writes them:
+predictions, loss, `loss.backward()`, the optimiser's `step` and `zero_grad`. One change of
+machinery: a batch is a slice of a contiguous tensor already on the device, not an item of a
+DataLoader over a Python list of (x, y) pairs; the math and the order are the same.
 """
 
 from __future__ import annotations
@@ -21,11 +18,12 @@ import torch
 from torch import nn
 
 from mnist_basics.errors import UserError
-from mnist_basics.grads import CalcGrad, FusedEpoch, closed_form_grad, fused_epoch
 from mnist_basics.models import batch_accuracy, predict, predict_classes
-from mnist_basics.progress import bar
 
 log = logging.getLogger("mnist_basics")
+# Past this, the sigmoid is saturated for every image and float32 has lost the pixels' share of
+# each logit: training has diverged even if the loss still looks finite.
+MAX_WEIGHT = 1e6
 
 
 @dataclass
@@ -40,11 +38,9 @@ class EpochStats:
 
 
 def batches(
-    x: torch.Tensor, y: torch.Tensor, bs: int, order: torch.Tensor | None = None
+    x: torch.Tensor, y: torch.Tensor, bs: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches as views of contiguous tensors (reordered once per epoch when shuffling)."""
-    if order is not None:
-        x, y = x[order], y[order]
+    """Mini-batches as views of contiguous tensors, in order."""
     return zip(x.split(bs), y.split(bs), strict=True)
 
 
@@ -91,26 +87,18 @@ class Learner:
     shuffle: bool = False
     generator: torch.Generator | None = None
     schedule: Callable[[float], float] | None = None  # lr at progress in [0, 1]; None: constant
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # applied to training batches
     on_epoch: list[Callable[[EpochStats], None]] = field(default_factory=list)
-    autograd: bool = False  # True: always loss.backward(), even where grads has the closed form
-    _closed: CalcGrad | None = field(init=False, default=None, repr=False)
-    _fused: FusedEpoch | None = field(init=False, default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.autograd:
-            self._closed = closed_form_grad(self.model, self.loss_func)
-            self._fused = fused_epoch(self.model, self.loss_func, self.opt)
 
     def calc_grad(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        """The book's calc_grad: predictions, loss, backward (written out where grads can)."""
-        if self._closed is not None:
-            return self._closed(xb, yb)
-        loss = self.loss_func(self.model(xb), yb)
+        """The book's calc_grad: predictions, loss, backward."""
+        preds = self.model(xb)
+        loss = self.loss_func(preds, yb)
         loss.backward()
         return loss
 
     def train_epoch(self, epoch: int = 0, epochs: int = 1) -> float:
-        """One pass over the training set (epoch counts from 0 for the lr schedule); returns the
+        """One pass over the training set (epoch counts from 0, for the lr schedule); returns the
         mean loss per image."""
         self.model.train()
         x, y = self.train_x, self.train_y
@@ -118,45 +106,47 @@ class Learner:
             order = torch.randperm(len(x), generator=self.generator).to(x.device)
             x, y = x[order], y[order]
         n_batches = -(-len(x) // self.batch_size)
-        lrs = None
-        if self.schedule is not None:
-            steps = epochs * n_batches
-            lrs = [self.schedule((epoch * n_batches + i) / steps) for i in range(n_batches)]
-        if self._fused is not None:
-            loss = self._fused(x, y, self.batch_size, lrs or [self.opt.lr] * n_batches)
-            if lrs:
-                set_lr(self.opt, lrs[-1])
-            return loss
-        losses, sizes = [], []
+        total = 0.0
         for i, (xb, yb) in enumerate(batches(x, y, self.batch_size)):
-            if lrs:
-                set_lr(self.opt, lrs[i])
-            losses.append(self.calc_grad(xb, yb).detach())
-            sizes.append(len(xb))
+            if self.schedule is not None:
+                set_lr(self.opt, self.schedule((epoch * n_batches + i) / (epochs * n_batches)))
+            if self.transform is not None:
+                xb = self.transform(xb)
+            loss = self.calc_grad(xb, yb)
             self.opt.step()
             self.opt.zero_grad()
-        # Summed once per epoch: no extra kernels (and no device sync) in the per-batch path.
-        weights = torch.tensor(sizes, dtype=torch.float32, device=x.device)
-        return (torch.stack(losses) @ weights).item() / len(x)
+            total += loss.item() * len(xb)
+        return total / len(x)
 
     def validate_epoch(self) -> tuple[float, float]:
         """Valid loss and accuracy over the whole valid split (image-weighted)."""
         logits = predict(self.model, self.valid_x)
         return self.loss_func(logits, self.valid_y).item(), accuracy(logits, self.valid_y)
 
-    def fit(self, epochs: int, lr: float | None = None) -> list[EpochStats]:
-        """Train for `epochs`; stop with a clear error the moment the loss is not finite."""
+    def check_diverged(self, epoch: int, losses: tuple[float, float]) -> None:
+        """Stop with one clear line once the loss is not finite or the weights have blown up."""
+        biggest = max(p.detach().abs().max().item() for p in self.model.parameters())
+        if all(map(math.isfinite, losses)) and biggest <= MAX_WEIGHT:
+            return
+        what = (
+            f"loss became {losses[0]}"
+            if not math.isfinite(losses[0])
+            else (
+                f"loss became {losses[1]}"
+                if not math.isfinite(losses[1])
+                else f"weights reached {biggest:.3g} (beyond {MAX_WEIGHT:g})"
+            )
+        )
+        raise UserError(f"{what} in epoch {epoch}: training diverged; try a lower train.lr")
+
+    def fit(self, epochs: int) -> list[EpochStats]:
+        """Train for `epochs`, one log line and one on_epoch call per epoch."""
         history = []
-        for epoch in bar(range(1, epochs + 1), desc="train", unit="epoch"):
+        for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             train_loss = self.train_epoch(epoch - 1, epochs)
             valid_loss, valid_acc = self.validate_epoch()
-            if not (math.isfinite(train_loss) and math.isfinite(valid_loss)):
-                hint = f"try a lower train.lr than {lr}" if lr else "try a lower train.lr"
-                raise UserError(
-                    f"loss became {train_loss if not math.isfinite(train_loss) else valid_loss} "
-                    f"in epoch {epoch}: training diverged; {hint}"
-                )
+            self.check_diverged(epoch, (train_loss, valid_loss))
             stats = EpochStats(epoch, train_loss, valid_loss, valid_acc, time.perf_counter() - t0)
             log.info(
                 "epoch %d/%d: train loss %.4f, valid loss %.4f, valid accuracy %.4f (%.2f s)",

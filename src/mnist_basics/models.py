@@ -8,12 +8,13 @@ setup) or one logit per class (more digits, softmax and cross-entropy).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from mnist_basics import atomic
@@ -26,19 +27,14 @@ class ModelSpec:
 
     model: str  # linear | simple_net | cnn
     digits: tuple[int, ...]
-    loss: str  # mnist_loss | cross_entropy
+    loss_func: str  # mnist_loss | cross_entropy
     hidden: int = 30
     init_std: float = 1.0
 
     @property
     def n_out(self) -> int:
         """One logit for the book's two-digit mnist_loss, one per class for cross-entropy."""
-        return 1 if self.loss == "mnist_loss" else len(self.digits)
-
-    @property
-    def width(self) -> int:
-        """Outputs of the first matmul: simple_net's hidden units, linear's logits."""
-        return self.hidden if self.model == "simple_net" else self.n_out
+        return 1 if self.loss_func == "mnist_loss" else len(self.digits)
 
 
 def init_params(size: tuple[int, ...] | int, std: float = 1.0) -> torch.Tensor:
@@ -115,7 +111,7 @@ def batch_accuracy(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
     return correct.float().mean()
 
 
-def loss_func(name: str):
+def loss_func(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The loss by its params name."""
     return mnist_loss if name == "mnist_loss" else F.cross_entropy
 
@@ -136,7 +132,7 @@ def predict_classes(logits: torch.Tensor) -> torch.Tensor:
 
 def targets_for(spec: ModelSpec, classes: torch.Tensor) -> torch.Tensor:
     """Loss targets from class indices: the book's 1/0 column, or the class index itself."""
-    if spec.loss == "mnist_loss":
+    if spec.loss_func == "mnist_loss":
         return (classes == 0).float().unsqueeze(1)
     return classes
 
@@ -164,16 +160,34 @@ def save_logits(logits: torch.Tensor, spec: ModelSpec, path: Path) -> None:
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:
     """Rebuild a model from its safetensors file (spec from the metadata)."""
-    from safetensors import safe_open
-
-    if not path.exists():
-        raise UserError(f"{path}: missing; run `dvc repro train` first")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    tensors, meta = read_safetensors(path, "a model", "train")
     if "spec" not in meta:
         raise UserError(f"{path}: not a model written by the train stage (no spec metadata)")
-    raw = json.loads(meta["spec"])
-    spec = ModelSpec(**{**raw, "digits": tuple(raw["digits"])})
+    try:
+        raw = json.loads(meta["spec"])
+        spec = ModelSpec(**{**raw, "digits": tuple(raw["digits"])})
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f"{path}: its spec metadata is not this version's ({e})") from None
     model = build_model(spec)
-    model.load_state_dict(load_file(str(path)))
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise UserError(f"{path}: weights do not fit its spec ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), spec
+
+
+def read_safetensors(path: Path, what: str, stage: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """All tensors and the metadata of a safetensors file; one clear line if it is missing,
+    cut short or garbled."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.exists():
+        raise UserError(f"{path}: missing; run `dvc repro {stage}` first")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(
+            f"{path}: not {what} file as the {stage} stage writes it ({e}); "
+            f"`dvc repro -f {stage}` writes it again"
+        ) from None

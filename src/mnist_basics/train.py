@@ -4,7 +4,6 @@ and its logits for the valid split (what the evaluate stage reads)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import numpy as np
 import torch
 from dvclive import Live
 
-from mnist_basics import atomic, device, images
-from mnist_basics.data import class_targets, digits_of, load_split
+from mnist_basics import atomic, images
+from mnist_basics.data import class_targets, load_split
 from mnist_basics.errors import UserError
 from mnist_basics.learner import EpochStats, Learner, one_cycle
 from mnist_basics.models import (
@@ -26,53 +25,41 @@ from mnist_basics.models import (
     targets_for,
 )
 from mnist_basics.optim import make_optimizer
-from mnist_basics.params import BOOK_EPOCHS, BOOK_LR
+from mnist_basics.params import Params, Train
 
 log = logging.getLogger("mnist_basics")
 
-
-@dataclass(frozen=True)
-class Paths:
-    """Where the train stage reads and writes."""
-
-    tensors: Path = Path("data/tensors")
-    model: Path = Path("models/model.safetensors")
-    live: Path = Path("metrics/train")
-    plots: Path = Path("plots/train")
-    logits: Path = Path("models/valid_logits.safetensors")
+TENSORS = Path("data/tensors")
+MODEL = Path("models/model.safetensors")
+LOGITS = Path("models/valid_logits.safetensors")
+LIVE = Path("metrics/train")
+PLOTS = Path("plots/train")
+OUTPUTS = (MODEL, LOGITS, LIVE, PLOTS)
 
 
-def resolve_loss(loss: str, digits: list[int]) -> str:
-    """`auto` is the book's mnist_loss for two digits and cross-entropy for more."""
-    if loss == "auto":
-        return "mnist_loss" if len(digits) == 2 else "cross_entropy"
-    if loss == "mnist_loss" and len(digits) != 2:
+def device_for(name: str) -> torch.device:
+    """The device params name, or one clear line when this machine has none such."""
+    have = ["cpu"]
+    if torch.cuda.is_available():
+        have += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        have.append("mps")
+    if name not in have:
         raise UserError(
-            f"params.yaml: train.loss = mnist_loss needs exactly two digits, data.digits has "
-            f"{len(digits)}; allowed here: auto, cross_entropy"
+            f"params.yaml: train.device = {name} is invalid (not on this machine); "
+            f"allowed here: {', '.join(have)}"
         )
-    return loss
+    return torch.device(name)
 
 
-def seed_everything(seed: int, dev: torch.device) -> torch.Generator:
-    """Seed torch's global RNG (model init) and return a generator for the shuffles.
-
-    CPU kernels are deterministic already; only a GPU needs torch's deterministic mode, whose
-    switch alone costs 3 s of imports (torch's compiler stack).
-    """
-    torch.manual_seed(seed)
-    if dev.type != "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    return torch.Generator().manual_seed(seed)
-
-
-def check_digits(digits: list[int], found: list[int]) -> None:
-    """The tensors must hold exactly the digits that params ask for."""
-    if sorted(digits) != found:
-        raise UserError(
-            f"params.yaml: data.digits = {digits} but data/tensors holds {found}; "
-            "run `dvc repro` so download and tensorize follow data.digits"
-        )
+def seed_everything(tp: Train, dev: torch.device) -> torch.Generator:
+    """Fix everything the bytes depend on: seeds, thread count, deterministic GPU kernels."""
+    torch.manual_seed(tp.seed)
+    torch.set_num_threads(tp.threads)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True)
+    return torch.Generator().manual_seed(tp.seed)
 
 
 def weights_picture(model: torch.nn.Module, spec: ModelSpec) -> images.Image.Image:
@@ -90,8 +77,7 @@ def weights_picture(model: torch.nn.Module, spec: ModelSpec) -> images.Image.Ima
         captions = [f"hidden {i}" for i in range(len(maps))]
         scale = 4
     else:
-        k = first.reshape(first.shape[0], -1, first.shape[-2], first.shape[-1])[:, 0].numpy()
-        maps = k
+        maps = first[:, 0].numpy()
         captions = [f"conv1 {i}" for i in range(len(maps))]
         scale = 24
     tiles = [
@@ -103,73 +89,53 @@ def weights_picture(model: torch.nn.Module, spec: ModelSpec) -> images.Image.Ima
     return images.labelled_grid(tiles, captions, cols=1 if len(tiles) == 1 else 6)
 
 
-def train(p: dict, paths: Paths = Paths()) -> list[EpochStats]:
-    """Train the model that params describe; write model, dvclive curves and weights picture."""
-    tp, digits = p["train"], list(p["data"]["digits"])
-    dev = device.resolve(tp["device"])
-    gen = seed_everything(tp["seed"], dev)
-    train_split = load_split(paths.tensors / "train.safetensors", dev)
-    valid_split = load_split(paths.tensors / "valid.safetensors", dev)
-    check_digits(digits, digits_of(train_split))
-    spec = ModelSpec(
-        model=tp["model"],
-        digits=tuple(digits),
-        loss=resolve_loss(tp["loss"], digits),
-        hidden=tp["hidden"],
-        init_std=tp["init_std"],
-    )
-    lr = tp["lr"] if tp["lr"] is not None else BOOK_LR[spec.model]
-    epochs = tp["epochs"] if tp["epochs"] is not None else BOOK_EPOCHS[spec.model]
-    if dev.type == "cpu":
-        torch.set_num_threads(device.cpu_threads(spec.model, tp["batch_size"], spec.width))
+def train(p: Params) -> list[EpochStats]:
+    """Train the model that params describe; write model, logits, dvclive curves, weights."""
+    tp, digits = p.train, list(p.data.digits)
+    dev = device_for(tp.device)
+    gen = seed_everything(tp, dev)
+    train_split = load_split(TENSORS / "train.safetensors", dev)
+    valid_split = load_split(TENSORS / "valid.safetensors", dev)
+    if sorted(digits) != train_split.digits:
+        raise UserError(
+            f"params.yaml: data.digits = {digits} but data/tensors holds {train_split.digits}; "
+            "run `dvc repro` so download and tensorize follow data.digits"
+        )
+    spec = ModelSpec(tp.model, tuple(digits), tp.loss_func, tp.hidden, tp.init_std)
     model = build_model(spec).to(dev)
-    opt = make_optimizer(
-        tp["optimizer"], model.parameters(), lr, tp["momentum"], tp["weight_decay"]
-    )
     learn = Learner(
         model=model,
         train_x=train_split.x,
         train_y=targets_for(spec, class_targets(train_split.labels, digits)),
         valid_x=valid_split.x,
         valid_y=targets_for(spec, class_targets(valid_split.labels, digits)),
-        loss_func=loss_func(spec.loss),
-        opt=opt,
-        batch_size=tp["batch_size"],
-        shuffle=tp["shuffle"],
+        loss_func=loss_func(tp.loss_func),
+        opt=make_optimizer(tp.optimizer, model.parameters(), tp.lr, tp.momentum, tp.weight_decay),
+        batch_size=tp.batch_size,
+        shuffle=tp.shuffle,
         generator=gen,
-        schedule=partial(one_cycle, lr=lr) if tp["schedule"] == "one_cycle" else None,
+        schedule=partial(one_cycle, lr=tp.lr) if tp.schedule == "one_cycle" else None,
     )
     log.info(
-        "%s, %s, %s optimizer, lr %g, %d epochs, %d train / %d valid images on %s (%d threads)",
-        spec.model,
-        spec.loss,
-        tp["optimizer"],
-        lr,
-        epochs,
+        "%s, %s, %s optimizer, lr %g, %d epochs, %d train / %d valid images on %s, %d thread(s)",
+        tp.model,
+        tp.loss_func,
+        tp.optimizer,
+        tp.lr,
+        tp.epochs,
         len(train_split.x),
         len(valid_split.x),
         dev,
-        torch.get_num_threads(),
+        tp.threads,
     )
-    with atomic.atomic_path(paths.live, is_dir=True) as live_dir:
+    with atomic.atomic_path(LIVE, is_dir=True) as live_dir:
         with Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-            live.log_params(
-                {
-                    "model": spec.model,
-                    "loss": spec.loss,
-                    "lr": lr,
-                    "epochs": epochs,
-                    "optimizer": tp["optimizer"],
-                    "schedule": tp["schedule"],
-                    "digits": digits,
-                }
-            )
-            learn.on_epoch.append(lambda s: _log_epoch(live, s))
-            history = learn.fit(epochs, lr)
-        save_model(model, spec, paths.model)
-        save_logits(predict(model, valid_split.x), spec, paths.logits)
-        with atomic.atomic_path(paths.plots, is_dir=True) as plots_dir:
+            learn.on_epoch.append(partial(_log_epoch, live))
+            history = learn.fit(tp.epochs)
+        with atomic.atomic_path(PLOTS, is_dir=True) as plots_dir:
             images.save_png(weights_picture(model, spec), plots_dir / "weights.png")
+            save_logits(predict(model, valid_split.x), spec, LOGITS)
+            save_model(model, spec, MODEL)
     return history
 
 

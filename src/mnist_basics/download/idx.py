@@ -24,6 +24,7 @@ from mnist_basics.download.known import (
     IdxFile,
 )
 from mnist_basics.errors import UserError
+from mnist_basics.layout import Split
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -38,19 +39,26 @@ class Mnist:
     test_images: np.ndarray
     test_labels: np.ndarray
 
-    def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """fast.ai's train is MNIST's training file, its valid is the t10k test file."""
-        if split == "train":
-            return self.train_images, self.train_labels
-        return self.test_images, self.test_labels
+    def select(self, digits: tuple[int, ...]) -> dict[str, Split]:
+        """fast.ai's splits of `digits`: train from MNIST's training file, valid from t10k; each
+        image keeps its index in its file, as fast.ai's names do."""
+        out = {}
+        for split, images, labels in (
+            ("train", self.train_images, self.train_labels),
+            ("valid", self.test_images, self.test_labels),
+        ):
+            keep = np.flatnonzero(np.isin(labels, digits))
+            out[split] = Split(images[keep], labels[keep].astype(np.int64), keep.astype(np.int64))
+        return out
 
 
 def verify(f: IdxFile, content: bytes) -> None:
     """Accept the content only if it is byte-for-byte the published file."""
     if len(content) != f.size or hashlib.md5(content).hexdigest() != f.md5:  # noqa: S324
+        found = hashlib.md5(content).hexdigest()  # noqa: S324
         raise UserError(
-            f"{f.name}: checksum mismatch ({len(content)} bytes; expected {f.size} bytes, "
-            f"MD5 {f.md5})"
+            f"{f.name}: checksum mismatch ({len(content)} bytes, MD5 {found}; expected "
+            f"{f.size} bytes, MD5 {f.md5})"
         )
 
 

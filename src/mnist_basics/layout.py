@@ -1,0 +1,140 @@
+"""fast.ai's layout and names, in one place: `<split>/<digit>/<index>.png`.
+
+`train/3/10.png` is MNIST training image #10; `valid/` holds the test set (fast.ai's
+mnist_png.tgz calls them training/ and testing/). A tree in this layout, whatever holds it (a
+folder, a .tgz, data/raw.zip), is read here into one uint8 array per split, in canonical order:
+digit, then MNIST index. Every fault is found and named at once, up to MAX_LISTED, since a
+user's own tree has no checksum to hold it to.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from mnist_basics.errors import UserError
+
+SPLITS = ("train", "valid")
+SPLIT_NAMES = {"train": "train", "training": "train", "valid": "valid", "testing": "valid"}
+MAX_LISTED = 20
+
+# (name relative to the archive or folder, a function that returns the file's bytes)
+Entry = tuple[str, Callable[[], bytes]]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split as arrays: images uint8 [N, 28, 28], labels (the digits) and MNIST indices."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+
+
+def dataset_name(digits: Iterable[int]) -> str:
+    """fast.ai's name for the 3s and 7s, else `mnist_` and the sorted digits."""
+    ds = sorted(set(digits))
+    return "mnist_sample" if ds == [3, 7] else "mnist_" + "".join(map(str, ds))
+
+
+def png_name(dataset: str, split: str, digit: int, index: int) -> str:
+    return f"{dataset}/{split}/{digit}/{index}.png"
+
+
+def parse(parts: list[str]) -> tuple[str, int, int] | str:
+    """(split, digit, index) of `[<split>, <digit>, <index>.png]`, or why the path is not one."""
+    split = SPLIT_NAMES.get(parts[0])
+    if split is None:
+        return "ignored"  # beside the splits (a labels.csv), as in fast.ai's own tree
+    if len(parts) < 3 or not (len(parts[1]) == 1 and parts[1].isdigit()):
+        return "not in a digit folder 0-9"
+    stem, dot, ext = parts[-1].rpartition(".")
+    if len(parts) > 3 or ext != "png" or not dot or not stem.isdigit() or str(int(stem)) != stem:
+        return "not an <index>.png file"
+    return split, int(parts[1]), int(stem)
+
+
+def _root_depth(names: list[list[str]]) -> int:
+    """Where the splits are: in the tree itself (0) or in its one sub-folder (1, mnist_sample/)."""
+    if any(p[0] in SPLIT_NAMES for p in names):
+        return 0
+    tops = {p[0] for p in names if len(p) > 1}
+    if len(tops) == 1 and any(len(p) > 1 and p[1] in SPLIT_NAMES for p in names):
+        return 1
+    raise UserError(
+        "not in fast.ai's layout (train/<digit>/<index>.png and valid/...), nor the four IDX "
+        ".gz files"
+    )
+
+
+def decode_png(data: bytes) -> np.ndarray | str:
+    """The book's `Image.open`: a 28x28 greyscale PNG as uint8 [28, 28], or what is wrong."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "PNG" or im.size != (28, 28) or im.mode != "L":
+                return f"{im.format} {im.size[0]}x{im.size[1]} mode {im.mode}, not 28x28 mode L"
+            return np.asarray(im)
+    except Exception as e:  # any decoder failure is the file's fault
+        return f"does not decode as PNG ({type(e).__name__})"
+
+
+def check(problems: list[str], where: str) -> None:
+    """One UserError naming the first MAX_LISTED problems, if there are any."""
+    if problems:
+        shown = [f"  {p}" for p in problems[:MAX_LISTED]]
+        if len(problems) > MAX_LISTED:
+            shown.append(f"  ... and {len(problems) - MAX_LISTED} more")
+        raise UserError(
+            f"{where}: {len(problems)} problem(s) in fast.ai's layout:\n" + "\n".join(shown)
+        )
+
+
+def read_tree(
+    entries: Iterable[Entry], where: str, digits: Iterable[int] | None = None
+) -> dict[str, Split]:
+    """Every PNG of the tree (or only those of `digits`) as one Split per split."""
+    items = [(name.strip("/").split("/"), read) for name, read in entries]
+    depth = _root_depth([p for p, _ in items])
+    wanted = set(digits) if digits is not None else None
+    found: dict[str, list[tuple[int, int, np.ndarray]]] = {s: [] for s in SPLITS}
+    seen: dict[str, set[int]] = {s: set() for s in SPLITS}
+    problems: list[str] = []
+    for parts, read in items:
+        path = "/".join(parts)
+        got = parse(parts[depth:]) if len(parts) > depth else "ignored"
+        if got == "ignored":
+            continue
+        if isinstance(got, str):
+            problems.append(f"{path}: {got}")
+            continue
+        split, digit, index = got
+        seen[split].add(digit)
+        if wanted is not None and digit not in wanted:
+            continue
+        pixels = decode_png(read())
+        if isinstance(pixels, str):
+            problems.append(f"{path}: {pixels}")
+        else:
+            found[split].append((digit, index, pixels))
+    for split in SPLITS:
+        need = wanted if wanted is not None else seen["train"] | seen["valid"]
+        if not found[split] and not need - seen[split]:
+            problems.append(f"{split}: no images")
+        problems += [f"{split}/{d}: no images" for d in sorted(need - seen[split])]
+        keys = [(d, i) for d, i, _ in found[split]]
+        if len(set(keys)) != len(keys):
+            problems.append(f"{split}: the same <digit>/<index>.png twice")
+    check(problems, where)
+    out = {}
+    for split in SPLITS:
+        rows = sorted(found[split], key=lambda r: r[:2])
+        out[split] = Split(
+            images=np.stack([r[2] for r in rows]) if rows else np.zeros((0, 28, 28), np.uint8),
+            labels=np.array([r[0] for r in rows], np.int64),
+            indices=np.array([r[1] for r in rows], np.int64),
+        )
+    return out
