@@ -12,7 +12,7 @@ from http_fixtures import digest_zip
 from PIL import Image
 
 from mnist_basics.download import download
-from mnist_basics.download.layout import MAX_LISTED
+from mnist_basics.layout import MAX_LISTED
 from mnist_basics.errors import UserError
 
 
@@ -34,6 +34,8 @@ def test_copies_only_the_requested_digits(tmp_path: Path, tree: Path) -> None:
 def test_every_problem_is_reported_at_once(tmp_path: Path, tree: Path) -> None:
     shutil.rmtree(tree / "valid")
     (tree / "train/x").mkdir()
+    (tree / "train/x/1.png").write_text("hi")
+    (tree / "train/x/2.png").write_text("hi")
     (tree / "train/notes.txt").write_text("hi")
     (tree / "train/1/readme.md").write_text("hi")
     shutil.copy(tree / "train/1/0.png", tree / "train/1/007.png")
@@ -48,14 +50,14 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, tree: Path) -> None:
     msg = str(e.value)
     for expected in (
         "10 problem(s) in fast.ai's layout",
-        "valid/: missing",
-        "train/x/: folder name is not a digit",
-        "train/notes.txt: stray file",
-        "train/1/readme.md: stray entry",
-        "train/1/007.png: name is not <index>.png",
-        "train/1/abc.png: name is not <index>.png",
-        "train/8/: no PNGs",
-        "train/4/100001.png: PNG 30x28 mode L, not a 28x28 mode L PNG",
+        "valid: missing (no images)",
+        "train/x: not a digit folder (0-9)",
+        "train/notes.txt: a stray file",
+        "train/1/readme.md: not an <index>.png file",
+        "train/1/007.png: not an <index>.png file",
+        "train/1/abc.png: not an <index>.png file",
+        "train/8: no images",
+        "train/4/100001.png: PNG 30x28 mode L, not 28x28 mode L",
         "train/4/100002.png: PNG 28x28 mode RGB",
         "train/4/100003.png: does not decode",
     ):
@@ -69,7 +71,7 @@ def test_a_missing_digit_and_the_listing_limit(tmp_path: Path, tree: Path) -> No
     with pytest.raises(UserError) as e:
         download([1, 2, 8], [str(tree)], 1, tmp_path / "raw.zip")
     msg = str(e.value)
-    assert "train/2/: requested digit 2 missing" in msg and "valid/2/: requested digit 2" in msg
+    assert "train/2: no images" in msg and "valid/2: no images" in msg
     assert f"{MAX_LISTED + 7} problem(s)" in msg and "... and 7 more" in msg
     assert len(msg.splitlines()) == 1 + 1 + MAX_LISTED + 1  # head, source, listed, more
 

@@ -24,11 +24,12 @@ from http_fixtures import (
 )
 from PIL import Image
 
+from mnist_basics import rawzip
 from mnist_basics.atomic import atomic_path
-from mnist_basics.download import Archive, Urls, dataset_name, download
-from mnist_basics.download.png import encode
+from mnist_basics.download import Archive, Urls, download
 from mnist_basics.errors import UserError
-from mnist_basics.rawzip import DATE_TIME, member_key, pack
+from mnist_basics.layout import Split, dataset_name
+from mnist_basics.rawzip import DATE_TIME, encode_png
 
 FAULT_WHY = {
     "404": "HTTP 404",
@@ -69,8 +70,8 @@ def test_dataset_names() -> None:
 
 def test_png_encoder_round_trips(tmp_path: Path) -> None:
     images = np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8)
-    for i, data in enumerate(encode(images)):
-        (tmp_path / "x.png").write_bytes(data)
+    for i, image in enumerate(images):
+        (tmp_path / "x.png").write_bytes(encode_png(image))
         with Image.open(tmp_path / "x.png") as im:
             assert (im.format, im.mode, im.size) == ("PNG", "L", (28, 28))
             assert np.array_equal(np.asarray(im), images[i])
@@ -117,9 +118,10 @@ def test_each_fault_falls_through_to_the_next_source(
     out = tmp_path / "data/raw.zip"
     urls = _urls(http_server, route, sample_tgz)
     assert download([3, 7], ["fastai", str(synthetic_37)], 1, out, urls=urls) == str(synthetic_37)
-    fastai_line, served = _lines(caplog)
-    assert fastai_line.startswith("fastai: skipped after") and FAULT_WHY[route] in fastai_line
+    fastai_line, served, why = _lines(caplog)
+    assert fastai_line.startswith("fastai: skipped after")
     assert served.startswith(f"{synthetic_37}: served")
+    assert why.startswith("the sources skipped, and why:\n  fastai: ") and FAULT_WHY[route] in why
     assert digest_zip(out, "mnist_sample")[0] == digest(synthetic_37)[0]
     assert leftovers(tmp_path) == []
 
@@ -233,20 +235,18 @@ def test_the_zip_is_byte_identical_across_builds_and_sources(
     assert [i.filename for i in infos[:6]] == [
         f"mnist_sample/train/3/{i}.png" for i in (0, 2, 4, 6, 8, 10)
     ]  # canonical order: split, digit, index as a number
-    assert [i.filename for i in infos] == sorted((i.filename for i in infos), key=member_key)
+    order = [i.filename.split("/") for i in infos]
+    assert order == sorted(order, key=lambda p: (p[1] != "train", int(p[2]), int(p[3][:-4])))
     for i in infos:
         assert (i.compress_type, i.date_time, i.extra) == (zipfile.ZIP_STORED, DATE_TIME, b"")
         assert i.external_attr == 0o100644 << 16 and i.create_system == 3
 
 
-def test_a_failed_pack_leaves_no_zip_and_no_temporary(tmp_path: Path) -> None:
-    """What an interrupted or failed pack leaves behind: nothing (a stage killed mid-way is
+def test_a_failed_write_leaves_no_zip_and_no_temporary(tmp_path: Path) -> None:
+    """What a failed write of the zip leaves behind: nothing (a stage killed mid-way is
     test_robust_runs's)."""
-    tree = tmp_path / "tree/mnist_sample/train/3"
-    tree.mkdir(parents=True)
-    (tree / "1.png").write_bytes(b"png")
-    (tree / "2.png").symlink_to(tmp_path / "gone.png")  # unreadable once the zip is begun
+    bad = Split(np.zeros((2, 28, 28), np.uint8), np.array([3, 7]), np.array([0]))  # 1 index
     out = tmp_path / "data/raw.zip"
-    with pytest.raises(FileNotFoundError), atomic_path(out) as tmp:
-        pack(tmp_path / "tree", tmp)
+    with pytest.raises(ValueError), atomic_path(out) as tmp:
+        rawzip.write(tmp, "mnist_sample", {"train": bad, "valid": bad})
     assert list(out.parent.iterdir()) == []

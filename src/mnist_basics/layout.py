@@ -50,8 +50,10 @@ def parse(parts: list[str]) -> tuple[str, int, int] | str:
     split = SPLIT_NAMES.get(parts[0])
     if split is None:
         return "ignored"  # beside the splits (a labels.csv), as in fast.ai's own tree
-    if len(parts) < 3 or not (len(parts[1]) == 1 and parts[1].isdigit()):
-        return "not in a digit folder 0-9"
+    if len(parts) < 3:
+        return "a stray file (only digit folders belong here)"
+    if not (len(parts[1]) == 1 and parts[1].isdigit()):
+        return "not a digit folder (0-9)"
     stem, dot, ext = parts[-1].rpartition(".")
     if len(parts) > 3 or ext != "png" or not dot or not stem.isdigit() or str(int(stem)) != stem:
         return "not an <index>.png file"
@@ -104,31 +106,41 @@ def read_tree(
     seen: dict[str, set[int]] = {s: set() for s in SPLITS}
     problems: list[str] = []
     for parts, read in items:
-        path = "/".join(parts)
         got = parse(parts[depth:]) if len(parts) > depth else "ignored"
         if got == "ignored":
             continue
         if isinstance(got, str):
-            problems.append(f"{path}: {got}")
+            # a bad folder is named once, however many files it holds
+            path = "/".join(parts[: depth + 2] if got.startswith("not a digit") else parts)
+            if f"{path}: {got}" not in problems:
+                problems.append(f"{path}: {got}")
             continue
+        path = "/".join(parts)
         split, digit, index = got
         seen[split].add(digit)
         if wanted is not None and digit not in wanted:
             continue
-        pixels = decode_png(read())
+        try:
+            data = read()
+        except Exception as e:  # a bad CRC, a cut member: the file's fault, named as such
+            problems.append(f"{path}: cannot be read ({e})")
+            continue
+        pixels = decode_png(data)
         if isinstance(pixels, str):
             problems.append(f"{path}: {pixels}")
         else:
             found[split].append((digit, index, pixels))
+    missing = []  # said first: one missing digit is worth more than twenty stray files
     for split in SPLITS:
         need = wanted if wanted is not None else seen["train"] | seen["valid"]
-        if not found[split] and not need - seen[split]:
-            problems.append(f"{split}: no images")
-        problems += [f"{split}/{d}: no images" for d in sorted(need - seen[split])]
+        if not seen[split]:
+            missing.append(f"{split}: missing (no images)")
+        else:
+            missing += [f"{split}/{d}: no images" for d in sorted(need - seen[split])]
         keys = [(d, i) for d, i, _ in found[split]]
         if len(set(keys)) != len(keys):
-            problems.append(f"{split}: the same <digit>/<index>.png twice")
-    check(problems, where)
+            missing.append(f"{split}: the same <digit>/<index>.png twice")
+    check(missing + problems, where)
     out = {}
     for split in SPLITS:
         rows = sorted(found[split], key=lambda r: r[:2])

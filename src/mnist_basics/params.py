@@ -7,6 +7,7 @@ README's params table is made from these classes (`python -m mnist_basics.params
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -147,8 +148,17 @@ class Params(Section):
             )
 
 
-def _shown(v: Any) -> str:
+def _flow(v: Any) -> str:
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _shown(v: Any) -> str:
+    """A value as the user wrote it in params.yaml; text in quotes, so "1" is not 1."""
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(map(_shown, v)) + "]"
+    return _flow(v)
 
 
 def _field(loc: tuple) -> Any:
@@ -229,7 +239,7 @@ def markdown_table() -> str:
     for sec, field in Params.model_fields.items():
         for k, info in field.annotation.model_fields.items():
             rows.append(
-                f"| `{sec}.{k}` | `{_shown(info.default)}` | {_allowed(info)} | "
+                f"| `{sec}.{k}` | `{_flow(info.default)}` | {_allowed(info)} | "
                 f"{info.description} |"
             )
     return "\n".join(rows)

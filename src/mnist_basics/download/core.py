@@ -31,10 +31,15 @@ def download(
     *,
     urls: Urls | None = None,
 ) -> str:
-    """Write out_zip from the first source in `sources` that serves; return that source."""
+    """Write out_zip from the first source in `sources` that serves; return that source.
+
+    Why each skipped source failed is said once: after the one that served, or in the error.
+    """
     digits_t = tuple(sorted(set(digits)))
     out = Path(out_zip)
+    made_parent = not out.parent.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
+    reasons: list[str] = []
     for source in sources:
         start = time.monotonic()
         try:
@@ -46,11 +51,15 @@ def download(
                     n = rawzip.write(tmp, layout.dataset_name(digits_t), splits)
         except SOURCE_ERRORS as e:
             reason = describe(e).replace("\n", "\n  ")
-            log.info("%s: skipped after %.1f s: %s", source, time.monotonic() - start, reason)
+            log.info("%s: skipped after %.1f s", source, time.monotonic() - start)
+            reasons.append(f"  {source}: {reason}")
             continue
         log.info("%s: served in %.1f s (%s, %d PNGs)", source, time.monotonic() - start, detail, n)
+        if reasons:
+            log.info("the sources skipped, and why:\n%s", "\n".join(reasons))
         return source
+    if made_parent and not any(out.parent.iterdir()):
+        out.parent.rmdir()
     raise UserError(
-        f"no source delivered MNIST digits {list(digits_t)}: {', '.join(sources)} each failed, "
-        "as said above; allowed: see README, Data sources"
+        f"no source delivered MNIST digits {list(digits_t)}; tried in order:\n" + "\n".join(reasons)
     )
