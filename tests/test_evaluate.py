@@ -52,7 +52,7 @@ def test_metrics_are_the_torch_ones(tmp_path: Path, digits: tuple, loss: str) ->
     g = torch.Generator().manual_seed(1)
     n = 301
     labels = torch.tensor(digits)[torch.randint(0, len(digits), (n,), generator=g)]
-    spec = ModelSpec(model="linear", digits=digits, loss=loss)
+    spec = ModelSpec(model="linear", digits=digits, loss_func=loss)
     logits = torch.randn(n, spec.n_out, generator=g) * 3
     save_logits(logits, spec, tmp_path / "logits.safetensors")
     tensors = _valid(tmp_path, labels.numpy())
@@ -92,7 +92,7 @@ def test_missing_or_foreign_logits_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors at all")
     with pytest.raises(UserError, match=r"junk.safetensors: not a logits file written by"):
         _run(tmp_path, tensors, tmp_path / "junk.safetensors")
-    spec = ModelSpec(model="linear", digits=(3, 7), loss="mnist_loss")
+    spec = ModelSpec(model="linear", digits=(3, 7), loss_func="mnist_loss")
     save_logits(torch.zeros(5, 1), spec, tmp_path / "five.safetensors")  # 5 logits, 3 images
     with pytest.raises(UserError, match=r"logits for 5 images .* holds 3; run `dvc repro`"):
         _run(tmp_path, tensors, tmp_path / "five.safetensors")

@@ -27,7 +27,7 @@ def _learner(
     optimizer: str = "basic",
 ) -> Learner:
     x, classes = _toy()
-    spec = ModelSpec(model=model, digits=(3, 7), loss="mnist_loss")
+    spec = ModelSpec(model=model, digits=(3, 7), loss_func="mnist_loss")
     torch.manual_seed(seed)
     m = build_model(spec)
     y = targets_for(spec, classes)
@@ -37,7 +37,7 @@ def _learner(
         y[:384],
         x[384:],
         y[384:],
-        loss_func(spec.loss),
+        loss_func(spec.loss_func),
         make_optimizer(optimizer, m.parameters(), lr),
         batch_size=64,
         shuffle=shuffle,
@@ -73,8 +73,27 @@ def test_same_seed_same_bits_other_seed_other_bits() -> None:
 
 def test_diverging_loss_stops_with_epoch_and_hint() -> None:
     learn = _learner("simple_net", lr=1e30)
-    with pytest.raises(UserError, match=r"in epoch 1: .*lower train.lr"):
+    with pytest.raises(UserError, match=r"in epoch 1: training diverged; try a lower train.lr"):
         learn.fit(3)
+
+
+def test_divergence_with_a_finite_loss_stops_too() -> None:
+    """lr 1e38: the sigmoid saturates, the loss stays finite, the weights reach 1e36."""
+    learn = _learner("linear", lr=1e38)
+    with pytest.raises(UserError, match=r"weights reached .*e\+3\d .* in epoch 1: training diverged"):
+        learn.fit(3)
+
+
+def test_calc_grad_is_the_books_backward() -> None:
+    """calc_grad leaves loss.backward()'s gradients on the parameters for the optimiser."""
+    learn = _learner("linear")
+    xb, yb = learn.train_x[:64], learn.train_y[:64]
+    w, b = (p.detach().clone().requires_grad_() for p in learn.model.parameters())
+    loss = learn.loss_func(xb @ w + b, yb)
+    loss.backward()
+    assert torch.equal(learn.calc_grad(xb, yb), loss)
+    assert torch.equal(learn.model.weights.grad, w.grad)
+    assert torch.equal(learn.model.bias.grad, b.grad)
 
 
 def test_one_cycle_warms_up_then_anneals() -> None:
@@ -90,7 +109,6 @@ def test_one_cycle_warms_up_then_anneals() -> None:
 def test_schedule_sets_the_lr_of_every_batch() -> None:
     seen: list[float] = []
     learn = _learner()
-    learn._fused = None  # the step-by-step loop, where opt.step can be watched
     step = learn.opt.step
 
     def spy() -> None:
@@ -102,11 +120,3 @@ def test_schedule_sets_the_lr_of_every_batch() -> None:
     learn.fit(2)
     assert len(seen) == 12  # 384 images / 64 per batch, 2 epochs
     assert seen[0] == 1.0 and seen[6] == pytest.approx(0.5) and seen[-1] == pytest.approx(1 / 12)
-    # the fused epoch follows the same schedule to the same bits
-    fused = _learner()
-    assert fused._fused is not None
-    fused.schedule = learn.schedule
-    fused.fit(2)
-    assert fused.opt.lr == learn.opt.lr
-    for p, q in zip(fused.model.parameters(), learn.model.parameters(), strict=True):
-        assert torch.equal(p, q)

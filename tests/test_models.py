@@ -103,7 +103,7 @@ def test_adam_first_step_moves_each_weight_by_lr() -> None:
 @pytest.mark.parametrize("digits", [(3, 7), (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)])
 def test_every_model_maps_784_pixels_to_one_logit_per_class(model: str, digits: tuple) -> None:
     loss = "mnist_loss" if len(digits) == 2 else "cross_entropy"
-    spec = ModelSpec(model=model, digits=digits, loss=loss)
+    spec = ModelSpec(model=model, digits=digits, loss_func=loss)
     out = build_model(spec)(torch.rand(5, 784))
     assert out.shape == (5, 1 if len(digits) == 2 else len(digits))
 
@@ -122,7 +122,7 @@ def test_predict_classes_one_logit_and_many() -> None:
 
 def test_model_round_trips_through_safetensors(tmp_path) -> None:
     torch.manual_seed(1)
-    spec = ModelSpec(model="simple_net", digits=(3, 7), loss="mnist_loss", hidden=8)
+    spec = ModelSpec(model="simple_net", digits=(3, 7), loss_func="mnist_loss", hidden=8)
     model = build_model(spec)
     save_model(model, spec, tmp_path / "m.safetensors")
     again, spec2 = load_model(tmp_path / "m.safetensors")

@@ -1,4 +1,4 @@
-"""Issue 7, data: a user's broken source is named file by file; every source gives the same bytes.
+"""Data: a user's broken source is named file by file; every source gives the same bytes.
 
 The broken-folder case runs the real download stage (`python stages/download.py`), as dvc does.
 """
@@ -46,6 +46,7 @@ def test_every_bad_file_of_a_user_folder_is_named(tmp_path: Path, synthetic_37: 
     Image.new("L", (28, 28)).save(tree / "valid/7/902.png")  # fine
     (tree / "valid/7/notes.txt").write_text("stray")  # not an image
     (tree / "train/x").mkdir()  # not a digit
+    (tree / "train/x/1.png").write_bytes(b"x")
     for f in (tree / "valid/3").iterdir():  # an empty digit folder
         f.unlink()
     project = tmp_path / "project"
@@ -57,9 +58,9 @@ def test_every_bad_file_of_a_user_folder_is_named(tmp_path: Path, synthetic_37: 
         "train/3/0.png: does not decode",
         "train/3/900.png: PNG 28x28 mode RGB",
         "train/7/901.png: PNG 32x32 mode L",
-        "valid/7/notes.txt: stray entry",
-        "train/x/: folder name is not a digit",
-        "valid/3/: no PNGs",
+        "valid/7/notes.txt: not an <index>.png file",
+        "train/x: not a digit folder",
+        "valid/3: no images",
         "6 problem(s)",
     ):
         assert expected in r.stderr, (expected, r.stderr)
@@ -75,7 +76,7 @@ def test_a_missing_split_is_named(tmp_path: Path, synthetic_37: Path) -> None:
     project.mkdir()
     r = _download_stage(project, [str(tree)])
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "valid/: missing" in r.stderr
+    assert "valid: missing" in r.stderr
     assert sorted(p.name for p in project.iterdir()) == ["params.yaml"]
 
 
@@ -112,3 +113,16 @@ def test_real_idx_folder_and_its_fastai_tree_give_the_same_tensor_bytes(
     assert _tensors(tmp_path, "tree", str(tmp_path / "idx/tree/mnist_sample")) == want
     shutil.rmtree(tmp_path / "idx")  # 14,000 files: pytest keeps old temp dirs
     shutil.rmtree(tmp_path / "tree")
+
+
+def test_a_plain_folder_name_is_a_path_and_a_typo_names_the_sources(
+    tmp_path: Path, synthetic_37: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copytree(synthetic_37, project / "mydigits")
+    r = _download_stage(project, ["fastia", "mydigits"])
+    assert r.returncode == 0, r.stderr
+    assert "mydigits: served" in r.stderr
+    assert "fastia: no such file or folder (nor a source name: fastai, mnist, pypi)" in r.stderr
+    assert r.stderr.count("no such file or folder") == 1  # each reason said once

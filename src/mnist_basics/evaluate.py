@@ -28,7 +28,10 @@ def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
             meta = f.metadata() or {}
             logits = f.get_tensor("logits")
     except (SafetensorError, OSError) as e:
-        raise UserError(f"{path}: not a logits file written by the train stage ({e})") from None
+        raise UserError(
+            f"{path}: not a logits file as the train stage writes it ({e}); "
+            "`dvc repro -f train` writes it again"
+        ) from None
     if "spec" not in meta:
         raise UserError(f"{path}: not a logits file written by the train stage (no spec metadata)")
     spec = json.loads(meta["spec"])

@@ -9,6 +9,7 @@ so dvc.lock's MD5 of it holds across sources and machines.
 
 from __future__ import annotations
 
+import logging
 import struct
 import zipfile
 import zlib
@@ -69,4 +70,5 @@ def read(path: Path) -> tuple[str, dict[str, Split]]:
         tops = sorted({n.split("/", 1)[0] for n in names if "/" in n.strip("/")})
         if len(tops) != 1:
             raise layout.UserError(f"{path}: expected one dataset folder, found {tops}; {EXPECTED}")
+        logging.getLogger("mnist_basics").info("decoding %d PNGs of %s", len(names), path)
         return tops[0], layout.read_tree(archives.zip_entries(zf), str(path))
