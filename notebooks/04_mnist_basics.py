@@ -21,17 +21,20 @@
 # The chapter's functions come from the library the stages use (`mnist_basics.models`,
 # `mnist_basics.baseline`).
 #
-# Run `dvc repro` first, then open this notebook from the project root (see README, "Notebook").
+# Run `dvc repro` first (see README, "Notebook"); the notebook finds the project from where it
+# lies.
 # On the real MNIST the cells assert the book's figures; on other data they print them.
 
 # %%
 import json
+import os
 import subprocess
 
 import dvc.api
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+from dvc.repo import Repo
 from IPython.display import display
 from safetensors.torch import load as load_safetensors
 
@@ -58,6 +61,8 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# Jupyter starts the kernel in notebooks/: the paths below are the project's.
+os.chdir(Repo.find_root())
 params = dvc.api.params_show()
 digits = params["data"]["digits"]
 train, _ = read_safetensors("data/tensors/train.safetensors")
