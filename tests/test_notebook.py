@@ -58,15 +58,18 @@ def jupyter_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"JUPYTER_PATH": str(root), "MPLCONFIGDIR": str(root / "mpl")}
 
 
-def execute(proj: DvcProject, dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch):
-    """Run the notebook in `proj` (cwd = the project), with the project's environment."""
+def execute(
+    proj: DvcProject, dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch, cwd: Path | None = None
+):
+    """Run the notebook with cwd = the project (or `cwd` in it), with the project's environment."""
     import nbformat
     from nbclient import NotebookClient
 
     monkeypatch.setenv("JUPYTER_PATH", dirs["JUPYTER_PATH"])  # read here, to find the kernel
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    path = str(cwd or proj.path)
     client = NotebookClient(
-        nb, timeout=300, kernel_name=KERNEL, resources={"metadata": {"path": str(proj.path)}}
+        nb, timeout=300, kernel_name=KERNEL, resources={"metadata": {"path": path}}
     )
     client.execute(env={**proj.env, "MPLCONFIGDIR": dirs["MPLCONFIGDIR"]})
     return nb
@@ -121,7 +124,8 @@ def test_stored_without_outputs_and_paired() -> None:
 def test_notebook_on_synthetic_pipeline(
     dvc_project_factory, synthetic_37: Path, jupyter_dirs, monkeypatch
 ) -> None:
-    """Two commits with results and one experiment; the extra runs re-run evaluate only (cheap)."""
+    """Two commits with results and one experiment (the extra runs re-run evaluate only: cheap),
+    run from the notebooks/ folder as JupyterLab does."""
     proj = dvc_project_factory([str(synthetic_37)])
     proj.dvc("repro")
     proj.commit("repro")
@@ -129,7 +133,9 @@ def test_notebook_on_synthetic_pipeline(
     proj.dvc("repro")
     proj.commit("gallery 9")
     proj.dvc("exp", "run", "-n", "gallery-4", "-S", "evaluate.gallery=4")
-    nb = execute(proj, jupyter_dirs, monkeypatch)
+    # Where JupyterLab starts the kernel: the notebook's folder; the notebook finds the project.
+    (proj.path / "notebooks").mkdir()
+    nb = execute(proj, jupyter_dirs, monkeypatch, cwd=proj.path / "notebooks")
     check_common(nb)
     assert "real MNIST: False" in text_of(nb)
     experiments = html_of(tagged(nb, "experiments"))
