@@ -52,7 +52,7 @@ EXP_SHOW = (
 EXP_SHOW_COLUMNS = [
     "Experiment",
     "l1.accuracy",  # the pixel-similarity baseline (metrics/baseline.json)
-    "metrics/train/metrics.json:train.loss",  # prefixed: params.yaml has a train.loss too
+    "train.loss",  # the last epoch's, from dvclive (the param is train.loss_func: no clash)
     "valid.accuracy",  # the last epoch's, from dvclive
     "accuracy",  # metrics/evaluate.json
     "train.lr",
@@ -238,7 +238,7 @@ def test_queued_sweep_lands_with_its_own_metrics(project: DvcProject, sweep: Swe
 
     # The workspace is untouched by queued runs; the workers leave once the queue is empty.
     assert project.git("status", "--porcelain").stdout == ""
-    assert project.params()["train"]["lr"] is None
+    assert project.params()["train"]["lr"] == 1.0
     project.dvc("queue", "stop", timeout=60)
     deadline = time.monotonic() + 60
     while project.processes() and time.monotonic() < deadline:
