@@ -32,10 +32,12 @@ from mnist_basics.learner import Learner  # noqa: E402
 TEN = list(range(10))
 # README's recipes (Recipes table): ten-digit CNN and MLP.
 RECIPES: dict[str, dict] = {
-    "cnn": dict(model="cnn", optimizer="adam", lr=0.01, epochs=6, shuffle=True,
-                schedule="one_cycle"),
-    "mlp": dict(model="simple_net", hidden=256, optimizer="adam", lr=0.001, shuffle=True,
-                epochs=20),
+    "cnn": dict(
+        model="cnn", optimizer="adam", lr=0.01, epochs=6, shuffle=True, schedule="one_cycle"
+    ),
+    "mlp": dict(
+        model="simple_net", hidden=256, optimizer="adam", lr=0.001, shuffle=True, epochs=20
+    ),
     "linear": dict(init_std=0.01, optimizer="adam", lr=0.001, shuffle=True),
 }
 AUGMENT = dict(max_shift=2, max_rotate=12.0, seed=1)

@@ -11,6 +11,7 @@ outside the page's own origin (file:, data:, blob: and about: are local).
 from __future__ import annotations
 
 import base64
+import itertools
 import shutil
 import tempfile
 import time
@@ -115,7 +116,7 @@ class Page:
         release at the last: one stroke, as a person draws it."""
         self.mouse("mouseMoved", *points[0])
         self.mouse("mousePressed", *points[0], buttons=1)
-        for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        for (x0, y0), (x1, y1) in itertools.pairwise(points):
             for k in range(1, steps + 1):
                 t = k / steps
                 self.mouse("mouseMoved", x0 + (x1 - x0) * t, y0 + (y1 - y0) * t, buttons=1)

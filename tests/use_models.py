@@ -35,13 +35,16 @@ def glyph_data(digits: list[int], n: int = 30, seed: int = 0) -> tuple[torch.Ten
     return torch.from_numpy(np.stack(xs)), torch.tensor(ys)
 
 
-def small_model(digits: list[int], seed: int = 0, steps: int = 150) -> tuple[torch.nn.Module, ModelSpec]:
+def small_model(
+    digits: list[int], seed: int = 0, steps: int = 150
+) -> tuple[torch.nn.Module, ModelSpec]:
     """A linear model (softmax, or the book's single logit for two digits) fitted to the glyphs
     in a second or two."""
     torch.manual_seed(seed)
     two = len(digits) == 2
-    spec = ModelSpec("linear", tuple(digits), "mnist_loss" if two else "cross_entropy",
-                     init_std=0.01)
+    spec = ModelSpec(
+        "linear", tuple(digits), "mnist_loss" if two else "cross_entropy", init_std=0.01
+    )
     model = build_model(spec)
     x, y = glyph_data(digits, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
@@ -67,8 +70,9 @@ def write_model(path: Path, digits: list[int], seed: int = 0) -> ModelSpec:
 
 
 def run(cwd: Path, *args: str) -> str:
-    r = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120,
-                       stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
     assert r.returncode == 0, f"{' '.join(args)}: {r.returncode}\n{r.stdout}\n{r.stderr}"
     return r.stdout
 

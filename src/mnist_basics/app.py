@@ -128,10 +128,10 @@ def answer(models: Models, rev: str, body: bytes) -> tuple[int, dict]:
 def create_app(repo: Path | str = ".", model_path: str = predict_mod.MODEL_PATH):
     """The ASGI app: GET / (the page), GET /models, POST /predict?model=REV (body: a PNG)."""
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
-    from starlette.concurrency import run_in_threadpool
 
     models = Models(Path(repo).resolve(), model_path)
 
@@ -196,8 +196,7 @@ def run(args: argparse.Namespace) -> int:
         for s in server.servers:
             for sock in s.sockets:
                 host, port = sock.getsockname()[:2]
-                print(f"serve: http://{host}:{port}/ (Ctrl-C to stop)", file=sys.stderr,
-                      flush=True)
+                print(f"serve: http://{host}:{port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
 
     threading.Thread(target=announce, daemon=True).start()
     server.run()

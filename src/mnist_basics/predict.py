@@ -70,7 +70,7 @@ def _load_file(path: Path, source: str) -> LoadedModel:
         model, spec = load_model(path)
     except UserError:
         raise
-    except Exception as e:  # a corrupt or foreign safetensors file  # noqa: BLE001
+    except Exception as e:  # a corrupt or foreign safetensors file
         raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({e})") from None
     return LoadedModel(model, tuple(spec.digits), spec_dict(spec), source)
 
@@ -99,8 +99,10 @@ def read_at_rev(rev: str, model_path: str = MODEL_PATH, repo: str | None = None)
         with dvc.api.open(model_path, repo=repo, rev=rev, mode="rb") as f:
             return f.read()
     except RevError:
-        raise UserError(f"--rev {rev}: unknown revision (not a commit, branch, tag or DVC "
-                        "experiment of this repository)") from None
+        raise UserError(
+            f"--rev {rev}: unknown revision (not a commit, branch, tag or DVC "
+            "experiment of this repository)"
+        ) from None
     except FileNotFoundError:
         raise UserError(f"--rev {rev}: {model_path} is not in that revision") from None
     except DvcException as e:
@@ -179,15 +181,12 @@ def expand(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
 def table(preds: list[Prediction], digits: tuple[int, ...]) -> str:
     """The predictions as a terminal table: path, digit, then P(d) per class."""
     head = ["image", "digit", *(f"P({d})" for d in digits)]
-    rows = [
-        [p.path, str(p.digit), *(f"{p.probabilities[d]:.3f}" for d in digits)] for p in preds
-    ]
+    rows = [[p.path, str(p.digit), *(f"{p.probabilities[d]:.3f}" for d in digits)] for p in preds]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
 
     def line(r: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
+        cells = zip(r, widths, strict=True)
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(cells))
 
     return "\n".join([line(head), *(line(r) for r in rows)])
 
