@@ -219,12 +219,13 @@ PAGE = r"""<!doctype html>
   .controls { margin-top: .6rem; display: flex; gap: .5rem; align-items: center; }
   button { font: inherit; padding: .3rem 1rem; }
   .panel { background: #fff; border: 1px solid #ccc; border-radius: 6px; padding: .8rem;
-           min-width: 260px; }
-  .panel select { font: inherit; max-width: 240px; }
+           width: 250px; }
+  .panel select { font: inherit; max-width: 150px; }
   .guess { display: flex; gap: 1rem; align-items: center; margin: .6rem 0; }
   .digit { font-size: 3.5rem; font-weight: bold; width: 3rem; text-align: center; }
   .seen { width: 84px; height: 84px; image-rendering: pixelated; background: #000;
           border: 1px solid #888; }
+  .seen:not([src]) { visibility: hidden; }
   .bars { display: grid; grid-template-columns: 1.2rem 1fr 3.5rem; gap: 3px .4rem;
           font-variant-numeric: tabular-nums; font-size: .9rem; }
   .track { background: #eee; height: 1rem; border-radius: 2px; overflow: hidden; }
