@@ -1,6 +1,6 @@
 """docs/draw.png: the serve page in headless Chromium after drawing a 7 with real mouse events.
 
-    python bench/draw_screenshot.py MODEL.safetensors [--compare OTHER.safetensors] [--out docs/draw.png]
+    python bench/draw_screenshot.py MODEL [--compare OTHER] [--out docs/draw.png]
 
 Serves a temporary folder holding MODEL as its workspace model (and OTHER, when given, as a
 second revision: a git + DVC repo with OTHER at tag `other`), draws the 7 of tests/test_app.py,
@@ -55,7 +55,7 @@ def main() -> int:
                          Path(tmp) / "repo")
         server = Server(repo)
         try:
-            with Page(server.url, width=900, height=560) as page:
+            with Page(server.url, width=1000, height=480) as page:
                 page.wait_for("document.getElementById('model-0').options.length > 0")
                 if args.compare:
                     page.evaluate(
@@ -72,7 +72,7 @@ def main() -> int:
                 if args.compare:
                     page.wait_for("window.predictions[1] && window.predictions[1].digit"
                                   " !== undefined")
-                page.cdp.poll(1.0)
+                page.wait_for("window.idle()")
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(args.out)
                 for i in (0, 1) if args.compare else (0,):

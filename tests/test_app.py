@@ -165,7 +165,7 @@ def draw_and_check(page, server_repo: str, points=SEVEN) -> dict:
         "window.predictions[0] && window.predictions[0].digit !== undefined"
         " && document.getElementById('seen-0').naturalWidth === 28"
     )
-    time.sleep(0.5)  # the last request after the release
+    page.wait_for("window.idle()")  # the answer for the finished stroke
     page.wait_for("document.getElementById('digit-0').textContent !== '\u2013'")
     s = shown(page, 0)
     model = load(s["prediction"]["model"], repo=server_repo)

@@ -213,13 +213,13 @@ PAGE = r"""<!doctype html>
   :root { color-scheme: light; }
   body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; background: #fafafa; }
   h1 { font-size: 1.3rem; margin: 0 0 1rem; }
-  main { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }
+  main { display: flex; flex-wrap: wrap; gap: 1.2rem; align-items: flex-start; }
   #pad { background: #fff; border: 2px solid #888; border-radius: 6px; touch-action: none;
          cursor: crosshair; width: 280px; height: 280px; }
   .controls { margin-top: .6rem; display: flex; gap: .5rem; align-items: center; }
   button { font: inherit; padding: .3rem 1rem; }
   .panel { background: #fff; border: 1px solid #ccc; border-radius: 6px; padding: .8rem;
-           width: 250px; }
+           width: 220px; }
   .panel select { font: inherit; max-width: 150px; }
   .guess { display: flex; gap: 1rem; align-items: center; margin: .6rem 0; }
   .digit { font-size: 3.5rem; font-weight: bold; width: 3rem; text-align: center; }
@@ -270,6 +270,8 @@ const panels = [0, 1].map(i => ({
   i, select: document.getElementById("model-" + i), busy: false, dirty: false, seq: 0,
 }));
 window.predictions = {};  // what each panel shows now, for tests: {0: {...}, 1: {...}}
+// true when no answer is on its way: what each panel shows is for the drawing as it is now
+window.idle = () => !drawing && panels.every(p => !p.busy && !p.dirty);
 
 function clearPad() {
   ctx.fillStyle = "#fff";
