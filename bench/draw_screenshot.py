@@ -51,8 +51,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "draw.png")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        repo = repo_with(args.model.resolve(), args.compare and args.compare.resolve(),
-                         Path(tmp) / "repo")
+        repo = repo_with(
+            args.model.resolve(), args.compare and args.compare.resolve(), Path(tmp) / "repo"
+        )
         server = Server(repo)
         try:
             with Page(server.url, width=1000, height=480) as page:
@@ -64,14 +65,19 @@ def main() -> int:
                     )
                 pad = page.box("#pad")
                 page.drag(
-                    [(pad["x"] + x * pad["width"] / 280, pad["y"] + y * pad["height"] / 280)
-                     for x, y in SEVEN]
+                    [
+                        (pad["x"] + x * pad["width"] / 280, pad["y"] + y * pad["height"] / 280)
+                        for x, y in SEVEN
+                    ]
                 )
-                page.wait_for("window.predictions[0] && window.predictions[0].digit !== undefined"
-                              " && document.getElementById('seen-0').naturalWidth === 28")
+                page.wait_for(
+                    "window.predictions[0] && window.predictions[0].digit !== undefined"
+                    " && document.getElementById('seen-0').naturalWidth === 28"
+                )
                 if args.compare:
-                    page.wait_for("window.predictions[1] && window.predictions[1].digit"
-                                  " !== undefined")
+                    page.wait_for(
+                        "window.predictions[1] && window.predictions[1].digit !== undefined"
+                    )
                 page.wait_for("window.idle()")
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(args.out)

@@ -77,8 +77,10 @@ def main() -> int:
     args = ap.parse_args()
     x, y, _ = dataset(args.show)
     n_fonts = len(fonts())
-    print(f"{len(x)} font digits ({n_fonts} fonts x sizes {SIZES} x strokes {STROKES} x "
-          f"rotations {ROTATIONS} x 10 digits)")
+    print(
+        f"{len(x)} font digits ({n_fonts} fonts x sizes {SIZES} x strokes {STROKES} x "
+        f"rotations {ROTATIONS} x 10 digits)"
+    )
     results = {}
     for path in args.models:
         model, spec = load_model(path)
