@@ -209,9 +209,9 @@ def loop_once(model: str, which: str) -> dict:
 
     sys.path.insert(0, str(BENCH))
     import book_style as book
+    from mnist_basics.device import cpu_threads
 
     from mnist_basics.data import class_targets, load_split
-    from mnist_basics.device import cpu_threads
     from mnist_basics.learner import Learner
     from mnist_basics.models import ModelSpec, build_model, mnist_loss, targets_for
     from mnist_basics.optim import BasicOptim

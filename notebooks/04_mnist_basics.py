@@ -372,12 +372,14 @@ display(side_by_side)
 # The linear model, an MLP and a CNN (README, "Recipes": about 0.93, 0.98 and 0.994):
 #
 # ```bash
-# dvc exp run -S 'data.digits=[0,1,2,3,4,5,6,7,8,9]' -S train.loss_func=cross_entropy -S train.init_std=0.01 \
-#   -S train.optimizer=adam -S train.lr=0.001 -S train.shuffle=true
-# dvc exp run -S 'data.digits=[0,1,2,3,4,5,6,7,8,9]' -S train.loss_func=cross_entropy -S train.model=simple_net -S train.hidden=256 \
-#   -S train.optimizer=adam -S train.lr=0.001 -S train.shuffle=true -S train.epochs=20
-# dvc exp run -S 'data.digits=[0,1,2,3,4,5,6,7,8,9]' -S train.loss_func=cross_entropy -S train.model=cnn \
-#   -S train.optimizer=adam -S train.lr=0.01 -S train.epochs=6 -S train.shuffle=true -S train.schedule=one_cycle
+# dvc exp run -S 'data.digits=[0,1,2,3,4,5,6,7,8,9]' -S train.loss_func=cross_entropy \
+#   -S train.init_std=0.01 -S train.optimizer=adam -S train.lr=0.001 -S train.shuffle=true
+# dvc exp run -S 'data.digits=[0,1,2,3,4,5,6,7,8,9]' -S train.loss_func=cross_entropy \
+#   -S train.model=simple_net -S train.hidden=256 -S train.optimizer=adam -S train.lr=0.001 \
+#   -S train.shuffle=true
+# dvc exp run -S 'data.digits=[0,1,2,3,4,5,6,7,8,9]' -S train.loss_func=cross_entropy \
+#   -S train.model=cnn -S train.optimizer=adam -S train.lr=0.01 -S train.epochs=6 \
+#   -S train.shuffle=true -S train.schedule=one_cycle
 # ```
 #
 # Then `dvc exp show` (or this notebook, re-run) compares them, and `dvc plots diff` draws their

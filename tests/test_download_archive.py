@@ -61,7 +61,9 @@ def test_total_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_member_size_limit(tmp_path: Path) -> None:
-    tgz = _write(tmp_path, tar_with([member("big.png")], data=b"x" * (archives.MAX_MEMBER_BYTES + 1)))
+    tgz = _write(
+        tmp_path, tar_with([member("big.png")], data=b"x" * (archives.MAX_MEMBER_BYTES + 1))
+    )
     with pytest.raises(UserError, match=r"refused member 'big.png': larger than expected"):
         archives.tar_entries(tgz)
 

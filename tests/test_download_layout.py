@@ -12,8 +12,8 @@ from http_fixtures import digest_zip
 from PIL import Image
 
 from mnist_basics.download import download
-from mnist_basics.layout import MAX_LISTED
 from mnist_basics.errors import UserError
+from mnist_basics.layout import MAX_LISTED
 
 
 @pytest.fixture

@@ -80,7 +80,9 @@ def test_diverging_loss_stops_with_epoch_and_hint() -> None:
 def test_divergence_with_a_finite_loss_stops_too() -> None:
     """lr 1e38: the sigmoid saturates, the loss stays finite, the weights reach 1e36."""
     learn = _learner("linear", lr=1e38)
-    with pytest.raises(UserError, match=r"weights reached .*e\+3\d .* in epoch 1: training diverged"):
+    with pytest.raises(
+        UserError, match=r"weights reached .*e\+3\d .* in epoch 1: training diverged"
+    ):
         learn.fit(3)
 
 

@@ -69,7 +69,13 @@ BAD = [
     ("train", "train", "lr", ".inf", ["train.lr = .inf", "finite"]),
     ("train", "train", "epochs", "0", ["train.epochs = 0", "an integer >= 1, <= 100,000"]),
     ("train", "train", "epochs", "2.5", ["train.epochs = 2.5", "an integer >= 1"]),
-    ("train", "train", "batch_size", "0", ["train.batch_size = 0", "an integer >= 1, <= 1,000,000"]),
+    (
+        "train",
+        "train",
+        "batch_size",
+        "0",
+        ["train.batch_size = 0", "an integer >= 1, <= 1,000,000"],
+    ),
     ("train", "train", "batch_size", "100000000", ["= 100000000", "<= 1,000,000"]),
     ("train", "train", "model", "resnet", ['train.model = "resnet"', "linear, simple_net, cnn"]),
     ("train", "train", "optimizer", "rmsprop", ['"rmsprop"', "basic, sgd, adam"]),
@@ -90,7 +96,7 @@ BAD = [
     ("download", "data", "timeout", "0", ["data.timeout = 0", "> 0, <= 600"]),
     ("download", "data", "bogus", "1", ["unknown key data.bogus (= 1)", "data.digits"]),
     ("train", "train", "learning_rate", "0.1", ["unknown key train.learning_rate (= 0.1)"]),
-    ("train", "train", "loss", "auto", ["unknown key train.loss (= \"auto\")", "loss_func"]),
+    ("train", "train", "loss", "auto", ['unknown key train.loss (= "auto")', "loss_func"]),
 ]
 
 

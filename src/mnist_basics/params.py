@@ -239,8 +239,7 @@ def markdown_table() -> str:
     for sec, field in Params.model_fields.items():
         for k, info in field.annotation.model_fields.items():
             rows.append(
-                f"| `{sec}.{k}` | `{_flow(info.default)}` | {_allowed(info)} | "
-                f"{info.description} |"
+                f"| `{sec}.{k}` | `{_flow(info.default)}` | {_allowed(info)} | {info.description} |"
             )
     return "\n".join(rows)
 

@@ -46,7 +46,7 @@ def device_for(name: str) -> torch.device:
         have.append("mps")
     if name not in have:
         raise UserError(
-            f"params.yaml: train.device = \"{name}\" is invalid (not on this machine); "
+            f'params.yaml: train.device = "{name}" is invalid (not on this machine); '
             f"allowed here: {', '.join(have)}"
         )
     return torch.device(name)

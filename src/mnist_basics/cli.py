@@ -1,0 +1,59 @@
+"""The `mnist-basics` console script: its subcommands come from modules exposing NAME, HELP,
+`add_arguments(parser)` and `run(args) -> int`.
+
+    mnist-basics predict digit.png
+    mnist-basics serve --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from mnist_basics.errors import UserError
+
+# subcommand -> module; imported only when that subcommand runs (torch, starlette are slow).
+COMMANDS = {
+    "predict": ("mnist_basics.predict", "predict the digit in image files or folders"),
+    "serve": ("mnist_basics.app", "a local page to draw a digit and see the model's guess"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mnist-basics", description="Use the trained model.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name in _argv_command:
+            importlib.import_module(module).add_arguments(p)
+        p.set_defaults(_module=module)
+    return ap
+
+
+_argv_command: list[str] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _argv_command[:] = argv[:1]
+    args = parser().parse_args(argv)
+    try:
+        return importlib.import_module(args._module).run(args)
+    except UserError as e:
+        print(f"{args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if os.environ.get("MNIST_BASICS_TRACEBACK"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""`mnist-basics predict PATH...`: the trained model's digit for each image, with the probability
+of every class it knows.
+
+Images not in MNIST's form are brought to it first (mnist_basics.preprocess). The model is the
+workspace's models/model.safetensors, or with `--rev` any git revision, tag, branch or DVC
+experiment's, read through `dvc.api.open` without checking anything out. A bad input is one line
+on stderr (`predict: error: <path>: <what is wrong>`) and exit status 2; the other inputs are
+still predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnist_basics.errors import UserError
+from mnist_basics.preprocess import ImageError, Prepared, prepare
+
+NAME = "predict"
+HELP = "predict the digit in image files or folders"
+MODEL_PATH = "models/model.safetensors"
+WORKSPACE = "workspace"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to predict, and where it came from."""
+
+    model: Any  # torch.nn.Module
+    digits: tuple[int, ...]
+    spec: dict
+    source: str  # "workspace" or the revision
+
+
+@dataclass
+class Prediction:
+    path: str
+    digit: int
+    probabilities: dict[int, float]
+    prepared: Prepared = field(repr=False)
+
+    def as_json(self) -> dict:
+        return {
+            "path": self.path,
+            "digit": self.digit,
+            "probabilities": {str(d): p for d, p in self.probabilities.items()},
+            "preprocessed": not self.prepared.as_is,
+            "inverted": self.prepared.inverted,
+        }
+
+
+def spec_dict(spec: Any) -> dict:
+    """The spec's fields as a dict; its loss under either name (`loss` or `loss_func`)."""
+    from dataclasses import asdict, is_dataclass
+
+    d = asdict(spec) if is_dataclass(spec) else dict(spec)
+    d["digits"] = list(d["digits"])
+    return d
+
+
+def _load_file(path: Path, source: str) -> LoadedModel:
+    from mnist_basics.models import load_model
+
+    try:
+        model, spec = load_model(path)
+    except UserError:
+        raise
+    except Exception as e:  # a corrupt or foreign safetensors file
+        raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({e})") from None
+    return LoadedModel(model, tuple(spec.digits), spec_dict(spec), source)
+
+
+def load(rev: str | None = None, model_path: str = MODEL_PATH, repo: str | None = None):
+    """The workspace's model (rev None or "workspace"), or revision `rev`'s via dvc.api.open."""
+    if rev is None or rev == WORKSPACE:
+        p = Path(repo or ".") / model_path
+        if not p.exists():
+            raise UserError(f"{p}: no model; run `dvc repro` (or `dvc pull`) first")
+        return _load_file(p, WORKSPACE)
+    data = read_at_rev(rev, model_path, repo)
+    with tempfile.TemporaryDirectory(prefix="mnist-basics-model-") as tmp:
+        p = Path(tmp) / "model.safetensors"
+        p.write_bytes(data)
+        return _load_file(p, rev)
+
+
+def read_at_rev(rev: str, model_path: str = MODEL_PATH, repo: str | None = None) -> bytes:
+    """The bytes of `model_path` at a git revision or DVC experiment, without a checkout."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+    from dvc.scm import RevError
+
+    try:
+        with dvc.api.open(model_path, repo=repo, rev=rev, mode="rb") as f:
+            return f.read()
+    except RevError:
+        raise UserError(
+            f"--rev {rev}: unknown revision (not a commit, branch, tag or DVC "
+            "experiment of this repository)"
+        ) from None
+    except FileNotFoundError:
+        raise UserError(f"--rev {rev}: {model_path} is not in that revision") from None
+    except DvcException as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "unknown" in msg.lower() or "revision" in msg.lower():
+            raise UserError(f"--rev {rev}: unknown revision ({msg})") from None
+        raise UserError(f"--rev {rev}: cannot read {model_path}: {msg}") from None
+
+
+def probabilities(model: LoadedModel, x) -> tuple[list[int], list[list[float]]]:
+    """Predicted digits and per-class probabilities for rows of x (float [N, 784]).
+
+    One logit (two-digit models): sigmoid is P(first digit), as the book's mnist_loss reads it;
+    several: softmax. The digit is the pipeline's predict_classes."""
+    import torch
+
+    from mnist_basics.models import predict, predict_classes
+
+    logits = predict(model.model, x)
+    if logits.shape[1] == 1:
+        p_first = logits[:, 0].sigmoid()
+        probs = torch.stack([p_first, 1 - p_first], 1)
+    else:
+        probs = logits.softmax(1)
+    classes = predict_classes(logits)
+    digits = [model.digits[c] for c in classes.tolist()]
+    return digits, probs.tolist()
+
+
+def predict_prepared(model: LoadedModel, items: list[tuple[str, Prepared]]) -> list[Prediction]:
+    import numpy as np
+    import torch
+
+    if not items:
+        return []
+    x = torch.from_numpy(np.stack([p.x for _, p in items]))
+    digits, probs = probabilities(model, x)
+    return [
+        Prediction(path, d, dict(zip(model.digits, pr, strict=True)), prep)
+        for (path, prep), d, pr in zip(items, digits, probs, strict=True)
+    ]
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images of a folder, recursively, in name order: files whose extension Pillow knows
+    (other files and hidden ones are skipped)."""
+    from PIL import Image
+
+    known = {e.lower() for e in Image.registered_extensions()}
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in known
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def expand(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Inputs as files; errors (path, what is wrong) for what is missing or empty."""
+    files, errors = [], []
+    for s in paths:
+        p = Path(s)
+        if p.is_dir():
+            found = image_files(p)
+            if not found:
+                errors.append((s, "a folder with no image files"))
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            errors.append((s, "no such file or folder"))
+    return files, errors
+
+
+def table(preds: list[Prediction], digits: tuple[int, ...]) -> str:
+    """The predictions as a terminal table: path, digit, then P(d) per class."""
+    head = ["image", "digit", *(f"P({d})" for d in digits)]
+    rows = [[p.path, str(p.digit), *(f"{p.probabilities[d]:.3f}" for d in digits)] for p in preds]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(r: list[str]) -> str:
+        cells = zip(r, widths, strict=True)
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(cells))
+
+    return "\n".join([line(head), *(line(r) for r in rows)])
+
+
+def show_name(path: Path, taken: set[str]) -> str:
+    """A file name for --show: the input's stem, made unique."""
+    base = "_".join(path.with_suffix("").parts[-2:]).lstrip("._") or "image"
+    name, k = f"{base}.png", 1
+    while name in taken:
+        k += 1
+        name = f"{base}-{k}.png"
+    taken.add(name)
+    return name
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of them")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--rev",
+        metavar="REV",
+        help="the model of this git revision, tag, branch or DVC experiment (default: the "
+        "workspace's models/model.safetensors)",
+    )
+    parser.add_argument(
+        "--show", metavar="DIR", type=Path, help="write the 28x28 image the model saw per input"
+    )
+
+
+def _error(path: str, what: str) -> None:
+    print(f"{NAME}: error: {path}: {what}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    files, errors = expand(args.paths)
+    for path, what in errors:
+        _error(path, what)
+    try:
+        model = load(args.rev)
+    except UserError as e:
+        print(f"{NAME}: error: {e}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(1)
+    items, bad = [], bool(errors)
+    for f in files:
+        try:
+            items.append((str(f), prepare(f)))
+        except ImageError as e:
+            _error(str(f), str(e))
+            bad = True
+    preds = predict_prepared(model, items)
+    if args.show is not None and preds:
+        args.show.mkdir(parents=True, exist_ok=True)
+        taken: set[str] = set()
+        for p in preds:
+            p.prepared.image().save(args.show / show_name(Path(p.path), taken))
+    if args.json:
+        out = {
+            "model": {"source": model.source, "spec": model.spec},
+            "images": [p.as_json() for p in preds],
+        }
+        print(json.dumps(out, indent=1))
+    elif preds:
+        print(table(preds, model.digits))
+    return 2 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"mnist-basics {NAME}", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

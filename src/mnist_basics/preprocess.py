@@ -1,0 +1,166 @@
+"""Any picture of a digit to the 28x28 form MNIST's digits have, the way MNIST itself was made.
+
+LeCun et al. made MNIST from NIST's black-and-white scans: each digit was size-normalised to
+fit a 20x20 box keeping its aspect ratio (antialiased, hence the grey levels), then placed in a
+28x28 field so that its centre of mass sits at the centre. Ink is light on a black background.
+`to_mnist` does the same to a photo, a scan or a drawing:
+
+1. greyscale (transparent pixels laid on white, or on black for light ink);
+2. inverted when the background is light (the median of the border pixels), so ink is light;
+3. the background level taken off and the contrast stretched to 0-255;
+4. cropped to the ink: the bounding box of the pixels above a threshold;
+5. scaled so the longer side is 20 pixels, keeping the aspect ratio (Lanczos, antialiased);
+6. pasted in 28x28 with its centre of mass at the centre.
+
+An image that is already 28x28 with a dark background (an MNIST PNG) is used as it is, so a
+prediction on the pipeline's own PNGs is the evaluate stage's.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mnist_basics.errors import UserError
+
+SIDE = 28
+BOX = 20  # MNIST's size-normalisation box
+MAX_PIXELS = 40_000_000  # more than any sane photo of a digit; checked before decoding
+INK_THRESHOLD = 0.25  # of the stretched range: what counts as ink for the crop
+MIN_CONTRAST = 24  # grey levels between background and ink below which the page is empty
+
+
+class ImageError(UserError):
+    """An input that is not a usable picture of a digit; the message says why."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One input as the model sees it."""
+
+    pixels: np.ndarray  # uint8 [28, 28], light ink on black
+    as_is: bool  # already MNIST-like: used unchanged
+    inverted: bool  # the background was light
+
+    @property
+    def x(self) -> np.ndarray:
+        """The model's input row: float32 [784] in [0, 1], as the pipeline scales pixels."""
+        return (self.pixels.astype(np.float32) / 255).reshape(SIDE * SIDE)
+
+    def image(self) -> Image.Image:
+        return Image.fromarray(self.pixels, mode="L")
+
+
+def open_image(source: Path | bytes) -> Image.Image:
+    """Open and decode an image, refusing non-images and images too large to be sane.
+
+    The size comes from the header, before any pixel is decoded; Pillow's own decompression-bomb
+    check (which it may raise while opening) gives the same answer.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise ImageError(
+                    f"{w}x{h} pixels is too large (more than {MAX_PIXELS // 1_000_000} megapixels)"
+                )
+            im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(
+            f"too large (more than {MAX_PIXELS // 1_000_000} megapixels): {e}"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can read") from None
+    except IsADirectoryError:
+        raise ImageError("a folder, not an image") from None
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+        raise ImageError(f"cannot decode the image: {e}") from None
+    if w == 0 or h == 0:
+        raise ImageError("an empty image (0 pixels)")
+    return im
+
+
+def greyscale(im: Image.Image) -> np.ndarray:
+    """float32 [H, W] in 0-255. Transparency is laid on white, unless the visible pixels are
+    light (light ink on a transparent page), then on black."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3] / 255
+        lum = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+        visible = alpha > 0.5
+        light_ink = visible.any() and not visible.all() and float(np.median(lum[visible])) > 127
+        back = 0.0 if light_ink else 255.0
+        return lum * alpha + back * (1 - alpha)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im.convert("F"), dtype=np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        return (a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)
+    return np.asarray(im.convert("L"), dtype=np.float32)
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+
+
+def is_mnist_like(a: np.ndarray) -> bool:
+    """28x28 with a dark background: MNIST's own form, used unchanged."""
+    return a.shape == (SIDE, SIDE) and float(np.median(_border(a))) < 128
+
+
+def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+    total = float(a.sum())
+    ys, xs = np.indices(a.shape)
+    return float((ys * a).sum() / total), float((xs * a).sum() / total)
+
+
+def to_mnist(im: Image.Image) -> Prepared:
+    """The image in MNIST's form (see the module doc); ImageError when there is no ink."""
+    a = greyscale(im)
+    if is_mnist_like(a) and im.mode in ("L", "1", "P", "RGB", "RGBA", "LA"):
+        return Prepared(np.clip(np.rint(a), 0, 255).astype(np.uint8), as_is=True, inverted=False)
+    background = float(np.median(_border(a))) if min(a.shape) > 2 else float(np.median(a))
+    inverted = background >= 128
+    if inverted:
+        a, background = 255 - a, 255 - background
+    ink_level = float(np.percentile(a, 99.9)) if a.size > 1000 else float(a.max())
+    ink_level = max(ink_level, float(a.max()) * 0.5)
+    if ink_level - background < MIN_CONTRAST:
+        raise ImageError("no ink found: a blank page (or too faint to read)")
+    a = np.clip((a - background) / (ink_level - background), 0, 1)
+    mask = a > INK_THRESHOLD
+    if not mask.any():
+        raise ImageError("no ink found: a blank page (or too faint to read)")
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    crop = a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = crop.shape
+    scale = BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = Image.fromarray((crop * 255).astype(np.float32), mode="F").resize(
+        size, Image.Resampling.LANCZOS
+    )
+    s = np.clip(np.asarray(small, dtype=np.float32), 0, 255)
+    if s.sum() == 0:
+        raise ImageError("no ink found: a blank page (or too faint to read)")
+    cy, cx = centre_of_mass(s)
+    top = int(np.rint((SIDE - 1) / 2 - cy))
+    left = int(np.rint((SIDE - 1) / 2 - cx))
+    out = np.zeros((SIDE, SIDE), np.float32)
+    # Paste s at (top, left), clipped to the field (a lopsided digit may not fit once centred).
+    y0, x0 = max(0, top), max(0, left)
+    y1, x1 = min(SIDE, top + s.shape[0]), min(SIDE, left + s.shape[1])
+    out[y0:y1, x0:x1] = s[y0 - top : y1 - top, x0 - left : x1 - left]
+    return Prepared(np.rint(out).astype(np.uint8), as_is=False, inverted=inverted)
+
+
+def prepare(source: Path | bytes) -> Prepared:
+    """Open `source` (a file or its bytes) and bring it to MNIST's form."""
+    return to_mnist(open_image(source))

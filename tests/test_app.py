@@ -1,0 +1,214 @@
+"""`mnist-basics serve`: the drawing page, served for real (uvicorn on a free port) and used in
+real headless Chromium with real mouse events, offline: nothing leaves the machine."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from use_models import revisions_repo
+
+if os.environ.get("CI") != "true":
+    pytest.importorskip("starlette", reason="the page needs the app extra: pip install -e '.[app]'")
+    pytest.importorskip("uvicorn", reason="the page needs the app extra: pip install -e '.[app]'")
+
+# A 7 in the 280x280 pad's coordinates: the bar, then the stem.
+SEVEN = [(70, 60), (210, 60), (120, 235)]
+
+
+class Server:
+    """`mnist-basics serve` in a subprocess; its URL read from the line it prints."""
+
+    def __init__(self, repo: Path, *args: str, timeout: float = 120) -> None:
+        self.repo = repo
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mnist_basics.cli",
+                "serve",
+                "--port",
+                "0",
+                "--repo",
+                str(repo),
+                *args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        self.lines: list[str] = []
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise AssertionError(f"serve exited {self.proc.wait()}: {self.lines}")
+            self.lines.append(line)
+            if line.startswith("serve: http://"):
+                self.url = line.split()[1]
+                return
+        self.stop()
+        raise AssertionError(f"serve did not start in {timeout}s: {self.lines}")
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=60) as r:
+            return json.loads(r.read())
+
+    def post(self, path: str, body: bytes) -> tuple[int, dict]:
+        req = urllib.request.Request(
+            self.url + path, data=body, method="POST", headers={"Content-Type": "image/png"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return revisions_repo(tmp_path_factory.mktemp("serve") / "repo")
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path):
+    s = Server(repo)
+    yield s
+    s.stop()
+
+
+def png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_listens_on_localhost_and_lists_revisions(server: Server) -> None:
+    assert server.url.startswith("http://127.0.0.1:")
+    revs = server.get("models")
+    assert revs[0] == {"id": "workspace", "kind": "workspace"}
+    assert {"id": "main", "kind": "branch"} in revs
+    assert {"id": "v1", "kind": "tag"} in revs
+
+
+def test_predict_endpoint(server: Server) -> None:
+    from test_predict import seven
+
+    from mnist_basics.predict import load, predict_prepared
+    from mnist_basics.preprocess import prepare
+
+    body = png(seven())
+    status, d = server.post("predict?model=v1", body)
+    assert status == 200 and not d["empty"]
+    assert d["digits"] == list(range(10)) and len(d["probabilities"]) == 10
+    ref = predict_prepared(load("v1", repo=str(server.repo)), [("x", prepare(body))])[0]
+    assert d["digit"] == ref.digit
+    assert d["probabilities"] == pytest.approx([ref.probabilities[k] for k in range(10)], abs=1e-6)
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(d["image"].split(",", 1)[1]))))
+    assert np.array_equal(seen, prepare(body).pixels)
+    status, d = server.post("predict", png(Image.new("RGB", (280, 280), "white")))
+    assert (status, d["empty"]) == (200, True)
+    status, d = server.post("predict", b"not a png")
+    assert status == 400 and "not an image" in d["error"]
+    status, d = server.post("predict?model=nope", body)
+    assert status == 404 and "unknown revision" in d["error"]
+
+
+def canvas_png(page) -> bytes:
+    url = page.evaluate("document.getElementById('pad').toDataURL('image/png')")
+    return base64.b64decode(url.split(",", 1)[1])
+
+
+def shown(page, i: int) -> dict:
+    return page.evaluate(
+        f"""(() => ({{
+          digit: document.getElementById('digit-{i}').textContent,
+          bars: [...document.querySelectorAll('#bars-{i} .fill')].map(f => f.style.width),
+          seen: document.getElementById('seen-{i}').naturalWidth,
+          prediction: window.predictions[{i}],
+        }}))()"""
+    )
+
+
+def draw_and_check(page, server_repo: str, points=SEVEN) -> dict:
+    """Draw one stroke with real mouse events; wait for the page's guess; check it against the
+    same model's prediction on the canvas PNG, computed here."""
+    from mnist_basics.predict import load, predict_prepared
+    from mnist_basics.preprocess import prepare
+
+    page.wait_for("document.getElementById('model-0').options.length > 0")
+    pad = page.box("#pad")
+    page.drag(
+        [(pad["x"] + x * pad["width"] / 280, pad["y"] + y * pad["height"] / 280) for x, y in points]
+    )
+    page.wait_for(
+        "window.predictions[0] && window.predictions[0].digit !== undefined"
+        " && document.getElementById('seen-0').naturalWidth === 28"
+    )
+    page.wait_for("window.idle()")  # the answer for the finished stroke
+    page.wait_for("document.getElementById('digit-0').textContent !== '\u2013'")
+    s = shown(page, 0)
+    model = load(s["prediction"]["model"], repo=server_repo)
+    ref = predict_prepared(model, [("canvas", prepare(canvas_png(page)))])[0]
+    assert s["digit"] == str(ref.digit) == str(s["prediction"]["digit"])
+    widths = [float(w.rstrip("%")) for w in s["bars"]]
+    assert len(widths) == len(model.digits)
+    assert widths == pytest.approx([100 * ref.probabilities[d] for d in model.digits], abs=0.06)
+    assert s["seen"] == 28
+    return s
+
+
+@pytest.mark.e2e
+def test_draw_in_chromium_offline(server: Server, repo: Path, chromium: Path, tmp_path: Path):
+    from browser_page import Page
+
+    with Page(server.url) as page:
+        s = draw_and_check(page, str(repo))
+        assert s["prediction"]["digits"] == [3, 7]  # the workspace's model
+        # compare with the tag's ten-digit model on the same drawing
+        page.evaluate(
+            "(() => { const s = document.getElementById('model-1'); s.value = 'v1';"
+            " s.dispatchEvent(new Event('change')); })()"
+        )
+        page.wait_for("window.predictions[1] && window.predictions[1].model === 'v1'")
+        s1 = shown(page, 1)
+        assert s1["prediction"]["digits"] == list(range(10)) and len(s1["bars"]) == 10
+        assert s1["digit"] == str(s1["prediction"]["digit"])
+        page.screenshot(tmp_path / "draw.png")
+        assert Image.open(tmp_path / "draw.png").size == (1000, 700)
+        page.click("#clear")
+        page.wait_for("document.getElementById('digit-0').textContent === '\u2013'")
+        assert shown(page, 0)["bars"] == [] and shown(page, 1)["bars"] == []
+        result = page.result()
+    assert result.external_requests == [], result.summary()
+    assert result.errors == [], result.summary()
+
+
+def test_host_option_and_missing_extra_message(repo: Path) -> None:
+    from mnist_basics import app
+
+    ap = __import__("argparse").ArgumentParser()
+    app.add_arguments(ap)
+    a = ap.parse_args([])
+    assert (a.host, a.port) == ("127.0.0.1", 8000)
+    assert ap.parse_args(["--host", "0.0.0.0", "--port", "9"]).host == "0.0.0.0"
