@@ -111,6 +111,21 @@ class Train(Section):
     shuffle: bool = Field(
         False, strict=True, description="Shuffle the training set each epoch (the book does not)."
     )
+    shift: int = Field(
+        0,
+        strict=True,
+        ge=0,
+        le=8,
+        description="Random shift of each training image, pixels "
+        "per axis (0: none, as in the book; 2 helps drawn digits).",
+    )
+    rotate: float = Field(
+        0.0,
+        ge=0,
+        le=45,
+        description="Random rotation of each training image, degrees "
+        "(0: none; 12 helps drawn digits).",
+    )
     seed: int = Field(42, strict=True, ge=0, lt=2**32, description="Seed of every random draw.")
     threads: int = Field(
         1,

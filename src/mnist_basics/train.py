@@ -12,6 +12,7 @@ import torch
 from dvclive import Live
 
 from mnist_basics import atomic, images
+from mnist_basics.augment import augment
 from mnist_basics.data import class_targets, load_split
 from mnist_basics.errors import UserError
 from mnist_basics.learner import EpochStats, Learner, one_cycle
@@ -60,6 +61,15 @@ def seed_everything(tp: Train, dev: torch.device) -> torch.Generator:
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
     return torch.Generator().manual_seed(tp.seed)
+
+
+def augmenter(tp: Train):
+    """Random shifts and rotations of each training batch, from their own seeded generator
+    (so turning them on leaves the shuffle order as it was); None when both are 0."""
+    if tp.shift == 0 and tp.rotate == 0:
+        return None
+    gen = torch.Generator().manual_seed(tp.seed + 1)
+    return partial(augment, generator=gen, max_shift=tp.shift, max_rotate=tp.rotate)
 
 
 def weights_picture(model: torch.nn.Module, spec: ModelSpec) -> images.Image.Image:
@@ -115,6 +125,7 @@ def train(p: Params) -> list[EpochStats]:
         shuffle=tp.shuffle,
         generator=gen,
         schedule=partial(one_cycle, lr=tp.lr) if tp.schedule == "one_cycle" else None,
+        transform=augmenter(tp),
     )
     log.info(
         "%s, %s, %s optimizer, lr %g, %d epochs, %d train / %d valid images on %s, %d thread(s)",
