@@ -4,6 +4,7 @@ from pathlib import Path
 
 import _checkout  # noqa: F401  (first: this checkout's library)
 
+from mnist_basics import numerics
 from mnist_basics.stage import run_stage
 
 TENSORS, METRICS, PLOTS = (
@@ -14,6 +15,7 @@ TENSORS, METRICS, PLOTS = (
 
 
 def main(p) -> None:
+    numerics.pin_env(1)  # before torch: the same bytes on any CPU
     from mnist_basics.baseline import run_baseline  # torch: only once params are good
 
     run_baseline(TENSORS, METRICS, PLOTS)

@@ -2,6 +2,7 @@
 
 import _checkout  # noqa: F401  (first: this checkout's library)
 
+from mnist_basics import numerics
 from mnist_basics.stage import run_stage
 
 OUTPUTS = (
@@ -13,6 +14,7 @@ OUTPUTS = (
 
 
 def main(p) -> None:
+    numerics.pin_env(p.train.threads)  # before torch: the same bytes on any CPU
     from mnist_basics.train import train  # torch: only once params are good
 
     train(p)

@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 from synthetic import write_fastai_tree
 
+from mnist_basics import numerics
+
+numerics.pin_env(1)  # before any test imports torch: the bytes the stages give
+
 pytest_plugins = ["http_fixtures", "dvc_fixtures"]
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,6 +4,7 @@ and its logits for the valid split (what the evaluate stage reads)."""
 from __future__ import annotations
 
 import logging
+import os
 from functools import partial
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from dvclive import Live
 
-from mnist_basics import atomic, images
+from mnist_basics import atomic, images, numerics
 from mnist_basics.augment import augment
 from mnist_basics.data import class_targets, load_split
 from mnist_basics.errors import UserError
@@ -54,10 +55,13 @@ def device_for(name: str) -> torch.device:
 
 
 def seed_everything(tp: Train, dev: torch.device) -> torch.Generator:
-    """Fix everything the bytes depend on: seeds, thread count, deterministic GPU kernels."""
+    """Fix everything the bytes depend on: seeds, CPU kernels and threads, GPU determinism."""
     torch.manual_seed(tp.seed)
-    torch.set_num_threads(tp.threads)
+    if not numerics.pin_torch(torch, tp.threads):
+        log.warning("torch was imported before numerics.pin_env: bytes may differ by CPU")
     if dev.type == "cuda":
+        # cuBLAS reproducible only with a fixed workspace (set before CUDA starts)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
     return torch.Generator().manual_seed(tp.seed)

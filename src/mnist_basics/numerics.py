@@ -1,0 +1,42 @@
+"""The same bytes on any x86-64 machine: pin every CPU kernel choice that changes float results.
+
+PyTorch picks its kernels by the CPU it runs on: ATen's vectorised ops (sigmoid, sums, batch norm,
+Adam) by instruction set (ATEN_CPU_CAPABILITY), MKL's matrix products by its own dispatch, oneDNN
+and NNPACK their convolutions, and every parallel sum by the thread count. Each choice changes
+the order of float additions and so the trained bytes (an AVX-512 Intel and an AVX2 AMD gave
+different models of the same params). Pinned here, before torch is imported, to the baseline
+code path every x86-64 CPU runs: docs/reproducibility.md has the measurements and the cost.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# The user's own settings of these would change the bytes: they are dropped.
+DROPPED = ("MKL_ENABLE_INSTRUCTIONS", "DNNL_MAX_CPU_ISA", "MKL_DEBUG_CPU_TYPE")
+
+
+def pin_env(threads: int) -> None:
+    """Set the environment the kernels read when torch loads; call before `import torch`."""
+    if "torch" in sys.modules:
+        raise RuntimeError("pin_env must run before torch is imported")
+    for key in DROPPED:
+        os.environ.pop(key, None)
+    os.environ.update(
+        ATEN_CPU_CAPABILITY="default",  # ATen's baseline kernels, not AVX2 / AVX-512
+        MKL_CBWR="COMPATIBLE",  # MKL's conditional numerical reproducibility: one code path
+        ONEDNN_MAX_CPU_ISA="SSE41",
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        MKL_DYNAMIC="FALSE",
+        OMP_DYNAMIC="FALSE",
+    )
+
+
+def pin_torch(torch, threads: int) -> bool:
+    """Fix what torch decides at run time; True if the environment pins took effect."""
+    torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = False  # convolutions by im2col and MKL's pinned products
+    torch.backends.nnpack.set_flags(False)
+    return torch.backends.cpu.get_cpu_capability() == "DEFAULT"
