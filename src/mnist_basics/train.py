@@ -63,6 +63,9 @@ def seed_everything(tp: Train, dev: torch.device) -> torch.Generator:
         # cuBLAS reproducible only with a fixed workspace (set before CUDA starts)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
         torch.use_deterministic_algorithms(True)
     return torch.Generator().manual_seed(tp.seed)
 
