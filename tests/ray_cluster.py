@@ -62,10 +62,20 @@ def in_sessions(sessions: list[int]) -> list[int]:
     return pids
 
 
+# `ray start` for a second node, which Ray would give the machine's routable address: here the
+# node takes 127.0.0.1, as the head does, so every byte stays on the loopback.
+LOOPBACK_RAY = (
+    "import sys, ray._private.services as s; from ray.scripts.scripts import main; "
+    "s.resolve_ip_for_localhost = lambda host: host; "
+    "s.get_node_ip_address = lambda address=None: '127.0.0.1'; "
+    "sys.argv[0] = 'ray'; sys.exit(main())"
+)
+
+
 def _ray(args: list[str], env: dict[str, str], sessions: list[int]) -> None:
     """`ray start ...` in a new session (recorded before it can leave any daemon behind)."""
     proc = subprocess.Popen(
-        [str(BIN / "ray"), *args],
+        [str(BIN / "python"), "-c", LOOPBACK_RAY, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -123,14 +133,18 @@ def start_cluster(base_env: dict[str, str], nodes: int = 2) -> Iterator[RayClust
             cluster.sessions,
         )
         for _ in range(nodes - 1):
-            _ray(["start", f"--address={cluster.gcs}", *common], env, cluster.sessions)
+            _ray(
+                ["start", f"--address={cluster.gcs}", "--node-ip-address=127.0.0.1", *common],
+                env,
+                cluster.sessions,
+            )
         yield cluster
     finally:
         stop_cluster(cluster)
         shutil.rmtree(root, ignore_errors=True)
 
 
-def stop_cluster(cluster: RayCluster, grace: float = 15) -> None:
+def stop_cluster(cluster: RayCluster, grace: float = 5) -> None:
     """SIGTERM every process of the cluster, SIGKILL what is left after `grace` s."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
         for pid in cluster.processes():
