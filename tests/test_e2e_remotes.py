@@ -41,7 +41,9 @@ def files(root: Path, rel: str) -> dict[str, bytes]:
     p = root / rel
     if p.is_file():
         return {rel: p.read_bytes()}
-    return {f"{rel}/{q.relative_to(p)}": q.read_bytes() for q in sorted(p.rglob("*")) if q.is_file()}
+    return {
+        f"{rel}/{q.relative_to(p)}": q.read_bytes() for q in sorted(p.rglob("*")) if q.is_file()
+    }
 
 
 def assert_no_secret_in_git(proj: DvcProject, remote: Remote) -> None:
@@ -56,7 +58,10 @@ def assert_no_secret_in_git(proj: DvcProject, remote: Remote) -> None:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory, reproduced: DvcProject) -> DvcProject:
+def pipeline(
+    tmp_path_factory: pytest.TempPathFactory,
+    reproduced: DvcProject,  # noqa: F811
+) -> DvcProject:
     """The whole pipeline reproduced and committed (no remote yet); the servers' tests add one
     remote each, in turn."""
     return copy_project(reproduced, tmp_path_factory.mktemp("remotes") / "repo")

@@ -39,7 +39,7 @@ def experiments(proj: DvcProject) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory: pytest.TempPathFactory, reproduced: DvcProject):
+def team(tmp_path_factory: pytest.TempPathFactory, reproduced: DvcProject):  # noqa: F811
     """The user's repo: pipeline committed, pushed to a bare origin, data in a DVC remote."""
     base = tmp_path_factory.mktemp("sweep")
     proj = copy_project(reproduced, base / "repo")
@@ -52,10 +52,13 @@ def team(tmp_path_factory: pytest.TempPathFactory, reproduced: DvcProject):
 
 
 def test_sweep_on_ray_lands_every_good_run_and_reports_the_bad_one(
-    team, ray_cluster: RayCluster, tmp_path: Path
+    team,
+    ray_cluster: RayCluster,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     proj, origin = team
     start = time.monotonic()
+    # The driver too sees itself at 127.0.0.1, the nodes' address (see ray_cluster's doc).
     r = subprocess.run(
         [
             sys.executable, "-m", "mnist_basics.sweep",
@@ -64,8 +67,8 @@ def test_sweep_on_ray_lands_every_good_run_and_reports_the_bad_one(
             "-S", "train.epochs=2",
             "--address", ray_cluster.gcs,
         ],
-        cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"), capture_output=True, text=True, timeout=600,
-        stdin=subprocess.DEVNULL,
+        cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     seconds = time.monotonic() - start
     text = r.stdout + r.stderr
