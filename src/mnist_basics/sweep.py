@@ -214,6 +214,10 @@ def _check_on_origin(repo: Path, origin: str, commit: str) -> None:
 
 
 def _ray_init(address: str | None) -> Any:
+    if not address:
+        # A Ray of this machine only: on 127.0.0.1, not the machine's routable address (Ray
+        # keeps a node on the loopback only where multi-node clusters are off, as on a Mac).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError as e:
