@@ -114,7 +114,7 @@ S3_POLICY = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # shared by the remotes and the experiments tests
 def s3_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
     """moto's S3 in its own process on a free port; one IAM user's key may use the bucket.
 
