@@ -1,4 +1,4 @@
-"""Issue 6: the pipeline's performance beside the book's code path, as one markdown table.
+"""The pipeline's performance beside the book's code path, as one markdown table.
 
     python bench/run.py                         # everything, 5 runs each (about 15 min on 2 cores)
     python bench/run.py --runs 7 --only tensorize,loop_linear

@@ -1,4 +1,4 @@
-"""Experiments and comparisons (issue 4) under real dvc and git, on the small synthetic source.
+"""Experiments and comparisons under real dvc and git, on the small synthetic source.
 
 Two temporary repositories:
 

@@ -1,4 +1,4 @@
-"""The whole pipeline under real dvc and git, on a small synthetic source (issue 3's end to end)."""
+"""The whole pipeline under real dvc and git, on a small synthetic source."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 15: the chapter as a notebook over the pipeline's results, executed top to bottom.
+"""The chapter as a notebook over the pipeline's results, executed top to bottom.
 
 `notebooks/04_mnist_basics.ipynb` is run by nbclient, on a kernel of this venv's Python, with its
 working directory in a temporary DVC project where the pipeline has run for real: on the

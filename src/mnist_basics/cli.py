@@ -18,6 +18,7 @@ from mnist_basics.errors import UserError
 COMMANDS = {
     "predict": ("mnist_basics.predict", "predict the digit in image files or folders"),
     "serve": ("mnist_basics.app", "a local page to draw a digit and see the model's guess"),
+    "sweep": ("mnist_basics.sweep", "run a grid of experiments on a Ray cluster (or locally)"),
 }
 
 

@@ -1,0 +1,416 @@
+"""`mnist-basics sweep`: a grid of `dvc exp run`s spread over a Ray cluster, one task per run.
+
+    mnist-basics sweep -S 'train.lr=0.1,0.5,1.0' -S 'train.model=linear,simple_net' \\
+        [--address ray://head:10001 | host:6379 | auto] [--origin URL] [-n NAME]
+
+The grid is DVC's own: the `-S` values expand exactly as `dvc exp run --queue -S` expands them
+(comma lists, `range(...)`, `choice(...)`, the cartesian product, in DVC's order), and the runs
+are named NAME-1 ... NAME-N as a queued sweep's are. Each run is one Ray task, scheduled wherever
+the cluster has a free CPU. A task:
+
+1. `git clone`s the origin (default: this repo's `origin` remote) into its own temp folder and
+   checks out this repo's HEAD commit (which must be on the origin: push it first);
+2. `dvc pull`s the commit's cached outputs (data, tensors, model) from the DVC remote, so the
+   stages that the params leave alone are not run again;
+3. `dvc exp run -n NAME-i -S ...`;
+4. `dvc exp push origin NAME-i`: the experiment's git ref to the origin, its cached outputs to
+   the DVC remote.
+
+Progress is printed as tasks finish; the summary lists every run, a failed one with its reason
+(the stage's one-line error, e.g. `train: error: params.yaml: train.lr = -1 ...`); the exit code
+is 1 if any run failed. Then the runs are pulled into this repo (`dvc exp pull`), so
+`dvc exp show` lists them. Without `--address` a local Ray instance is started for the sweep
+(`ray.init()`): the same command works on one machine.
+
+Every node needs this project installed (`pip install -e '.[cluster]'`, the same Python), `git`,
+read access to the origin and write access to it and to the DVC remote: credentials come from
+the node's environment (AWS_ACCESS_KEY_ID, ssh keys, `dvc remote modify --global ...`), never
+through the task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+STEP_TIMEOUT = 3600.0  # seconds any one git or dvc command of a task may take
+STAGE_ERROR = re.compile(r"^[\w.-]+: error: ")
+
+
+class SweepError(Exception):
+    """A mistake that stops the sweep before any task starts (exit 2)."""
+
+
+@dataclass
+class Spec:
+    """One run of the grid: what a task needs to know, nothing secret."""
+
+    name: str
+    overrides: list[str]
+    origin: str
+    commit: str
+
+
+@dataclass
+class Outcome:
+    name: str
+    overrides: list[str]
+    ok: bool
+    seconds: float = 0.0
+    node: str = ""
+    step: str = ""
+    reason: str = ""
+    log: str = field(default="", repr=False)
+
+
+# --- the grid ----------------------------------------------------------------------------
+
+
+def expand(params: list[str]) -> list[list[str]]:
+    """The `-S` arguments of each run, as `dvc exp run --queue -S` would expand `params`."""
+    if not params:
+        return [[]]
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import get_hydra_sweeps
+
+    try:
+        sweeps = get_hydra_sweeps(to_path_overrides(params))
+    except (InvalidArgumentError, ValueError) as e:
+        raise SweepError(f"-S: {e}") from e
+    except Exception as e:  # hydra's OverrideParseException and friends
+        raise SweepError(f"-S: cannot parse {params}: {e}") from e
+    runs = []
+    for sweep in sweeps:
+        runs.append(
+            [
+                o if path == DEFAULT_PARAMS_FILE else f"{path}:{o}"
+                for path, ovs in sweep.items()
+                for o in ovs
+            ]
+        )
+    return runs
+
+
+# --- one task, on whichever node Ray picks -----------------------------------------------
+
+
+def reason_of(output: str) -> str:
+    """The line that says why: the stage's `<stage>: error: ...`, else DVC's last ERROR line."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    for pick in (
+        lambda ln: bool(STAGE_ERROR.match(ln)),
+        lambda ln: ln.startswith("ERROR:"),
+        lambda ln: "error" in ln.lower() or "fatal" in ln.lower(),
+    ):
+        found = [ln for ln in lines if pick(ln)]
+        if found:
+            return found[-1]
+    return lines[-1] if lines else "no output"
+
+
+def _node() -> str:
+    try:
+        import ray
+
+        return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
+    except Exception:
+        return socket.gethostname()
+
+
+def run_one(spec: Spec) -> Outcome:
+    """Clone, pull, `dvc exp run`, `dvc exp push`, in a temp folder removed afterwards."""
+    start = time.monotonic()
+    bin_dir = str(Path(sys.executable).parent)
+    env = dict(os.environ)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    for var, value in (("NAME", "mnist-basics sweep"), ("EMAIL", "sweep@" + socket.gethostname())):
+        env.setdefault(f"GIT_AUTHOR_{var}", value)
+        env.setdefault(f"GIT_COMMITTER_{var}", value)
+    dvc = [sys.executable, "-m", "dvc"]
+    work = Path(tempfile.mkdtemp(prefix=f"mnist-sweep-{spec.name}-"))
+    repo = work / "repo"
+    sets = [a for o in spec.overrides for a in ("-S", o)]
+    steps = [
+        ("git clone", ["git", "clone", "-q", "--no-checkout", spec.origin, str(repo)], work),
+        ("git checkout", ["git", "checkout", "-q", "--detach", spec.commit], repo),
+        ("dvc pull", [*dvc, "pull"], repo),
+        ("dvc exp run", [*dvc, "exp", "run", "-n", spec.name, *sets], repo),
+        ("dvc exp push", [*dvc, "exp", "push", "origin", spec.name], repo),
+    ]
+    log: list[str] = []
+    try:
+        for step, cmd, cwd in steps:
+            try:
+                r = subprocess.run(
+                    cmd,
+                    cwd=cwd,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=STEP_TIMEOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            except subprocess.TimeoutExpired:
+                return Outcome(
+                    spec.name,
+                    spec.overrides,
+                    False,
+                    time.monotonic() - start,
+                    _node(),
+                    step,
+                    f"{step}: no end after {STEP_TIMEOUT:.0f} s",
+                    "\n".join(log),
+                )
+            log.append(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}")
+            if r.returncode != 0:
+                reason = reason_of(r.stdout + "\n" + r.stderr)
+                if step != "dvc exp run":
+                    reason = f"{step}: {reason}"
+                return Outcome(
+                    spec.name,
+                    spec.overrides,
+                    False,
+                    time.monotonic() - start,
+                    _node(),
+                    step,
+                    reason,
+                    "\n".join(log),
+                )
+        return Outcome(
+            spec.name, spec.overrides, True, time.monotonic() - start, _node(), log="\n".join(log)
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --- the driver --------------------------------------------------------------------------
+
+
+def _git(repo: Path, *args: str, check: bool = True) -> str:
+    r = subprocess.run(
+        ["git", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    if check and r.returncode != 0:
+        raise SweepError(f"git {' '.join(args)}: {reason_of(r.stderr or r.stdout)}")
+    return r.stdout.strip()
+
+
+def _origin(repo: Path, origin: str | None) -> tuple[str, str]:
+    """(URL the tasks clone, what `dvc exp pull` here is given) for --origin or `origin`."""
+    if origin:
+        return origin, origin
+    url = _git(repo, "remote", "get-url", "origin", check=False)
+    if not url:
+        raise SweepError("no --origin given and this repo has no git remote 'origin'")
+    if "://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url):
+        url = str((repo / url).resolve()) if not Path(url).is_absolute() else url
+    return url, "origin"
+
+
+def _check_on_origin(repo: Path, origin: str, commit: str) -> None:
+    """The tasks clone the origin: HEAD must be one of its refs or below one."""
+    heads = {line.split()[0] for line in _git(repo, "ls-remote", origin).splitlines() if line}
+    if commit in heads:
+        return
+    for sha in heads:
+        r = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", commit, sha],
+            cwd=repo,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+        if r.returncode == 0:
+            return
+    raise SweepError(f"commit {commit[:7]} is not on {origin}: `git push` it first")
+
+
+def _ray_init(address: str | None) -> Any:
+    if not address:
+        # A Ray of this machine only: on 127.0.0.1, not the machine's routable address (Ray
+        # keeps a node on the loopback only where multi-node clusters are off, as on a Mac).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError as e:
+        raise SweepError("ray is not installed: pip install -e '.[cluster]'") from e
+    import logging
+
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["include_dashboard"] = False
+    try:
+        ray.init(**kwargs)
+    except Exception as e:
+        raise SweepError(f"cannot reach the Ray cluster at {address or 'local'}: {e}") from e
+    return ray
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds:5.1f} s"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-S",
+        "--set-param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="[FILE:]KEY=VALUES",
+        help="a param and its values, as `dvc exp run -S`: comma lists and range()/choice() "
+        "sweep; several -S make the cartesian product",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="the Ray cluster: ray://HEAD:10001 (Ray client), HEAD:6379 from a node of it, or "
+        "auto; default: a local Ray instance on this machine",
+    )
+    parser.add_argument(
+        "--origin",
+        default=None,
+        help="git URL every task clones and pushes its experiment to (default: the repo's "
+        "`origin` remote); it must hold HEAD",
+    )
+    parser.add_argument(
+        "-n",
+        "--name",
+        default=None,
+        help="runs are NAME-1 ... NAME-N (default: sweep-<HEAD's short sha>)",
+    )
+    parser.add_argument(
+        "--num-cpus", type=float, default=1.0, help="CPUs Ray reserves for each run (default 1)"
+    )
+    parser.add_argument(
+        "--no-pull",
+        action="store_true",
+        help="do not `dvc exp pull` the finished runs into this repo",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """The sweep; 0 when every run landed, 1 when one failed, 2 before any run on a mistake."""
+    try:
+        repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
+        commit = _git(repo, "rev-parse", "HEAD")
+        origin_url, origin_here = _origin(repo, args.origin)
+        runs = expand(args.params)
+        _check_on_origin(repo, origin_url, commit)
+        if _git(repo, "status", "--porcelain", "--untracked-files=no"):
+            print(
+                f"sweep: warning: uncommitted changes are not part of the sweep; every run "
+                f"starts from commit {commit[:7]}",
+                file=sys.stderr,
+                flush=True,
+            )
+        name = args.name or f"sweep-{commit[:7]}"
+        specs = [Spec(f"{name}-{i}", ovs, origin_url, commit) for i, ovs in enumerate(runs, 1)]
+        ray = _ray_init(args.address)
+    except SweepError as e:
+        print(f"sweep: error: {e}", file=sys.stderr, flush=True)
+        return 2
+
+    start = time.monotonic()
+    outcomes: dict[str, Outcome] = {}
+    try:
+        resources = ray.cluster_resources()
+        print(
+            f"sweep: {len(specs)} runs of commit {commit[:7]} on {origin_url}, Ray cluster of "
+            f"{len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPU(s)",
+            flush=True,
+        )
+        task = ray.remote(num_cpus=args.num_cpus, max_retries=0)(run_one)
+        pending = {task.remote(s): s for s in specs}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            spec = pending.pop(done[0])
+            try:
+                outcome = ray.get(done[0])
+            except Exception as e:  # the task or its worker died
+                outcome = Outcome(
+                    spec.name, spec.overrides, False, step="ray", reason=f"ray: {reason_of(str(e))}"
+                )
+            outcomes[spec.name] = outcome
+            state = "ok" if outcome.ok else "FAILED"
+            print(
+                f"[{len(outcomes)}/{len(specs)}] {spec.name} {state} {_fmt(outcome.seconds)} "
+                f"on {outcome.node or '?'}  {' '.join(spec.overrides)}"
+                + ("" if outcome.ok else f"\n    {outcome.reason}"),
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        for ref in list(pending):
+            ray.cancel(ref, force=True)
+        print("sweep: interrupted; unfinished runs cancelled", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        ray.shutdown()
+
+    wall = time.monotonic() - start
+    ok = [o for o in outcomes.values() if o.ok]
+    failed = [o for o in outcomes.values() if not o.ok]
+    print(
+        f"\nsweep {name}: {len(ok)} of {len(specs)} runs landed on {origin_url} in "
+        f"{_fmt(wall).strip()}",
+        flush=True,
+    )
+    for s in specs:
+        o = outcomes[s.name]
+        line = f"  {s.name:<{max(len(x.name) for x in specs)}}  {'ok    ' if o.ok else 'FAILED'}"
+        line += f"  {_fmt(o.seconds)}  {' '.join(s.overrides)}"
+        print(line + ("" if o.ok else f"\n      {o.reason}"), flush=True)
+
+    code = 1 if failed else 0
+    if ok and not args.no_pull:
+        names = [o.name for o in ok]
+        r = subprocess.run(
+            [sys.executable, "-m", "dvc", "exp", "pull", origin_here, *names],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=STEP_TIMEOUT,
+        )
+        if r.returncode == 0:
+            print(f"pulled {len(names)} runs into this repo: dvc exp show", flush=True)
+        else:
+            print(
+                f"sweep: error: dvc exp pull: {reason_of(r.stdout + r.stderr)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            code = 1
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_basics.sweep", description=__doc__.split("\n\n")[0]
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""`mnist-basics sweep` on a real two-node Ray cluster, a bare git origin and a DVC
+remote (a local folder: the S3, WebDAV and SSH servers have their own tests).
+
+A four-run grid, one run refused on purpose (`train.lr=-1`): the sweep, driven from the head node
+(`--address host:port`), runs one task per configuration on both nodes, each in its own clone;
+three runs land on the origin (git refs) and the DVC remote (models), the failed one is reported
+with the stage's own error line and the exit code is 1. A teammate's fresh clone then pulls the
+three with `dvc exp pull` and `dvc exp show` lists them with their params and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dvc_fixtures import DvcProject
+from ray_cluster import RayCluster, ray_cluster  # noqa: F401  (fixture)
+from share_fixtures import clone, copy_project, reproduced, with_origin  # noqa: F401
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
+
+LRS = ("0.1", "0.5", "1.0", "-1")
+NAMES = [f"grid-{i}" for i in range(1, len(LRS) + 1)]
+
+
+def experiments(proj: DvcProject) -> dict[str, dict]:
+    """{experiment name: its `dvc exp show --json` data} for the current commit."""
+    rows = json.loads(proj.dvc("exp", "show", "--json", timeout=120).stdout)
+    return {e["name"]: e["revs"][0]["data"] for row in rows for e in row.get("experiments") or []}
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory: pytest.TempPathFactory, reproduced: DvcProject):  # noqa: F811
+    """The user's repo: pipeline committed, pushed to a bare origin, data in a DVC remote."""
+    base = tmp_path_factory.mktemp("sweep")
+    proj = copy_project(reproduced, base / "repo")
+    store = base / "dvc-store"
+    proj.dvc("remote", "add", "-d", "store", str(store))
+    proj.commit("DVC remote")
+    origin = with_origin(proj, base / "origin.git")
+    proj.dvc("push", timeout=180)
+    return proj, origin
+
+
+def test_sweep_on_ray_lands_every_good_run_and_reports_the_bad_one(
+    team,
+    ray_cluster: RayCluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    proj, origin = team
+    start = time.monotonic()
+    # The driver too sees itself at 127.0.0.1, the nodes' address (see ray_cluster's doc).
+    r = subprocess.run(
+        [
+            sys.executable, "-m", "mnist_basics.sweep",
+            "-n", "grid",
+            "-S", "train.lr=" + ",".join(LRS),
+            "-S", "train.epochs=2",
+            "--address", ray_cluster.gcs,
+        ],
+        cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    seconds = time.monotonic() - start
+    text = r.stdout + r.stderr
+    print(text, f"\nsweep wall time {seconds:.1f} s")
+    assert r.returncode == 1, text
+
+    # Progress as tasks finish, then the summary: every run, the failed one with its cause.
+    assert len(re.findall(r"^\[\d/4\] grid-\d (ok|FAILED)", text, re.M)) == 4, text
+    assert "3 of 4 runs landed" in text, text
+    for name, lr in zip(NAMES, LRS, strict=True):
+        state = "FAILED" if lr == "-1" else "ok"
+        assert re.search(rf"^  {name}\s+{state}\s.*train\.lr={re.escape(lr)}\b", text, re.M), text
+    assert re.search(r"^\s+train: error: params\.yaml: train\.lr = -1\b", text, re.M), text
+    # One task per CPU, wherever there was room: both nodes took runs.
+    nodes = set(re.findall(r"^\[\d/4\] grid-\d \w+ +[\d.]+ s on (\S+)", text, re.M))
+    assert len(nodes) == 2, text
+    # The tasks' clones are gone.
+    assert list(ray_cluster.tmp.glob("mnist-sweep-*")) == []
+
+    # On the origin: the three experiments' refs, not the failed one's.
+    listed = proj.dvc("exp", "list", "origin", "--name-only", timeout=120).stdout.split()
+    assert sorted(listed) == NAMES[:3], listed
+
+    # The sweep pulled them into the user's repo already ...
+    assert set(NAMES[:3]) <= set(experiments(proj))
+    # ... and a teammate gets them from the origin and the DVC remote, without running them.
+    mate = clone(origin, tmp_path / "mate" / "repo", proj.env)
+    mate.dvc("exp", "pull", "origin", *NAMES[:3], timeout=180)
+    exps = experiments(mate)
+    assert set(NAMES[:3]) <= set(exps) and NAMES[3] not in exps, sorted(exps)
+    losses = set()
+    for name, lr in zip(NAMES[:3], LRS[:3], strict=True):
+        data = exps[name]
+        train = data["params"]["params.yaml"]["data"]["train"]
+        assert train["lr"] == float(lr) and train["epochs"] == 2, (name, train)
+        tr = data["metrics"]["metrics/train/metrics.json"]["data"]
+        ev = data["metrics"]["metrics/evaluate.json"]["data"]
+        assert tr["step"] == 2 and ev["n_images"] == 24, (name, tr, ev)
+        losses.add(tr["train"]["loss"])
+    assert len(losses) == 3  # three different trainings
+    assert not (mate.path / "data" / "tensors").exists()  # nothing ran in the teammate's clone
