@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from dvc_fixtures import DvcProject, make_project
+from safetensors import safe_open
 
 pytestmark = pytest.mark.e2e
 
@@ -99,5 +100,5 @@ def test_three_digits_run_the_whole_pipeline_with_softmax(
     assert ev["n_images"] == 36
     rows = json.loads((proj.path / "metrics/evaluate/confusion.json").read_text())
     assert {r["actual"] for r in rows} == {"1", "4", "8"}
-    shown = json.loads(proj.dvc("params", "show", "--json").stdout)
-    assert shown[""]["data"]["params.yaml"]["data"]["train"]["loss_func"] == "cross_entropy"
+    with safe_open(str(proj.path / "models/model.safetensors"), framework="np") as f:
+        assert json.loads(f.metadata()["spec"])["loss_func"] == "cross_entropy"
