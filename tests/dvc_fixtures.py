@@ -129,6 +129,21 @@ def own_processes(mark: str) -> list[int]:
     return pids
 
 
+def in_sessions(sessions: list[int]) -> list[int]:
+    """Pids of live processes whose session id is one of `sessions`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] not in "ZX" and int(fields[3]) in sessions:
+            pids.append(int(proc.name))
+    return pids
+
+
 def end_processes(mark: str, grace: float = 30) -> list[int]:
     """Wait up to `grace` s for the processes marked `mark` to exit; SIGKILL the rest by pid."""
     deadline = time.monotonic() + grace

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dvc_fixtures import BIN, own_processes
+from dvc_fixtures import BIN, in_sessions, own_processes
 from remote_servers import free_port, require
 
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # Ray's minimum is 75 MB; tasks pass only small objects
@@ -45,21 +45,6 @@ class RayCluster:
 
     def processes(self) -> list[int]:
         return sorted(set(own_processes(self.mark)) | set(in_sessions(self.sessions)))
-
-
-def in_sessions(sessions: list[int]) -> list[int]:
-    """Pids of live processes whose session id is one of `sessions`."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[3]) in sessions:
-            pids.append(int(proc.name))
-    return pids
 
 
 # `ray start` for a second node, which Ray would give the machine's routable address: here the

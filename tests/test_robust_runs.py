@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_fixtures import DvcProject, make_project
+from dvc_fixtures import DvcProject, in_sessions, make_project
 from synthetic import write_fastai_tree
 
 from mnist_basics import params as params_mod
@@ -29,17 +29,7 @@ STOP_WITHIN = 2.0  # seconds from the signal to the exit
 
 def session_processes(sid: int) -> list[int]:
     """Live (not zombie) pids of session `sid`: everything a command started in its session."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] not in "ZX":
-            pids.append(int(proc.name))
-    return pids
+    return in_sessions([sid])
 
 
 def temporaries(root: Path) -> list[str]:
