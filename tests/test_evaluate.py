@@ -90,7 +90,7 @@ def test_missing_or_foreign_logits_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"logits.safetensors: missing; run `dvc repro train`"):
         _run(tmp_path, tensors, tmp_path / "logits.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors at all")
-    with pytest.raises(UserError, match=r"junk.safetensors: not a logits file written by"):
+    with pytest.raises(UserError, match=r"junk.safetensors: not a logits file as the train stage"):
         _run(tmp_path, tensors, tmp_path / "junk.safetensors")
     spec = ModelSpec(model="linear", digits=(3, 7), loss_func="mnist_loss")
     save_logits(torch.zeros(5, 1), spec, tmp_path / "five.safetensors")  # 5 logits, 3 images
