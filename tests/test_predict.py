@@ -218,7 +218,7 @@ def test_not_a_model(workspace: Path, capsys) -> None:
     seven().save("s.png")
     code, _, err = cli(capsys, "s.png")
     assert code == 2
-    assert err.startswith("predict: error: workspace: models/model.safetensors is not a readable")
+    assert err.startswith("predict: error: models/model.safetensors: not a model file as the train")
     assert len(err.splitlines()) == 1
 
 
