@@ -312,7 +312,7 @@ def main() -> None:
     ap.add_argument("--write", type=Path, default=BENCH / "RESULTS.md")
     a = ap.parse_args()
     if not a.mnist.is_dir():
-        a.mnist = Path("/work/shared/data/mnist")
+        ap.error(f"no MNIST IDX folder at {a.mnist} (give --mnist)")
     root = a.root or Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     head = sh(["git", "rev-parse", "--short", "HEAD"], REPO).strip()
