@@ -306,7 +306,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--only", help="comma-separated work names")
-    ap.add_argument("--mnist", type=Path, default=REPO.parent.parent / "shared/data/mnist")
+    ap.add_argument("--mnist", type=Path, default=REPO.parent / "shared/data/mnist")
     ap.add_argument("--root", type=Path, help="scratch folder (default: a new temp folder)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument("--write", type=Path, default=BENCH / "RESULTS.md")
