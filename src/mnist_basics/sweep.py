@@ -151,6 +151,13 @@ def run_one(spec: Spec) -> Outcome:
         ("dvc exp push", [*dvc, "exp", "push", "origin", spec.name], repo),
     ]
     log: list[str] = []
+
+    def failed(step: str, reason: str) -> Outcome:
+        elapsed = time.monotonic() - start
+        return Outcome(
+            spec.name, spec.overrides, False, elapsed, _node(), step, reason, "\n".join(log)
+        )
+
     try:
         for step, cmd, cwd in steps:
             try:
@@ -164,31 +171,13 @@ def run_one(spec: Spec) -> Outcome:
                     stdin=subprocess.DEVNULL,
                 )
             except subprocess.TimeoutExpired:
-                return Outcome(
-                    spec.name,
-                    spec.overrides,
-                    False,
-                    time.monotonic() - start,
-                    _node(),
-                    step,
-                    f"{step}: no end after {STEP_TIMEOUT:.0f} s",
-                    "\n".join(log),
-                )
+                return failed(step, f"{step}: no end after {STEP_TIMEOUT:.0f} s")
             log.append(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}")
             if r.returncode != 0:
                 reason = reason_of(r.stdout + "\n" + r.stderr)
                 if step != "dvc exp run":
                     reason = f"{step}: {reason}"
-                return Outcome(
-                    spec.name,
-                    spec.overrides,
-                    False,
-                    time.monotonic() - start,
-                    _node(),
-                    step,
-                    reason,
-                    "\n".join(log),
-                )
+                return failed(step, reason)
         return Outcome(
             spec.name, spec.overrides, True, time.monotonic() - start, _node(), log="\n".join(log)
         )
