@@ -105,6 +105,7 @@ def read_tree(
     found: dict[str, list[tuple[int, int, np.ndarray]]] = {s: [] for s in SPLITS}
     seen: dict[str, set[int]] = {s: set() for s in SPLITS}
     problems: list[str] = []
+    said: set[str] = set()  # a list scan per stray file would be quadratic in a broken tree
     for parts, read in items:
         got = parse(parts[depth:]) if len(parts) > depth else "ignored"
         if got == "ignored":
@@ -112,7 +113,8 @@ def read_tree(
         if isinstance(got, str):
             # a bad folder is named once, however many files it holds
             path = "/".join(parts[: depth + 2] if got.startswith("not a digit") else parts)
-            if f"{path}: {got}" not in problems:
+            if f"{path}: {got}" not in said:
+                said.add(f"{path}: {got}")
                 problems.append(f"{path}: {got}")
             continue
         path = "/".join(parts)
