@@ -241,7 +241,7 @@ plt.show()
 # %% [markdown]
 # ## Training: the curves and the weights
 #
-# The train stage logs every epoch through dvclive; its TSVs are under
+# The train stage writes one row per epoch to a TSV per curve, under
 # `metrics/train/plots/metrics/`.
 
 # %%

@@ -1,4 +1,4 @@
-"""Stage train: data/tensors -> models/, metrics/train (dvclive), plots/train."""
+"""Stage train: data/tensors -> models/, metrics/train (curves), plots/train."""
 
 import _checkout  # noqa: F401  (first: this checkout's library)
 

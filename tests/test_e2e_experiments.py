@@ -52,8 +52,8 @@ EXP_SHOW = (
 EXP_SHOW_COLUMNS = [
     "Experiment",
     "l1.accuracy",  # the pixel-similarity baseline (metrics/baseline.json)
-    "train.loss",  # the last epoch's, from dvclive (the param is train.loss_func: no clash)
-    "valid.accuracy",  # the last epoch's, from dvclive
+    "train.loss",  # the last epoch's (the param is train.loss_func: no clash)
+    "valid.accuracy",  # the last epoch's
     "accuracy",  # metrics/evaluate.json
     "train.lr",
     "train.epochs",

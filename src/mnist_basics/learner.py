@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ MAX_WEIGHT = 1e6
 
 @dataclass
 class EpochStats:
-    """What one epoch gives to the log and to dvclive."""
+    """What one epoch gives to the log and to the curves."""
 
     epoch: int
     train_loss: float
@@ -88,7 +88,6 @@ class Learner:
     generator: torch.Generator | None = None
     schedule: Callable[[float], float] | None = None  # lr at progress in [0, 1]; None: constant
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # applied to training batches
-    on_epoch: list[Callable[[EpochStats], None]] = field(default_factory=list)
 
     def calc_grad(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         """The book's calc_grad: predictions, loss, backward."""
@@ -140,7 +139,7 @@ class Learner:
         raise UserError(f"{what} in epoch {epoch}: training diverged; try a lower train.lr")
 
     def fit(self, epochs: int) -> list[EpochStats]:
-        """Train for `epochs`, one log line and one on_epoch call per epoch."""
+        """Train for `epochs`, one log line per epoch; the history of every epoch."""
         history = []
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
@@ -157,7 +156,5 @@ class Learner:
                 valid_acc,
                 stats.seconds,
             )
-            for cb in self.on_epoch:
-                cb(stats)
             history.append(stats)
         return history

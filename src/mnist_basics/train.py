@@ -3,6 +3,7 @@ and its logits for the valid split (what the evaluate stage reads)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from functools import partial
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dvclive import Live
 
 from mnist_basics import atomic, images, numerics
 from mnist_basics.augment import augment
@@ -107,7 +107,7 @@ def weights_picture(model: torch.nn.Module, spec: ModelSpec) -> images.Image.Ima
 
 
 def train(p: Params) -> list[EpochStats]:
-    """Train the model that params describe; write model, logits, dvclive curves, weights."""
+    """Train the model that params describe; write model, logits, curves, weights."""
     tp, digits = p.train, list(p.data.digits)
     dev = device_for(tp.device)
     gen = seed_everything(tp, dev)
@@ -146,10 +146,9 @@ def train(p: Params) -> list[EpochStats]:
         dev,
         tp.threads,
     )
+    history = learn.fit(tp.epochs)
     with atomic.atomic_path(LIVE, is_dir=True) as live_dir:
-        with Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-            learn.on_epoch.append(partial(_log_epoch, live))
-            history = learn.fit(tp.epochs)
+        write_curves(history, live_dir)
         with atomic.atomic_path(PLOTS, is_dir=True) as plots_dir:
             images.save_png(weights_picture(model, spec), plots_dir / "weights.png")
             save_logits(predict(model, valid_split.x), spec, LOGITS)
@@ -157,9 +156,25 @@ def train(p: Params) -> list[EpochStats]:
     return history
 
 
-def _log_epoch(live: Live, s: EpochStats) -> None:
-    live.step = s.epoch  # steps count epochs from 1, so the curves' x axis reads as epochs
-    live.log_metric("train/loss", s.train_loss)
-    live.log_metric("valid/loss", s.valid_loss)
-    live.log_metric("valid/accuracy", s.valid_accuracy)
-    live.next_step()
+def write_curves(history: list[EpochStats], folder: Path) -> None:
+    """The epochs' figures where DVC reads them, in dvclive's layout: metrics.json (the last
+    epoch's, for `dvc exp show` and `dvc metrics diff`) and a step/value TSV per curve under
+    plots/metrics/ (for `dvc plots`). Written here rather than by dvclive, whose import and
+    git/DVC probing cost more than the training of the default run (docs/performance.md)."""
+    last = history[-1]
+    summary = {
+        "train": {"loss": last.train_loss},
+        "valid": {"loss": last.valid_loss, "accuracy": last.valid_accuracy},
+        "step": last.epoch,
+    }
+    (folder / "metrics.json").write_text(json.dumps(summary, indent=4) + "\n")
+    for curve, field in (
+        ("train/loss", "train_loss"),
+        ("valid/loss", "valid_loss"),
+        ("valid/accuracy", "valid_accuracy"),
+    ):
+        tsv = folder / "plots" / "metrics" / f"{curve}.tsv"
+        tsv.parent.mkdir(parents=True, exist_ok=True)
+        rows = [f"step\t{curve.split('/')[1]}"]
+        rows += [f"{s.epoch}\t{getattr(s, field)}" for s in history]
+        tsv.write_text("\n".join(rows) + "\n")
