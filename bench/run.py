@@ -102,6 +102,7 @@ class Scratch:
         self.cold = root / "cold"  # a fresh clone of base, before each cold repro
         self.tree = root / "tree"  # data/raw.zip extracted: the book's PNG tree
         self.tgz = root / "mnist_sample.tgz"
+        self.trivial = root / "trivial"  # a one-stage DVC project: DVC's own no-op floor
         if not self.base.exists():
             sh(["git", "clone", "-q", str(REPO), str(self.base)], root)
             set_sources(self.base, mnist)
@@ -122,6 +123,18 @@ class Scratch:
         if not self.tree.exists():
             with zipfile.ZipFile(self.proj / "data" / "raw.zip") as zf:
                 zf.extractall(self.tree)  # noqa: S202  (our own zip)
+        if not (self.trivial / "dvc.lock").exists():
+            shutil.rmtree(self.trivial, ignore_errors=True)
+            self.trivial.mkdir()
+            (self.trivial / "a").write_text("a\n")
+            for cmd in (
+                ["git", "init", "-q"],
+                ["dvc", "init", "-q"],
+                ["dvc", "stage", "add", "-q", "-n", "copy", "-d", "a", "-o", "b", "cp a b"],
+                ["dvc", "repro", "-q"],
+            ):
+                sh(cmd, self.trivial)
+            commit(self.trivial, "bench: one stage")
         if not self.tgz.exists():  # untimed build: what fast.ai's untar_data downloads
             with tarfile.open(self.tgz, "w:gz") as tf:
                 tf.add(self.tree / "mnist_sample", arcname="mnist_sample")
@@ -206,7 +219,15 @@ def works(s: Scratch) -> list[Work]:
             "ratio<=2",
             "ref = tar xzf mnist_sample.tgz + book_style.py TREE --models linear",
         ),
-        Work("noop_repro", "proj", proj_reset, [["dvc", "repro", "-q"]], None, "abs<1"),
+        Work(
+            "noop_repro",
+            "proj",
+            proj_reset,
+            [["dvc", "repro", "-q"]],
+            [["dvc", "--cd", str(s.trivial), "repro", "-q"]],
+            "abs<1",
+            "ref = DVC's floor: no-op `dvc repro` of a one-stage project (`cp a b`)",
+        ),
         Work(
             "persist_rerun",
             "proj",
