@@ -18,21 +18,11 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def temporaries(target: Path) -> list[Path]:
-    """The temporaries atomic_path makes beside `target`: `.<name>.<random>.tmp`."""
-    return sorted(target.parent.glob(f".{target.name}.*.tmp"))
-
-
 def clear_stale(target: Path) -> None:
-    """Remove the temporaries a killed run (`kill -9`) left beside `target`: nothing else would."""
-    for tmp in temporaries(target):
+    """Remove the `.<name>.<random>.tmp` temporaries a killed run (`kill -9`) left beside `target`:
+    nothing else would."""
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
         remove(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 @contextlib.contextmanager
@@ -46,7 +36,9 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     if is_dir:
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; outputs get the user's usual mode
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; outputs get the user's usual mode
     else:
         tmp.rmdir()
     try:
@@ -66,5 +58,4 @@ def write_bytes(target: str | Path, data: bytes) -> None:
 
 
 def write_text(target: str | Path, text: str) -> None:
-    """Write `text` to `target` atomically."""
     write_bytes(target, text.encode())

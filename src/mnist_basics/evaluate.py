@@ -19,38 +19,27 @@ from mnist_basics import atomic, images
 from mnist_basics.errors import UserError
 
 
-def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
-    """The logits [N, n_out] float32, the digits in class order, and the loss they trained on."""
+def _read(path: Path, what: str, stage: str, *keys: str) -> tuple[dict, list[np.ndarray]]:
+    """The metadata and the named arrays of a safetensors file `stage` writes; UserError if not."""
     if not path.exists():
-        raise UserError(f"{path}: missing; run `dvc repro train` first")
+        raise UserError(f"{path}: missing; run `dvc repro {stage}` first")
     try:
         with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
-            logits = f.get_tensor("logits")
+            return f.metadata() or {}, [f.get_tensor(k) for k in keys]
     except (SafetensorError, OSError) as e:
         raise UserError(
-            f"{path}: not a logits file as the train stage writes it ({e}); "
-            "`dvc repro -f train` writes it again"
+            f"{path}: not a {what} file as the {stage} stage writes it ({e}); "
+            f"`dvc repro -f {stage}` writes it again"
         ) from None
+
+
+def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
+    """The logits [N, n_out] float32, the digits in class order, and the loss they trained on."""
+    meta, (logits,) = _read(path, "logits", "train", "logits")
     if "spec" not in meta:
         raise UserError(f"{path}: not a logits file written by the train stage (no spec metadata)")
     spec = json.loads(meta["spec"])
     return logits, list(spec["digits"]), spec["loss_func"]
-
-
-def load_valid(tensors: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The valid split's images [N, 28, 28] uint8 and labels (the digits), as tensorize wrote."""
-    path = tensors / "valid.safetensors"
-    if not path.exists():
-        raise UserError(f"{path}: missing; run `dvc repro tensorize` first")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            return f.get_tensor("images"), f.get_tensor("labels")
-    except (SafetensorError, OSError) as e:
-        raise UserError(
-            f"{path}: not a tensors file as the tensorize stage writes it ({e}); "
-            "`dvc repro -f tensorize` writes it again"
-        ) from None
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -105,7 +94,10 @@ def evaluate(
 ) -> dict:
     """Accuracy (overall and per digit), mean loss and image count, plus the two pictures."""
     logits, digits, loss = load_logits(logits_path)
-    pixels, labels = load_valid(tensors)
+    # the valid split's images [N, 28, 28] uint8 and labels (the digits), as tensorize wrote them
+    _, (pixels, labels) = _read(
+        tensors / "valid.safetensors", "tensors", "tensorize", "images", "labels"
+    )
     lut = np.full(10, -1)
     lut[digits] = np.arange(len(digits))  # digit -> class index, in data.digits' order
     classes = lut[labels]

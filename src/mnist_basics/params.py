@@ -153,15 +153,6 @@ class Params(Section):
     train: Train = Train()
     evaluate: Evaluate = Evaluate()
 
-    def check_loss(self) -> None:
-        """mnist_loss has one logit, so it tells two digits apart and no more."""
-        n = len(self.data.digits)
-        if self.train.loss_func == "mnist_loss" and n != 2:
-            raise UserError(
-                f"params.yaml: train.loss_func = mnist_loss is invalid with {n} digits in "
-                "data.digits; allowed: cross_entropy (mnist_loss needs exactly two digits)"
-            )
-
 
 def _flow(v: Any) -> str:
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
@@ -176,17 +167,26 @@ def _shown(v: Any) -> str:
     return _flow(v)
 
 
-def _field(loc: tuple) -> Any:
-    """The FieldInfo at (section, key), or None for a section or the root."""
-    if len(loc) < 2 or loc[0] not in Params.model_fields:
-        return None
-    return Params.model_fields[loc[0]].annotation.model_fields.get(loc[1])
+def _allowed(info: Any) -> str:
+    if "allowed" in (info.json_schema_extra or {}):
+        return info.json_schema_extra["allowed"]
+    choices = getattr(info.annotation, "__args__", None)
+    if choices and all(isinstance(a, str) for a in choices):
+        return "one of " + ", ".join(choices)
+    bounds = [
+        f"{op} {f'{int(v):,}' if float(v).is_integer() else f'{v:g}'}"
+        for m in info.metadata
+        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+        if (v := getattr(m, attr, None)) is not None
+    ]
+    kind = {int: "an integer", float: "a number", bool: "true or false"}.get(info.annotation, "")
+    return " ".join([kind, ", ".join(bounds)]).strip() or "see the description"
 
 
 def _one_line(e: ValidationError, raw: Any) -> str:
     """The first problem pydantic found: `params.yaml: key = value is invalid (why); allowed`."""
     err = e.errors()[0]
-    loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))[:3]
+    loc = err["loc"][:3]
     names = [p for p in loc[:2] if isinstance(p, str)]
     key = ".".join(names)
     if err["type"] == "extra_forbidden":
@@ -199,7 +199,9 @@ def _one_line(e: ValidationError, raw: Any) -> str:
     why = err["msg"].removeprefix("Value error, ")
     if len(loc) > 2 and isinstance(loc[2], int):
         why = f"entry {_shown(err['input'])}: {why}"
-    info = _field(loc)
+    info = (
+        Params.model_fields[names[0]].annotation.model_fields[names[1]] if len(names) == 2 else None
+    )
     allowed = _allowed(info) if info else "a mapping of keys to values"
     where = key or "the file"
     return f"params.yaml: {where} = {_shown(value)} is invalid ({why}); allowed: {allowed}"
@@ -211,7 +213,12 @@ def validate(raw: Any) -> Params:
         p = Params.model_validate(raw or {})
     except ValidationError as e:
         raise UserError(_one_line(e, raw)) from None
-    p.check_loss()
+    n = len(p.data.digits)
+    if p.train.loss_func == "mnist_loss" and n != 2:  # one logit tells two digits apart, no more
+        raise UserError(
+            f"params.yaml: train.loss_func = mnist_loss is invalid with {n} digits in "
+            "data.digits; allowed: cross_entropy (mnist_loss needs exactly two digits)"
+        )
     return p
 
 
@@ -225,27 +232,6 @@ def load(path: str | Path = "params.yaml") -> Params:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise UserError(f"params.yaml: not valid YAML: {where}{getattr(e, 'problem', e)}") from None
     return validate(raw)
-
-
-def _number(v: float) -> str:
-    return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
-
-
-def _allowed(info: Any) -> str:
-    extra = info.json_schema_extra or {}
-    if "allowed" in extra:
-        return extra["allowed"]
-    bounds = [
-        f"{op} {_number(getattr(m, attr))}"
-        for m in info.metadata
-        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-        if hasattr(m, attr)
-    ]
-    ann = getattr(info.annotation, "__args__", None)
-    if ann and all(isinstance(a, str) for a in ann):
-        return "one of " + ", ".join(ann)
-    kind = {int: "an integer", float: "a number", bool: "true or false"}.get(info.annotation, "")
-    return " ".join([kind, ", ".join(bounds)]).strip() or "see the description"
 
 
 def markdown_table() -> str:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from mnist_basics import atomic
 
-# Where the template lives, relative to the repo root, and the value `.dvc/config` holds
-# (`plots.html_template` is resolved relative to the `.dvc/` folder).
+# The template relative to the repo root, and as `.dvc/config` names it (relative to `.dvc/`).
 TEMPLATE_RELPATH = Path(".dvc/plots/offline.html")
 CONFIG_VALUE = "plots/offline.html"
 
@@ -28,9 +27,8 @@ CONFIG_VALUE = "plots/offline.html"
 # vega runtime is 6; vega-embed logs one harmless console *warning* per plot about that).
 VEGALITE_VERSION = "v5.21"
 
-# dvc-render fills a template with str.replace of these; `{plot_divs}` is required.
-# `{scripts}` is deliberately absent: it is where DVC would put the CDN <script> tags.
-PLOTS_PLACEHOLDER = "{plot_divs}"
+# dvc-render fills a template with str.replace of these; `{plot_divs}` is required, `{scripts}`
+# deliberately absent: it is where DVC would put the CDN <script> tags.
 FORBIDDEN_IN_BUNDLE = ("{plot_divs}", "{scripts}", "{refresh_tag}", "</script")
 
 PAGE = """<!DOCTYPE html>
@@ -88,7 +86,7 @@ def build_template() -> str:
         embed=vlc.get_vega_embed_version(),
         bundle=bundle.strip(),
     )
-    assert page.count(PLOTS_PLACEHOLDER) == 1
+    assert page.count("{plot_divs}") == 1
     return page
 
 
@@ -117,14 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out or find_root(Path.cwd()) / TEMPLATE_RELPATH
     text = build_template()
     if args.check:
-        current = out.read_text(encoding="utf-8") if out.exists() else None
-        if current != text:
+        if not out.exists() or out.read_text(encoding="utf-8") != text:
             print(f"{out} is stale: run `python -m mnist_basics.report`", file=sys.stderr)
             return 1
         print(f"{out} is up to date")
         return 0
-    atomic.write_bytes(out, text.encode("utf-8"))
-    print(f"wrote {out} ({len(text.encode('utf-8')):,} bytes)")
+    data = text.encode("utf-8")
+    atomic.write_bytes(out, data)
+    print(f"wrote {out} ({len(data):,} bytes)")
     return 0
 
 

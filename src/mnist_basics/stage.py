@@ -32,22 +32,18 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _watched_parent() -> psutil.Process | None:
-    """The process whose death should end this stage: `dvc` (past any shell it ran us through)."""
+def watch_parent(poll: float = PARENT_POLL) -> None:
+    """End the stage like Ctrl-C if `dvc` (past any shell it ran us through) dies, so no orphan
+    trains on and writes its outputs later, racing the next run."""
     parents = psutil.Process().parents()
+    parent = parents[0] if parents else None
     for p in parents:
         try:
             if p.name() not in SHELLS:
-                return p
+                parent = p
+                break
         except psutil.Error:
-            return None
-    return parents[0] if parents else None
-
-
-def watch_parent(poll: float = PARENT_POLL) -> None:
-    """End the stage like Ctrl-C if its parent dies (a killed `dvc`, a closed terminal), so no
-    orphan trains on and writes its outputs later, racing the next run."""
-    parent = _watched_parent()
+            return
     if parent is None or parent.pid == 1:
         return
 
