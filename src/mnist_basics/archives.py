@@ -62,15 +62,14 @@ def tar_entries(path: Path) -> list[Entry]:
             if not (m.isfile() or m.isdir()):
                 raise UserError(f"{path.name}: refused member {m.name!r}: device or fifo")
             if m.isfile():
-                entries.append((m.name, partial(_read_member, tf, m)))
+                entries.append((m.name, partial(_read_file, tf, m)))
     except (tarfile.TarError, EOFError, OSError) as e:
         raise UserError(f"{path.name}: cannot read the archive: {e}") from e
     return entries
 
 
-def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
-    f = tf.extractfile(m)
-    return f.read() if f else b""
+def _read_file(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
+    return tf.extractfile(m).read()  # type: ignore[union-attr]  # a regular file: never None
 
 
 def open_zip(path: Path, expected: str) -> zipfile.ZipFile:

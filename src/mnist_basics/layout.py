@@ -41,10 +41,6 @@ def dataset_name(digits: Iterable[int]) -> str:
     return "mnist_sample" if ds == [3, 7] else "mnist_" + "".join(map(str, ds))
 
 
-def png_name(dataset: str, split: str, digit: int, index: int) -> str:
-    return f"{dataset}/{split}/{digit}/{index}.png"
-
-
 def parse(parts: list[str]) -> tuple[str, int, int] | str:
     """(split, digit, index) of `[<split>, <digit>, <index>.png]`, or why the path is not one."""
     split = SPLIT_NAMES.get(parts[0])
@@ -82,17 +78,6 @@ def decode_png(data: bytes) -> np.ndarray | str:
             return np.asarray(im)
     except Exception as e:  # any decoder failure is the file's fault
         return f"does not decode as PNG ({type(e).__name__})"
-
-
-def check(problems: list[str], where: str) -> None:
-    """One UserError naming the first MAX_LISTED problems, if there are any."""
-    if problems:
-        shown = [f"  {p}" for p in problems[:MAX_LISTED]]
-        if len(problems) > MAX_LISTED:
-            shown.append(f"  ... and {len(problems) - MAX_LISTED} more")
-        raise UserError(
-            f"{where}: {len(problems)} problem(s) in fast.ai's layout:\n" + "\n".join(shown)
-        )
 
 
 def read_tree(
@@ -142,7 +127,14 @@ def read_tree(
         keys = [(d, i) for d, i, _ in found[split]]
         if len(set(keys)) != len(keys):
             missing.append(f"{split}: the same <digit>/<index>.png twice")
-    check(missing + problems, where)
+    problems = missing + problems
+    if problems:
+        shown = [f"  {p}" for p in problems[:MAX_LISTED]]
+        if len(problems) > MAX_LISTED:
+            shown.append(f"  ... and {len(problems) - MAX_LISTED} more")
+        raise UserError(
+            f"{where}: {len(problems)} problem(s) in fast.ai's layout:\n" + "\n".join(shown)
+        )
     out = {}
     for split in SPLITS:
         rows = sorted(found[split], key=lambda r: r[:2])

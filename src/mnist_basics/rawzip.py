@@ -53,9 +53,8 @@ def write(path: Path, dataset: str, splits: dict[str, Split]) -> int:
             s = splits[split]
             order = np.lexsort((s.indices, s.labels))
             for i in order:
-                info = zipfile.ZipInfo(
-                    layout.png_name(dataset, split, int(s.labels[i]), int(s.indices[i])), DATE_TIME
-                )
+                name = f"{dataset}/{split}/{s.labels[i]}/{s.indices[i]}.png"
+                info = zipfile.ZipInfo(name, DATE_TIME)
                 info.create_system = 3  # Unix, so the mode bits mean the same everywhere
                 info.external_attr = FILE_MODE << 16
                 zf.writestr(info, encode_png(s.images[i]))

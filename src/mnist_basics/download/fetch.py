@@ -65,53 +65,35 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _unreachable(exc: BaseException) -> bool:
-    """True when the host failed (DNS, refused, stalled), so its other files need not be tried."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return False
-    return isinstance(exc, (urllib.error.URLError, TimeoutError, ConnectionError))
-
-
-def _content_length(resp) -> int | None:  # type: ignore[no-untyped-def]
-    value = resp.headers.get("Content-Length")
-    return int(value) if value and value.isdigit() else None
-
-
-def _copy(resp, out, max_bytes: int) -> int:  # type: ignore[no-untyped-def]
-    got = 0
-    while chunk := resp.read(CHUNK):
-        got += len(chunk)
-        if got > max_bytes:
-            raise UserError(f"larger than the {max_bytes} bytes expected")
-        out.write(chunk)
-    return got
-
-
-def _fetch(url: str, dest: Path, timeout: float, max_bytes: int) -> int:
-    opener = urllib.request.build_opener(_SafeRedirect)
-    with atomic_path(dest) as tmp:
-        with opener.open(url, timeout=timeout) as resp, tmp.open("wb") as out:
-            total = _content_length(resp)
-            if total is not None and total > max_bytes:
-                raise UserError(f"{total} bytes, more than the {max_bytes} expected")
-            got = _copy(resp, out, max_bytes)
-        if total is not None and got != total:
-            raise UserError(f"truncated, got {got} of {total} bytes")
-    return got
-
-
 def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> int:
     """Download `url` to `dest` via a temporary name; return the byte count.
 
     Refuses a body shorter than its Content-Length (a dropped connection) or longer than
-    `max_bytes` (a wrong or hostile file); `dest` appears only when the body is complete.
-    Any failure is a FetchError naming the URL.
+    `max_bytes` (a wrong or hostile file). Any failure is a FetchError naming the URL,
+    `unreachable` when the host failed (DNS, refused, stalled) rather than one file.
     """
     check_scheme(url)
+    got = 0
     try:
-        return _fetch(url, dest, timeout, max_bytes)
+        with atomic_path(dest) as tmp:
+            opener = urllib.request.build_opener(_SafeRedirect)
+            with opener.open(url, timeout=timeout) as resp, tmp.open("wb") as out:
+                length = resp.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                if total is not None and total > max_bytes:
+                    raise UserError(f"{total} bytes, more than the {max_bytes} expected")
+                while chunk := resp.read(CHUNK):
+                    got += len(chunk)
+                    if got > max_bytes:
+                        raise UserError(f"larger than the {max_bytes} bytes expected")
+                    out.write(chunk)
+            if total is not None and got != total:
+                raise UserError(f"truncated, got {got} of {total} bytes")
     except (UserError, OSError) as e:
-        raise FetchError(url, describe(e), unreachable=_unreachable(e)) from e
+        host_failed = isinstance(e, urllib.error.URLError | TimeoutError | ConnectionError)
+        down = host_failed and not isinstance(e, urllib.error.HTTPError)  # a 404 is one file
+        raise FetchError(url, describe(e), unreachable=down) from e
+    return got
 
 
 def file_digest(path: Path, algorithm: str) -> str:

@@ -10,7 +10,6 @@ import gzip
 import hashlib
 import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,36 +25,11 @@ from mnist_basics.download.known import (
 from mnist_basics.errors import UserError
 from mnist_basics.layout import Split
 
-IMAGES_MAGIC = 0x00000803
-LABELS_MAGIC = 0x00000801
-
-
-@dataclass(frozen=True)
-class Mnist:
-    """MNIST as arrays: uint8 images [N, 28, 28] and uint8 labels [N], per original file."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-
-    def select(self, digits: tuple[int, ...]) -> dict[str, Split]:
-        """fast.ai's splits of `digits`: train from MNIST's training file, valid from t10k; each
-        image keeps its index in its file, as fast.ai's names do."""
-        out = {}
-        for split, images, labels in (
-            ("train", self.train_images, self.train_labels),
-            ("valid", self.test_images, self.test_labels),
-        ):
-            keep = np.flatnonzero(np.isin(labels, digits))
-            out[split] = Split(images[keep], labels[keep].astype(np.int64), keep.astype(np.int64))
-        return out
-
 
 def verify(f: IdxFile, content: bytes) -> None:
     """Accept the content only if it is byte-for-byte the published file."""
-    if len(content) != f.size or hashlib.md5(content).hexdigest() != f.md5:  # noqa: S324
-        found = hashlib.md5(content).hexdigest()  # noqa: S324
+    found = hashlib.md5(content).hexdigest()  # noqa: S324
+    if len(content) != f.size or found != f.md5:
         raise UserError(
             f"{f.name}: checksum mismatch ({len(content)} bytes, MD5 {found}; expected "
             f"{f.size} bytes, MD5 {f.md5})"
@@ -73,49 +47,37 @@ def gunzip(path: Path, f: IdxFile) -> bytes:
     return content
 
 
-def parse_images(content: bytes) -> np.ndarray:
-    """An IDX image file's pixels as uint8 [N, 28, 28]."""
-    magic, n, rows, cols = struct.unpack(">IIII", content[:16])
-    if magic != IMAGES_MAGIC or (rows, cols) != (28, 28) or len(content) != 16 + n * 784:
-        raise UserError("not an IDX file of 28x28 images")
-    return np.frombuffer(content, np.uint8, offset=16).reshape(n, 28, 28)
+def parse(content: bytes) -> np.ndarray:
+    """An IDX file of unsigned bytes as its array (only verified files reach here)."""
+    ndim = content[3]
+    shape = struct.unpack(f">{ndim}I", content[4 : 4 + 4 * ndim])
+    return np.frombuffer(content, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def parse_labels(content: bytes) -> np.ndarray:
-    """An IDX label file's labels as uint8 [N]."""
-    magic, n = struct.unpack(">II", content[:8])
-    if magic != LABELS_MAGIC or len(content) != 8 + n:
-        raise UserError("not an IDX label file")
-    return np.frombuffer(content, np.uint8, offset=8)
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX file of a uint8 array: magic 0x08 (unsigned byte) and ndim, each size, the data."""
+    return struct.pack(f">{1 + array.ndim}I", 0x800 + array.ndim, *array.shape) + array.tobytes()
 
 
-def images_idx(images: np.ndarray) -> bytes:
-    """IDX bytes of uint8 images [N, 28, 28] (the inverse of parse_images)."""
-    return struct.pack(">IIII", IMAGES_MAGIC, len(images), 28, 28) + images.tobytes()
-
-
-def labels_idx(labels: np.ndarray) -> bytes:
-    """IDX bytes of uint8 labels [N] (the inverse of parse_labels)."""
-    return struct.pack(">II", LABELS_MAGIC, len(labels)) + labels.tobytes()
-
-
-def from_contents(contents: dict[str, bytes]) -> Mnist:
-    """Verify the four uncompressed files (keyed by IDX name) and parse them."""
+def select(contents: dict[str, bytes], digits: tuple[int, ...]) -> dict[str, Split]:
+    """Verify the four files (keyed by IDX name), then fast.ai's splits of `digits`: train from
+    MNIST's training file, valid from t10k, each image keeping its index in its file."""
     for f in IDX_FILES:
         verify(f, contents[f.name])
-    return Mnist(
-        parse_images(contents[TRAIN_IMAGES.name]),
-        parse_labels(contents[TRAIN_LABELS.name]),
-        parse_images(contents[TEST_IMAGES.name]),
-        parse_labels(contents[TEST_LABELS.name]),
-    )
+    out = {}
+    for split, images, labels in (
+        ("train", TRAIN_IMAGES, TRAIN_LABELS),
+        ("valid", TEST_IMAGES, TEST_LABELS),
+    ):
+        all_labels = parse(contents[labels.name])
+        keep = np.flatnonzero(np.isin(all_labels, digits))
+        pixels = parse(contents[images.name])[keep]
+        out[split] = Split(pixels, all_labels[keep].astype(np.int64), keep.astype(np.int64))
+    return out
 
 
-def has_idx_files(folder: Path) -> bool:
-    """True if the folder holds the four IDX .gz files (then it is read as IDX, not PNGs)."""
-    return all((folder / f.gz).is_file() for f in IDX_FILES)
-
-
-def from_folder(folder: Path) -> Mnist:
-    """Read and verify the four IDX .gz files in a folder."""
-    return from_contents({f.name: gunzip(folder / f.gz, f) for f in IDX_FILES})
+def from_folder(folder: Path) -> dict[str, bytes] | None:
+    """The four IDX files of a folder that holds their .gz files, each verified; else None."""
+    if not all((folder / f.gz).is_file() for f in IDX_FILES):
+        return None
+    return {f.name: gunzip(folder / f.gz, f) for f in IDX_FILES}

