@@ -1,11 +1,13 @@
 """`mnist-basics sweep` on a real two-node Ray cluster, a bare git origin and a DVC
 remote (a local folder: the S3, WebDAV and SSH servers have their own tests).
 
-A four-run grid, one run refused on purpose (`train.lr=-1`): the sweep, driven from the head node
-(`--address host:port`), runs one task per configuration on both nodes, each in its own clone;
+A four-run grid, one run refused on purpose (`train.lr=-1`): the sweep, driven as from a laptop
+outside the cluster (`--address ray://...`, the Ray client), runs one task per configuration on
+both nodes, each in its own clone;
 three runs land on the origin (git refs) and the DVC remote (models), the failed one is reported
 with the stage's own error line and the exit code is 1. A teammate's fresh clone then pulls the
-three with `dvc exp pull` and `dvc exp show` lists them with their params and metrics.
+three with `dvc exp pull` and `dvc exp show` lists them with their params and metrics. A node's own
+form of the address (`--address host:port`, the GCS) reaches the same cluster.
 """
 
 from __future__ import annotations
@@ -54,22 +56,23 @@ def test_sweep_on_ray_lands_every_good_run_and_reports_the_bad_one(
 ) -> None:
     proj, origin = team
     start = time.monotonic()
-    # The driver too sees itself at 127.0.0.1, the nodes' address (see ray_cluster's doc).
+    # Through the head's Ray client server: the driver is no node of the cluster.
     r = subprocess.run(
         [
             sys.executable, "-m", "mnist_basics.sweep",
             "-n", "grid",
             "-S", "train.lr=" + ",".join(LRS),
             "-S", "train.epochs=2",
-            "--address", ray_cluster.gcs,
+            "--address", ray_cluster.client,
         ],
-        cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
+        cwd=proj.path, env=proj.env,
         capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     seconds = time.monotonic() - start
     text = r.stdout + r.stderr
     print(text, f"\nsweep wall time {seconds:.1f} s")
     assert r.returncode == 1, text
+    assert re.search(r"^sweep: 4 runs .* Ray cluster of 2 node\(s\), 2 CPU\(s\)$", text, re.M), text
 
     # Progress as tasks finish, then the summary: every run, the failed one with its cause.
     assert len(re.findall(r"^\[\d/4\] grid-\d (ok|FAILED)", text, re.M)) == 4, text
@@ -106,3 +109,25 @@ def test_sweep_on_ray_lands_every_good_run_and_reports_the_bad_one(
         losses.add(tr["train"]["loss"])
     assert len(losses) == 3  # three different trainings
     assert not (mate.path / "data" / "tensors").exists()  # nothing ran in the teammate's clone
+
+
+def test_sweep_from_a_node_reaches_the_cluster_by_its_gcs_address(
+    team,
+    ray_cluster: RayCluster,  # noqa: F811
+) -> None:
+    """`--address host:port`, as on a node of the cluster: one run, refused before it trains."""
+    proj, _ = team
+    # The driver too sees itself at 127.0.0.1, the nodes' address (see ray_cluster's doc).
+    r = subprocess.run(
+        [
+            sys.executable, "-m", "mnist_basics.sweep",
+            "-n", "gcs", "-S", "train.lr=-1", "--address", ray_cluster.gcs,
+        ],
+        cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    text = r.stdout + r.stderr
+    assert r.returncode == 1, text
+    assert re.search(r"^sweep: 1 runs .* Ray cluster of 2 node\(s\), 2 CPU\(s\)$", text, re.M), text
+    assert "0 of 1 runs landed" in text, text
+    assert re.search(r"^\s+train: error: params\.yaml: train\.lr = -1\b", text, re.M), text
