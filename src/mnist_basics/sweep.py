@@ -248,10 +248,19 @@ def _ray_init(address: str | None) -> Any:
         kwargs["address"] = address
     else:
         kwargs["include_dashboard"] = False
-    try:
-        ray.init(**kwargs)
-    except Exception as e:
-        raise SweepError(f"cannot reach the Ray cluster at {address or 'local'}: {e}") from e
+    # A Ray client server sometimes dies while it starts (fork amid gRPC threads,
+    # ray-project/ray#63202): the client's connection then fails at once, and a second try usually succeeds.
+    tries = 3 if address and address.startswith("ray://") else 1
+    for attempt in range(1, tries + 1):
+        try:
+            ray.init(**kwargs)
+            return ray
+        except Exception as e:
+            ray.shutdown()
+            if attempt == tries:
+                where = address or "local"
+                raise SweepError(f"cannot reach the Ray cluster at {where}: {e}") from e
+            time.sleep(2)
     return ray
 
 
