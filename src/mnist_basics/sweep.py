@@ -249,7 +249,7 @@ def _ray_init(address: str | None) -> Any:
     else:
         kwargs["include_dashboard"] = False
     # A Ray client server sometimes dies while it starts (fork amid gRPC threads,
-    # ray-project/ray#63202): the client's connection then fails at once, and a second try usually succeeds.
+    # ray-project/ray#63202): the connection then fails at once, and a second try usually works.
     tries = 3 if address and address.startswith("ray://") else 1
     for attempt in range(1, tries + 1):
         try:
