@@ -1,4 +1,5 @@
-"""Outputs appear whole or not at all: write to a temporary name beside the target, then rename."""
+"""Outputs appear whole or not at all: write to a temporary name beside the target, then rename.
+And the one reader of the stages' safetensors files, with one clear line when one is broken."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from mnist_basics.errors import UserError
 
 
 def remove(path: Path) -> None:
@@ -59,3 +63,27 @@ def write_bytes(target: str | Path, data: bytes) -> None:
 
 def write_text(target: str | Path, text: str) -> None:
     write_bytes(target, text.encode())
+
+
+def read_safetensors(
+    path: Path, what: str, stage: str, needs: tuple[str, ...] = (), framework: str = "pt"
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """All arrays (torch tensors, or NumPy's for framework="np") and the metadata of a
+    safetensors file that `stage` writes; one clear line if it is missing, cut short, garbled
+    or without an array it `needs`."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.exists():
+        raise UserError(f"{path}: missing; run `dvc repro {stage}` first")
+    try:
+        with safe_open(str(path), framework=framework) as f:
+            arrays, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}  # noqa: SIM118
+        missing = [k for k in needs if k not in arrays]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)} in it")
+        return arrays, meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(
+            f"{path}: not {what} file as the {stage} stage writes it ({e}); "
+            f"`dvc repro -f {stage}` writes it again"
+        ) from None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_basics.models import read_safetensors
+from mnist_basics.atomic import read_safetensors
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Split:
 
 def load_split(path: Path, device: torch.device | str = "cpu") -> Split:
     """Read one split's safetensors and scale pixels as the book does (`.float() / 255`)."""
-    tensors, _ = read_safetensors(path, "a tensors", "tensorize")
+    tensors, _ = read_safetensors(path, "a tensors", "tensorize", ("images", "labels"))
     x = (tensors["images"].to(device).float() / 255).view(-1, 28 * 28).contiguous()
     return Split(x=x, labels=tensors["labels"].to(device))
 

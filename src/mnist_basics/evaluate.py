@@ -13,29 +13,15 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
 
 from mnist_basics import atomic, images
 from mnist_basics.errors import UserError
 
 
-def _read(path: Path, what: str, stage: str, *keys: str) -> tuple[dict, list[np.ndarray]]:
-    """The metadata and the named arrays of a safetensors file `stage` writes; UserError if not."""
-    if not path.exists():
-        raise UserError(f"{path}: missing; run `dvc repro {stage}` first")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            return f.metadata() or {}, [f.get_tensor(k) for k in keys]
-    except (SafetensorError, OSError) as e:
-        raise UserError(
-            f"{path}: not a {what} file as the {stage} stage writes it ({e}); "
-            f"`dvc repro -f {stage}` writes it again"
-        ) from None
-
-
 def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
     """The logits [N, n_out] float32, the digits in class order, and the loss they trained on."""
-    meta, (logits,) = _read(path, "logits", "train", "logits")
+    arrays, meta = atomic.read_safetensors(path, "a logits", "train", ("logits",), "np")
+    logits = arrays["logits"]
     if "spec" not in meta:
         raise UserError(f"{path}: not a logits file written by the train stage (no spec metadata)")
     spec = json.loads(meta["spec"])
@@ -95,9 +81,10 @@ def evaluate(
     """Accuracy (overall and per digit), mean loss and image count, plus the two pictures."""
     logits, digits, loss = load_logits(logits_path)
     # the valid split's images [N, 28, 28] uint8 and labels (the digits), as tensorize wrote them
-    _, (pixels, labels) = _read(
-        tensors / "valid.safetensors", "tensors", "tensorize", "images", "labels"
+    valid, _ = atomic.read_safetensors(
+        tensors / "valid.safetensors", "a tensors", "tensorize", ("images", "labels"), "np"
     )
+    pixels, labels = valid["images"], valid["labels"]
     lut = np.full(10, -1)
     lut[digits] = np.arange(len(digits))  # digit -> class index, in data.digits' order
     classes = lut[labels]

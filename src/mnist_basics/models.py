@@ -160,7 +160,7 @@ def save_logits(logits: torch.Tensor, spec: ModelSpec, path: Path) -> None:
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:
     """Rebuild a model from its safetensors file (spec from the metadata)."""
-    tensors, meta = read_safetensors(path, "a model", "train")
+    tensors, meta = atomic.read_safetensors(path, "a model", "train")
     if "spec" not in meta:
         raise UserError(f"{path}: not a model written by the train stage (no spec metadata)")
     try:
@@ -174,20 +174,3 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
     except RuntimeError as e:
         raise UserError(f"{path}: weights do not fit its spec ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), spec
-
-
-def read_safetensors(path: Path, what: str, stage: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """All tensors and the metadata of a safetensors file; one clear line if it is missing,
-    cut short or garbled."""
-    from safetensors import SafetensorError, safe_open
-
-    if not path.exists():
-        raise UserError(f"{path}: missing; run `dvc repro {stage}` first")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(
-            f"{path}: not {what} file as the {stage} stage writes it ({e}); "
-            f"`dvc repro -f {stage}` writes it again"
-        ) from None
