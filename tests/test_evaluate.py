@@ -21,7 +21,7 @@ from mnist_basics.models import (
     batch_accuracy,
     mnist_loss,
     predict_classes,
-    save_logits,
+    save_tensors,
     targets_for,
 )
 
@@ -54,7 +54,7 @@ def test_metrics_are_the_torch_ones(tmp_path: Path, digits: tuple, loss: str) ->
     labels = torch.tensor(digits)[torch.randint(0, len(digits), (n,), generator=g)]
     spec = ModelSpec(model="linear", digits=digits, loss_func=loss)
     logits = torch.randn(n, spec.n_out, generator=g) * 3
-    save_logits(logits, spec, tmp_path / "logits.safetensors")
+    save_tensors({"logits": logits}, spec, tmp_path / "logits.safetensors")
     tensors = _valid(tmp_path, labels.numpy())
 
     m = _run(tmp_path, tensors, tmp_path / "logits.safetensors")
@@ -93,7 +93,9 @@ def test_missing_or_foreign_logits_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"junk.safetensors: not a logits file as the train stage"):
         _run(tmp_path, tensors, tmp_path / "junk.safetensors")
     spec = ModelSpec(model="linear", digits=(3, 7), loss_func="mnist_loss")
-    save_logits(torch.zeros(5, 1), spec, tmp_path / "five.safetensors")  # 5 logits, 3 images
+    save_tensors(
+        {"logits": torch.zeros(5, 1)}, spec, tmp_path / "five.safetensors"
+    )  # 5 logits, 3 images
     with pytest.raises(UserError, match=r"logits for 5 images .* holds 3; run `dvc repro`"):
         _run(tmp_path, tensors, tmp_path / "five.safetensors")
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "gallery").exists()

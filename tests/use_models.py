@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from synthetic import make_images
 
-from mnist_basics.models import ModelSpec, build_model, save_model
+from mnist_basics.models import ModelSpec, build_model, save_tensors
 from mnist_basics.preprocess import to_mnist
 
 BIN = Path(sys.executable).parent
@@ -65,7 +65,7 @@ def small_model(
 def write_model(path: Path, digits: list[int], seed: int = 0) -> ModelSpec:
     model, spec = small_model(digits, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model, spec, path)
+    save_tensors(model.state_dict(), spec, path)
     return spec
 
 

@@ -2,7 +2,7 @@
 confusion matrix that `dvc plots` draws, and a gallery of the images it gets wrong.
 
 Plain NumPy: the train stage hands over the final model's logits for the valid split
-(models/valid_logits.safetensors, written by models.save_logits), so this stage needs no torch,
+(models/valid_logits.safetensors, written by models.save_tensors), so this stage needs no torch,
 whose import alone costs longer than all of its work.
 """
 

@@ -125,18 +125,11 @@ class Learner:
     def check_diverged(self, epoch: int, losses: tuple[float, float]) -> None:
         """Stop with one clear line once the loss is not finite or the weights have blown up."""
         biggest = max(p.detach().abs().max().item() for p in self.model.parameters())
-        if all(map(math.isfinite, losses)) and biggest <= MAX_WEIGHT:
-            return
-        what = (
-            f"loss became {losses[0]}"
-            if not math.isfinite(losses[0])
-            else (
-                f"loss became {losses[1]}"
-                if not math.isfinite(losses[1])
-                else f"weights reached {biggest:.3g} (beyond {MAX_WEIGHT:g})"
-            )
-        )
-        raise UserError(f"{what} in epoch {epoch}: training diverged; try a lower train.lr")
+        what = next((f"loss became {v}" for v in losses if not math.isfinite(v)), None)
+        if what is None and biggest > MAX_WEIGHT:
+            what = f"weights reached {biggest:.3g} (beyond {MAX_WEIGHT:g})"
+        if what is not None:
+            raise UserError(f"{what} in epoch {epoch}: training diverged; try a lower train.lr")
 
     def fit(self, epochs: int) -> list[EpochStats]:
         """Train for `epochs`, one log line per epoch; the history of every epoch."""

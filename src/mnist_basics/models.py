@@ -137,25 +137,13 @@ def targets_for(spec: ModelSpec, classes: torch.Tensor) -> torch.Tensor:
     return classes
 
 
-def _spec_metadata(spec: ModelSpec) -> dict[str, str]:
-    """The spec as safetensors metadata: what a reader needs to rebuild or interpret the file."""
-    return {"spec": json.dumps(asdict(spec), sort_keys=True)}
-
-
-def save_model(model: nn.Module, spec: ModelSpec, path: Path) -> None:
-    """Weights as safetensors, the spec as JSON metadata: no pickle, byte-identical per seed."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def save_tensors(tensors: dict[str, torch.Tensor], spec: ModelSpec, path: Path) -> None:
+    """Tensors as safetensors with the spec as JSON metadata, what a reader needs to rebuild or
+    interpret them: no pickle, byte-identical per seed. Used for the model's weights and for its
+    valid logits (which the evaluate stage reads, so it needs no torch)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic.atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=_spec_metadata(spec))
-
-
-def save_logits(logits: torch.Tensor, spec: ModelSpec, path: Path) -> None:
-    """The model's logits for the valid split, for the evaluate stage (which then needs no torch);
-    the spec as JSON metadata, as in the model file."""
-    with atomic.atomic_path(path) as tmp:
-        save_file(
-            {"logits": logits.detach().cpu().contiguous()}, str(tmp), metadata=_spec_metadata(spec)
-        )
+        save_file(tensors, str(tmp), metadata={"spec": json.dumps(asdict(spec), sort_keys=True)})
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:

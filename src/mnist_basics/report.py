@@ -7,7 +7,7 @@ inlined. This module writes that page from the exactly pinned `vl-convert-python
 `javascript_bundle()` returns vega + vega-lite + vega-embed as one classic script that sets
 `window.vegaEmbed`, which is what each of DVC's plot divs calls.
 
-    python -m mnist_basics.report            # rewrite .dvc/plots/offline.html
+    python -m mnist_basics.report            # in the repo root: rewrite .dvc/plots/offline.html
     python -m mnist_basics.report --check    # exit 1 if the committed file is stale
 """
 
@@ -64,21 +64,15 @@ PAGE = """<!DOCTYPE html>
 
 def build_template() -> str:
     """The whole HTML template text, from the installed vl-convert-python."""
-    try:
-        import vl_convert as vlc
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise SystemExit(
-            "mnist_basics.report needs vl-convert-python (pip install -e '.[dev]')"
-        ) from e
     from importlib.metadata import version
 
+    import vl_convert as vlc
+
     bundle = vlc.javascript_bundle(vl_version=VEGALITE_VERSION)
-    for bad in FORBIDDEN_IN_BUNDLE:
-        if bad.lower() in bundle.lower():
-            raise ValueError(f"the vega bundle contains {bad!r}; it cannot be inlined as is")
-    if "window.vegaEmbed" not in bundle:
-        raise ValueError("the vega bundle does not define window.vegaEmbed")
-    page = PAGE.format(
+    bad = [s for s in FORBIDDEN_IN_BUNDLE if s.lower() in bundle.lower()]
+    if bad or "window.vegaEmbed" not in bundle:
+        raise ValueError(f"the vega bundle cannot be inlined as is ({bad or 'no vegaEmbed'})")
+    return PAGE.format(
         vlc_version=version("vl-convert-python"),
         vl_version=VEGALITE_VERSION,
         vega=vlc.get_vega_version(),
@@ -86,43 +80,20 @@ def build_template() -> str:
         embed=vlc.get_vega_embed_version(),
         bundle=bundle.strip(),
     )
-    assert page.count("{plot_divs}") == 1
-    return page
-
-
-def find_root(start: Path) -> Path:
-    """The nearest folder at or above `start` that holds `.dvc/`."""
-    for d in (start, *start.parents):
-        if (d / ".dvc").is_dir():
-            return d
-    raise SystemExit(f"no .dvc/ folder at or above {start}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m mnist_basics.report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--out", type=Path, help=f"default: <repo root>/{TEMPLATE_RELPATH}")
-    ap.add_argument(
-        "--check",
-        action="store_true",
-        help="do not write; exit 1 if the file differs from what would be written",
-    )
+    ap = argparse.ArgumentParser(prog="python -m mnist_basics.report", description=__doc__)
+    ap.add_argument("--out", type=Path, default=TEMPLATE_RELPATH, help="%(default)s")
+    ap.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     args = ap.parse_args(argv)
-
-    out: Path = args.out or find_root(Path.cwd()) / TEMPLATE_RELPATH
     text = build_template()
     if args.check:
-        if not out.exists() or out.read_text(encoding="utf-8") != text:
-            print(f"{out} is stale: run `python -m mnist_basics.report`", file=sys.stderr)
-            return 1
-        print(f"{out} is up to date")
-        return 0
-    data = text.encode("utf-8")
-    atomic.write_bytes(out, data)
-    print(f"wrote {out} ({len(data):,} bytes)")
+        stale = not args.out.exists() or args.out.read_text(encoding="utf-8") != text
+        print(f"{args.out}: {'stale, run `python -m mnist_basics.report`' if stale else 'ok'}")
+        return int(stale)
+    atomic.write_text(args.out, text)
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -22,8 +22,7 @@ from mnist_basics.models import (
     build_model,
     loss_func,
     predict,
-    save_logits,
-    save_model,
+    save_tensors,
     targets_for,
 )
 from mnist_basics.optim import make_optimizer
@@ -151,8 +150,8 @@ def train(p: Params) -> list[EpochStats]:
         write_curves(history, live_dir)
         with atomic.atomic_path(PLOTS, is_dir=True) as plots_dir:
             images.save_png(weights_picture(model, spec), plots_dir / "weights.png")
-            save_logits(predict(model, valid_split.x), spec, LOGITS)
-            save_model(model, spec, MODEL)
+            save_tensors({"logits": predict(model, valid_split.x)}, spec, LOGITS)
+            save_tensors(model.state_dict(), spec, MODEL)
     return history
 
 
