@@ -1,6 +1,6 @@
 """`mnist-basics serve`: a local page to draw a digit and watch the model guess it as you draw.
 
-A small ASGI app (starlette, served by uvicorn) with one static HTML page whose inline script
+A small ASGI app (starlette, served by uvicorn) with one static HTML page (app.html) whose script
 draws on a canvas with pointer events (mouse, pen or finger) and POSTs the canvas as a PNG to
 /predict while you draw. The answer: the guessed digit, each class's probability (drawn as bars)
 and the 28x28 image the model saw, brought to MNIST's form by mnist_basics.preprocess exactly as
@@ -134,9 +134,10 @@ def create_app(repo: Path | str = ".", model_path: str = predict_mod.MODEL_PATH)
     from starlette.routing import Route
 
     models = Models(Path(repo).resolve(), model_path)
+    page_html = (Path(__file__).parent / "app.html").read_text(encoding="utf-8")
 
     async def page(request: Request) -> Response:
-        return HTMLResponse(PAGE, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(page_html, headers={"Cache-Control": "no-store"})
 
     async def revisions(request: Request) -> Response:
         refresh = request.query_params.get("refresh") == "1"
@@ -201,168 +202,6 @@ def run(args: argparse.Namespace) -> int:
     threading.Thread(target=announce, daemon=True).start()
     server.run()
     return 0
-
-
-PAGE = r"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>mnist-basics: draw a digit</title>
-<style>
-  :root { color-scheme: light; }
-  body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; background: #fafafa; }
-  h1 { font-size: 1.3rem; margin: 0 0 1rem; }
-  main { display: flex; flex-wrap: wrap; gap: 1.2rem; align-items: flex-start; }
-  #pad { background: #fff; border: 2px solid #888; border-radius: 6px; touch-action: none;
-         cursor: crosshair; width: 280px; height: 280px; }
-  .controls { margin-top: .6rem; display: flex; gap: .5rem; align-items: center; }
-  button { font: inherit; padding: .3rem 1rem; }
-  .panel { background: #fff; border: 1px solid #ccc; border-radius: 6px; padding: .8rem;
-           width: 220px; }
-  .panel select { font: inherit; max-width: 150px; }
-  .guess { display: flex; gap: 1rem; align-items: center; margin: .6rem 0; }
-  .digit { font-size: 3.5rem; font-weight: bold; width: 3rem; text-align: center; }
-  .seen { width: 84px; height: 84px; image-rendering: pixelated; background: #000;
-          border: 1px solid #888; }
-  .seen:not([src]) { visibility: hidden; }
-  .bars { display: grid; grid-template-columns: 1.2rem 1fr 3.5rem; gap: 3px .4rem;
-          font-variant-numeric: tabular-nums; font-size: .9rem; }
-  .track { background: #eee; height: 1rem; border-radius: 2px; overflow: hidden; }
-  .fill { background: #4a78c2; height: 100%; width: 0; }
-  .top .fill { background: #d9822b; }
-  .status { color: #666; font-size: .85rem; min-height: 1.2em; }
-  .error { color: #b00; }
-</style>
-</head>
-<body>
-<h1>Draw a digit</h1>
-<main>
-  <section>
-    <canvas id="pad" width="280" height="280" aria-label="drawing pad"></canvas>
-    <div class="controls">
-      <button id="clear" type="button">Clear</button>
-      <span class="status" id="status">draw with the mouse, a pen or a finger</span>
-    </div>
-  </section>
-  <section class="panel" id="panel-0" data-index="0">
-    <label>Model <select class="model" id="model-0"></select></label>
-    <div class="guess"><div class="digit" id="digit-0">&ndash;</div>
-      <img class="seen" id="seen-0" alt="the 28x28 image the model sees"></div>
-    <div class="bars" id="bars-0"></div>
-    <div class="status" id="status-0"></div>
-  </section>
-  <section class="panel" id="panel-1" data-index="1">
-    <label>Compare with <select class="model" id="model-1"></select></label>
-    <div class="guess"><div class="digit" id="digit-1">&ndash;</div>
-      <img class="seen" id="seen-1" alt="the 28x28 image the model sees"></div>
-    <div class="bars" id="bars-1"></div>
-    <div class="status" id="status-1"></div>
-  </section>
-</main>
-<script>
-"use strict";
-const pad = document.getElementById("pad");
-const ctx = pad.getContext("2d");
-const NONE = "";
-let drawn = false, drawing = false, last = null;
-const panels = [0, 1].map(i => ({
-  i, select: document.getElementById("model-" + i), busy: false, dirty: false, seq: 0,
-}));
-window.predictions = {};  // what each panel shows now, for tests: {0: {...}, 1: {...}}
-// true when no answer is on its way: what each panel shows is for the drawing as it is now
-window.idle = () => !drawing && panels.every(p => !p.busy && !p.dirty);
-
-function clearPad() {
-  ctx.fillStyle = "#fff";
-  ctx.fillRect(0, 0, pad.width, pad.height);
-  drawn = false;
-  panels.forEach(p => show(p, null));
-}
-function pos(e) {
-  const r = pad.getBoundingClientRect();
-  return [(e.clientX - r.left) * pad.width / r.width, (e.clientY - r.top) * pad.height / r.height];
-}
-function stroke(a, b) {
-  ctx.strokeStyle = "#000"; ctx.lineWidth = 18; ctx.lineCap = "round"; ctx.lineJoin = "round";
-  ctx.beginPath(); ctx.moveTo(a[0], a[1]); ctx.lineTo(b[0], b[1]); ctx.stroke();
-}
-pad.addEventListener("pointerdown", e => {
-  e.preventDefault();
-  pad.setPointerCapture(e.pointerId);
-  drawing = true; last = pos(e); stroke(last, last); drawn = true; requestAll();
-});
-pad.addEventListener("pointermove", e => {
-  if (!drawing) return;
-  const p = pos(e); stroke(last, p); last = p; requestAll();
-});
-["pointerup", "pointercancel"].forEach(t => pad.addEventListener(t, () => {
-  if (drawing) { drawing = false; requestAll(); }
-}));
-document.getElementById("clear").addEventListener("click", clearPad);
-panels.forEach(p => p.select.addEventListener("change", () => request(p)));
-
-function requestAll() { panels.forEach(request); }
-function request(p) {
-  if (!drawn || p.select.value === NONE) { show(p, null); return; }
-  if (p.busy) { p.dirty = true; return; }  // one request in flight per panel; then the latest
-  p.busy = true; p.dirty = false;
-  const seq = ++p.seq, model = p.select.value;
-  pad.toBlob(blob => {
-    fetch("predict?model=" + encodeURIComponent(model), {method: "POST", body: blob,
-          headers: {"Content-Type": "image/png"}})
-      .then(r => r.json())
-      .then(d => { if (seq === p.seq && drawn) show(p, d); })
-      .catch(err => show(p, {error: String(err)}))
-      .finally(() => { p.busy = false; if (p.dirty) request(p); });
-  }, "image/png");
-}
-function show(p, d) {
-  const digit = document.getElementById("digit-" + p.i);
-  const seen = document.getElementById("seen-" + p.i);
-  const bars = document.getElementById("bars-" + p.i);
-  const status = document.getElementById("status-" + p.i);
-  status.classList.remove("error");
-  window.predictions[p.i] = d;
-  if (!d || d.empty || d.error) {
-    digit.textContent = "\u2013"; seen.removeAttribute("src"); bars.replaceChildren();
-    status.textContent = d && d.error ? d.error : (d && d.empty ? "no ink yet" : "");
-    if (d && d.error) status.classList.add("error");
-    return;
-  }
-  digit.textContent = d.digit;
-  seen.src = d.image;
-  const rows = [];
-  d.digits.forEach((dg, k) => {
-    const pr = d.probabilities[k];
-    const label = document.createElement("span"); label.textContent = dg;
-    const track = document.createElement("div"); track.className = "track";
-    const fill = document.createElement("div"); fill.className = "fill";
-    fill.style.width = (100 * pr).toFixed(1) + "%"; track.appendChild(fill);
-    const val = document.createElement("span"); val.textContent = (100 * pr).toFixed(1) + "%";
-    const row = [label, track, val];
-    if (dg === d.digit) row.forEach(el => el.classList.add("top"));
-    row.forEach(el => el.dataset.digit = dg);
-    rows.push(...row);
-  });
-  bars.replaceChildren(...rows);
-  status.textContent = d.spec.model + ", digits " + d.digits.join("");
-}
-function fillSelectors(revs) {
-  panels.forEach(p => {
-    p.select.replaceChildren();
-    if (p.i === 1) p.select.appendChild(new Option("(none)", NONE));
-    revs.forEach(r => p.select.appendChild(new Option(r.id + " (" + r.kind + ")", r.id)));
-    p.select.value = p.i === 0 ? "workspace" : NONE;
-  });
-}
-clearPad();
-fetch("models").then(r => r.json()).then(fillSelectors)
-  .catch(err => { document.getElementById("status").textContent = "cannot list models: " + err; });
-</script>
-</body>
-</html>
-"""
 
 
 def main(argv: list[str] | None = None) -> int:
