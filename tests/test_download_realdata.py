@@ -13,7 +13,7 @@ import pytest
 from http_fixtures import Server, digest, digest_zip, leftovers, tar_tree
 
 from mnist_basics.download import Archive, Urls, download
-from mnist_basics.download.known import IDX_FILES
+from mnist_basics.download.idx import IDX_FILES
 from mnist_basics.errors import UserError
 
 pytestmark = pytest.mark.realdata

@@ -37,7 +37,7 @@ FAULT_WHY = {
     "trunc": "truncated, got",
     "bad": "checksum mismatch",
     "stall": "timed out",
-    "ftp": "only http, https URLs are followed",
+    "ftp": "only http and https URLs are followed",
 }
 
 

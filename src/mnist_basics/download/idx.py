@@ -1,7 +1,8 @@
-"""The four original IDX files: read, check against the published MD5s, parse, rebuild.
+"""The four original IDX files: their published MD5s, read, check, parse, rebuild.
 
-Three sources (the mirrors, a user's IDX folder, the wheel's pickle) all end here, as the four
-uncompressed byte strings; checking those MD5s is what proves each gives MNIST's exact pixels.
+The published MD5s are of the *uncompressed* files, because mirrors recompress the .gz files (same
+content, other bytes). Three sources (the mirrors, a user's IDX folder, the wheel's pickle) all
+end here as the four byte strings; checking those MD5s proves each gives MNIST's exact pixels.
 """
 
 from __future__ import annotations
@@ -11,19 +12,31 @@ import hashlib
 import struct
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from mnist_basics.download.known import (
-    IDX_FILES,
-    TEST_IMAGES,
-    TEST_LABELS,
-    TRAIN_IMAGES,
-    TRAIN_LABELS,
-    IdxFile,
-)
 from mnist_basics.errors import UserError
 from mnist_basics.layout import Split
+
+
+class IdxFile(NamedTuple):
+    """One of the four original IDX files: its name, published size and MD5 of its content."""
+
+    name: str
+    size: int
+    md5: str
+
+    @property
+    def gz(self) -> str:
+        return self.name + ".gz"
+
+
+TRAIN_IMAGES = IdxFile("train-images-idx3-ubyte", 47040016, "6bbc9ace898e44ae57da46a324031adb")
+TRAIN_LABELS = IdxFile("train-labels-idx1-ubyte", 60008, "a25bea736e30d166cdddb491f175f624")
+TEST_IMAGES = IdxFile("t10k-images-idx3-ubyte", 7840016, "2646ac647ad5339dbf082846283269ea")
+TEST_LABELS = IdxFile("t10k-labels-idx1-ubyte", 10008, "27ae3e4e09519cfbb04c329615203637")
+IDX_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 
 
 def verify(f: IdxFile, content: bytes) -> None:
@@ -37,7 +50,7 @@ def verify(f: IdxFile, content: bytes) -> None:
 
 
 def gunzip(path: Path, f: IdxFile) -> bytes:
-    """Decompress one .gz, reading at most one byte more than the file should have."""
+    """Decompress and verify one .gz, reading at most one byte more than the file should have."""
     try:
         with gzip.open(path, "rb") as g:
             content = g.read(f.size + 1)
@@ -74,10 +87,3 @@ def select(contents: dict[str, bytes], digits: tuple[int, ...]) -> dict[str, Spl
         pixels = parse(contents[images.name])[keep]
         out[split] = Split(pixels, all_labels[keep].astype(np.int64), keep.astype(np.int64))
     return out
-
-
-def from_folder(folder: Path) -> dict[str, bytes] | None:
-    """The four IDX files of a folder that holds their .gz files, each verified; else None."""
-    if not all((folder / f.gz).is_file() for f in IDX_FILES):
-        return None
-    return {f.name: gunzip(folder / f.gz, f) for f in IDX_FILES}

