@@ -45,9 +45,9 @@ def _checked(where: str, members: Iterable[tuple[str, int, str | None, M]]) -> I
 
 
 def _tar_kind(m: tarfile.TarInfo) -> str | None:
-    if m.issym() or m.islnk():
-        return "symlink" if m.issym() else "hard link"
-    return None if m.isfile() or m.isdir() else "device or fifo"
+    """Why a member's kind is refused (only files and folders are read), else None."""
+    kinds = {tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hard link"}
+    return None if m.isfile() or m.isdir() else kinds.get(m.type, "device or fifo")
 
 
 def tar_entries(path: Path) -> list[Entry]:

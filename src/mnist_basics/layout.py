@@ -58,12 +58,11 @@ def parse(parts: list[str]) -> tuple[str, int, int] | str:
 
 def _root_depth(names: list[list[str]]) -> int:
     """Where the splits are: in the tree itself (0) or in its one sub-folder (1, mnist_sample/)."""
-    if any(p[0] in SPLIT_NAMES for p in names):
-        return 0
-    if len({p[0] for p in names if len(p) > 1}) == 1 and any(
-        len(p) > 1 and p[1] in SPLIT_NAMES for p in names
-    ):
-        return 1
+    for depth in (0, 1):
+        under = [p for p in names if len(p) > depth]
+        one_top = len({p[0] for p in under}) == 1
+        if any(p[depth] in SPLIT_NAMES for p in under) and (depth == 0 or one_top):
+            return depth
     raise UserError(
         "not in fast.ai's layout (train/<digit>/<index>.png and valid/...), nor the four IDX "
         ".gz files"
@@ -114,12 +113,9 @@ def read_tree(
     need = wanted if wanted is not None else seen["train"] | seen["valid"]
     listed = []  # said first: one missing digit is worth more than twenty stray files
     for split in SPLITS:
-        if not seen[split]:
-            listed.append(f"{split}: missing (no images)")
-        else:
-            listed += [f"{split}/{d}: no images" for d in sorted(need - seen[split])]
-        if split in twice:
-            listed.append(f"{split}: the same <digit>/<index>.png twice")
+        gone = [f"{split}/{d}: no images" for d in sorted(need - seen[split])]
+        listed += gone if seen[split] else [f"{split}: missing (no images)"]
+        listed += [f"{split}: the same <digit>/<index>.png twice"] if split in twice else []
     if listed := listed + list(problems):
         more = [f"... and {len(listed) - MAX_LISTED} more"] if len(listed) > MAX_LISTED else []
         head = f"{where}: {len(listed)} problem(s) in fast.ai's layout:"

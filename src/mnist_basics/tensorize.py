@@ -16,11 +16,8 @@ from mnist_basics import atomic, rawzip
 
 
 def tensorize(raw_zip: Path, out_dir: Path) -> None:
-    """Stack both splits of `raw_zip` into out_dir/{train,valid}.safetensors, all or nothing.
-
-    Both splits hold the same digits: the layout's reader names a digit missing from either.
-    """
-    dataset, splits = rawzip.read(raw_zip)
+    """Stack both splits of `raw_zip` into out_dir/{train,valid}.safetensors, all or nothing."""
+    dataset, splits = rawzip.read(raw_zip)  # it names a digit missing from either split
     with atomic.atomic_path(out_dir, is_dir=True) as tmp:
         for name, s in splits.items():
             # one metadata key: safetensors orders several at random, and the bytes must not vary
