@@ -92,3 +92,18 @@ def test_pixels_are_copied_exactly(tmp_path: Path, tree: Path) -> None:
         Image.open(zf.open("mnist_18/valid/8/99999.png")) as im,
     ):
         assert np.array_equal(np.asarray(im), img)
+
+
+def test_the_same_image_twice_and_digits_that_are_not_ascii(tmp_path: Path, tree: Path) -> None:
+    (tree / "training/1").mkdir(parents=True)  # fast.ai's other name for train/
+    shutil.copy(tree / "train/1/0.png", tree / "training/1/0.png")
+    (tree / "valid/\u0661").mkdir()  # Arabic-Indic one: str.isdigit says yes, int() reads 1
+    shutil.copy(tree / "valid/1/0.png", tree / "valid/\u0661/9.png")
+    shutil.copy(tree / "valid/1/0.png", tree / "valid/1/\u00b3.png")  # '³': int() cannot read it
+    with pytest.raises(UserError) as e:
+        download([1, 4, 8], [str(tree)], 1, tmp_path / "raw.zip")
+    msg = str(e.value)
+    assert "3 problem(s) in fast.ai's layout" in msg
+    assert "train: the same <digit>/<index>.png twice" in msg
+    assert "valid/\u0661: not a digit folder (0-9)" in msg
+    assert "valid/1/\u00b3.png: not an <index>.png file" in msg

@@ -10,6 +10,7 @@ user's own tree has no checksum to hold it to.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -42,27 +43,26 @@ def dataset_name(digits: Iterable[int]) -> str:
 
 
 def parse(parts: list[str]) -> tuple[str, int, int] | str:
-    """(split, digit, index) of `[<split>, <digit>, <index>.png]`, or why the path is not one."""
+    """(split, digit, index) of `[<split>, <digit>, <index>.png]` (ASCII digits), or why not."""
     split = SPLIT_NAMES.get(parts[0])
     if split is None:
         return "ignored"  # beside the splits (a labels.csv), as in fast.ai's own tree
     if len(parts) < 3:
         return "a stray file (only digit folders belong here)"
-    if not (len(parts[1]) == 1 and parts[1].isdigit()):
+    if not re.fullmatch("[0-9]", parts[1]):
         return "not a digit folder (0-9)"
-    stem, dot, ext = parts[-1].rpartition(".")
-    if len(parts) > 3 or ext != "png" or not dot or not stem.isdigit() or str(int(stem)) != stem:
+    if len(parts) > 3 or not re.fullmatch(r"(0|[1-9][0-9]*)\.png", parts[2]):
         return "not an <index>.png file"
-    return split, int(parts[1]), int(stem)
+    return split, int(parts[1]), int(parts[2][:-4])
 
 
 def _root_depth(names: list[list[str]]) -> int:
     """Where the splits are: in the tree itself (0) or in its one sub-folder (1, mnist_sample/)."""
-    if any(p[0] in SPLIT_NAMES for p in names):
-        return 0
-    tops = {p[0] for p in names if len(p) > 1}
-    if len(tops) == 1 and any(len(p) > 1 and p[1] in SPLIT_NAMES for p in names):
-        return 1
+    for depth in (0, 1):
+        under = [p for p in names if len(p) > depth]
+        one_top = len({p[0] for p in under}) == 1
+        if any(p[depth] in SPLIT_NAMES for p in under) and (depth == 0 or one_top):
+            return depth
     raise UserError(
         "not in fast.ai's layout (train/<digit>/<index>.png and valid/...), nor the four IDX "
         ".gz files"
@@ -87,60 +87,43 @@ def read_tree(
     items = [(name.strip("/").split("/"), read) for name, read in entries]
     depth = _root_depth([p for p, _ in items])
     wanted = set(digits) if digits is not None else None
-    found: dict[str, list[tuple[int, int, np.ndarray]]] = {s: [] for s in SPLITS}
+    found: dict[str, dict[tuple[int, int], np.ndarray]] = {s: {} for s in SPLITS}
     seen: dict[str, set[int]] = {s: set() for s in SPLITS}
-    problems: list[str] = []
-    said: set[str] = set()  # a list scan per stray file would be quadratic in a broken tree
+    twice: set[str] = set()
+    problems: dict[str, None] = {}  # in order, each said once: a bad folder, not its every file
     for parts, read in items:
         got = parse(parts[depth:]) if len(parts) > depth else "ignored"
-        if got == "ignored":
-            continue
         if isinstance(got, str):
-            # a bad folder is named once, however many files it holds
-            path = "/".join(parts[: depth + 2] if got.startswith("not a digit") else parts)
-            if f"{path}: {got}" not in said:
-                said.add(f"{path}: {got}")
-                problems.append(f"{path}: {got}")
+            if got != "ignored":
+                named = parts[: depth + 2] if got.startswith("not a digit") else parts
+                problems[f"{'/'.join(named)}: {got}"] = None
             continue
-        path = "/".join(parts)
         split, digit, index = got
         seen[split].add(digit)
         if wanted is not None and digit not in wanted:
             continue
         try:
-            data = read()
+            pixels = decode_png(read())
         except Exception as e:  # a bad CRC, a cut member: the file's fault, named as such
-            problems.append(f"{path}: cannot be read ({e})")
-            continue
-        pixels = decode_png(data)
+            pixels = f"cannot be read ({e})"
         if isinstance(pixels, str):
-            problems.append(f"{path}: {pixels}")
-        else:
-            found[split].append((digit, index, pixels))
-    missing = []  # said first: one missing digit is worth more than twenty stray files
+            problems[f"{'/'.join(parts)}: {pixels}"] = None
+        elif found[split].setdefault((digit, index), pixels) is not pixels:
+            twice.add(split)
+    need = wanted if wanted is not None else seen["train"] | seen["valid"]
+    listed = []  # said first: one missing digit is worth more than twenty stray files
     for split in SPLITS:
-        need = wanted if wanted is not None else seen["train"] | seen["valid"]
-        if not seen[split]:
-            missing.append(f"{split}: missing (no images)")
-        else:
-            missing += [f"{split}/{d}: no images" for d in sorted(need - seen[split])]
-        keys = [(d, i) for d, i, _ in found[split]]
-        if len(set(keys)) != len(keys):
-            missing.append(f"{split}: the same <digit>/<index>.png twice")
-    problems = missing + problems
-    if problems:
-        shown = [f"  {p}" for p in problems[:MAX_LISTED]]
-        if len(problems) > MAX_LISTED:
-            shown.append(f"  ... and {len(problems) - MAX_LISTED} more")
-        raise UserError(
-            f"{where}: {len(problems)} problem(s) in fast.ai's layout:\n" + "\n".join(shown)
-        )
+        gone = [f"{split}/{d}: no images" for d in sorted(need - seen[split])]
+        listed += gone if seen[split] else [f"{split}: missing (no images)"]
+        listed += [f"{split}: the same <digit>/<index>.png twice"] if split in twice else []
+    if listed := listed + list(problems):
+        more = [f"... and {len(listed) - MAX_LISTED} more"] if len(listed) > MAX_LISTED else []
+        head = f"{where}: {len(listed)} problem(s) in fast.ai's layout:"
+        raise UserError("\n  ".join([head, *listed[:MAX_LISTED], *more]))
     out = {}
-    for split in SPLITS:
-        rows = sorted(found[split], key=lambda r: r[:2])
-        out[split] = Split(
-            images=np.stack([r[2] for r in rows]) if rows else np.zeros((0, 28, 28), np.uint8),
-            labels=np.array([r[0] for r in rows], np.int64),
-            indices=np.array([r[1] for r in rows], np.int64),
-        )
+    for s in SPLITS:
+        keys = sorted(found[s])  # canonical order: digit, then MNIST index
+        labels, indices = np.array(keys, np.int64).reshape(-1, 2).T.copy()
+        images = np.array([found[s][k] for k in keys], np.uint8).reshape(-1, 28, 28)
+        out[s] = Split(images, labels, indices)
     return out
