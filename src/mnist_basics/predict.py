@@ -66,7 +66,9 @@ def _load_file(path: Path, source: str) -> LoadedModel:
     return LoadedModel(model, spec.digits, {**asdict(spec), "digits": list(spec.digits)}, source)
 
 
-def load(rev: str | None = None, model_path: str = MODEL_PATH, repo: str | None = None):
+def load(
+    rev: str | None = None, model_path: str = MODEL_PATH, repo: str | None = None
+) -> LoadedModel:
     """The workspace's model (rev None or "workspace"), or revision `rev`'s via dvc.api.open."""
     if rev is None or rev == WORKSPACE:
         p = Path(repo or ".") / model_path

@@ -69,7 +69,9 @@ class Outcome:
     reason: str = ""
 
 
-def _run(cmd: list[str], cwd: Path, timeout: float, env: dict | None = None):
+def _run(
+    cmd: list[str], cwd: Path, timeout: float, env: dict | None = None
+) -> subprocess.CompletedProcess[str]:
     """`cmd` with its output captured and no stdin: nothing of a task waits on a terminal."""
     quiet = {"capture_output": True, "text": True, "stdin": subprocess.DEVNULL}
     return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, **quiet)
