@@ -20,36 +20,23 @@ SIDE = 28
 def random_affine(
     n: int, generator: torch.Generator, max_shift: float, max_rotate: float
 ) -> torch.Tensor:
-    """n affine matrices [n, 2, 3] for `F.affine_grid`: a rotation by an angle uniform in
-    [-max_rotate, max_rotate] degrees about the centre, then a shift uniform in
-    [-max_shift, max_shift] pixels along each axis. Drawn on the CPU from `generator`."""
+    """n matrices [n, 2, 3] for `F.affine_grid`: a rotation about the centre by up to
+    `max_rotate` degrees, then a shift by up to `max_shift` pixels per axis (all uniform)."""
     u = torch.rand(n, 3, generator=generator, dtype=torch.float64) * 2 - 1
     angle = u[:, 0] * math.radians(max_rotate)
     # affine_grid maps output coordinates in [-1, 1] to input ones: one pixel is 2/SIDE.
-    shift = u[:, 1:] * max_shift * 2 / SIDE
+    sx, sy = (u[:, 1:] * max_shift * 2 / SIDE).unbind(1)
     cos, sin = angle.cos(), angle.sin()
-    theta = torch.empty(n, 2, 3, dtype=torch.float64)
-    theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = cos, -sin, shift[:, 0]
-    theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = sin, cos, shift[:, 1]
-    return theta.float()
+    return torch.stack([cos, -sin, sx, sin, cos, sy], 1).view(n, 2, 3).float()
 
 
 def augment(
-    xb: torch.Tensor,
-    generator: torch.Generator,
-    max_shift: int = 2,
-    max_rotate: float = 10.0,
+    xb: torch.Tensor, generator: torch.Generator, max_shift: int = 2, max_rotate: float = 10.0
 ) -> torch.Tensor:
-    """xb [B, 784] float in [0, 1] -> the same images, each shifted by up to `max_shift` pixels
-    (uniform, per axis) and rotated by up to `max_rotate` degrees, bilinear, black outside.
-
-    The draws come from `generator` (a CPU generator), so the result is deterministic for a
-    seeded one; xb may be on any device. max_shift=0 and max_rotate=0 return xb unchanged.
-    """
+    """xb [B, 784] in [0, 1] (on any device), each image moved by its own `random_affine`,
+    bilinear, black outside; unchanged when max_shift and max_rotate are 0."""
     if xb.ndim != 2 or xb.shape[1] != SIDE * SIDE:
         raise ValueError(f"augment wants [B, {SIDE * SIDE}] images, got {list(xb.shape)}")
-    if max_shift < 0 or max_rotate < 0:
-        raise ValueError("max_shift and max_rotate must be >= 0")
     if len(xb) == 0 or (max_shift == 0 and max_rotate == 0):
         return xb
     theta = random_affine(len(xb), generator, max_shift, max_rotate).to(xb.device, xb.dtype)

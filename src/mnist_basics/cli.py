@@ -22,24 +22,21 @@ COMMANDS = {
 }
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand; only `command`'s module is imported, for its arguments."""
     ap = argparse.ArgumentParser(prog="mnist-basics", description="Use the trained model.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        if name in _argv_command:
+        if name == command:
             importlib.import_module(module).add_arguments(p)
         p.set_defaults(_module=module)
     return ap
 
 
-_argv_command: list[str] = []
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    _argv_command[:] = argv[:1]
-    args = parser().parse_args(argv)
+    args = parser(argv[0] if argv else None).parse_args(argv)
     try:
         return importlib.import_module(args._module).run(args)
     except UserError as e:

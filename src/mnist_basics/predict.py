@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +54,6 @@ class Prediction:
         }
 
 
-def spec_dict(spec: Any) -> dict:
-    """The spec's fields as a dict; its loss under either name (`loss` or `loss_func`)."""
-    from dataclasses import asdict, is_dataclass
-
-    d = asdict(spec) if is_dataclass(spec) else dict(spec)
-    d["digits"] = list(d["digits"])
-    return d
-
-
 def _load_file(path: Path, source: str) -> LoadedModel:
     from mnist_basics.models import load_model
 
@@ -72,10 +63,12 @@ def _load_file(path: Path, source: str) -> LoadedModel:
         raise
     except Exception as e:  # a corrupt or foreign safetensors file
         raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({e})") from None
-    return LoadedModel(model, tuple(spec.digits), spec_dict(spec), source)
+    return LoadedModel(model, spec.digits, {**asdict(spec), "digits": list(spec.digits)}, source)
 
 
-def load(rev: str | None = None, model_path: str = MODEL_PATH, repo: str | None = None):
+def load(
+    rev: str | None = None, model_path: str = MODEL_PATH, repo: str | None = None
+) -> LoadedModel:
     """The workspace's model (rev None or "workspace"), or revision `rev`'s via dvc.api.open."""
     if rev is None or rev == WORKSPACE:
         p = Path(repo or ".") / model_path
@@ -95,60 +88,50 @@ def read_at_rev(rev: str, model_path: str = MODEL_PATH, repo: str | None = None)
     from dvc.exceptions import DvcException
     from dvc.scm import RevError
 
+    unknown = f"--rev {rev}: unknown revision"
     try:
         with dvc.api.open(model_path, repo=repo, rev=rev, mode="rb") as f:
             return f.read()
     except RevError:
         raise UserError(
-            f"--rev {rev}: unknown revision (not a commit, branch, tag or DVC "
-            "experiment of this repository)"
+            f"{unknown} (not a commit, branch, tag or DVC experiment of this repository)"
         ) from None
     except FileNotFoundError:
         raise UserError(f"--rev {rev}: {model_path} is not in that revision") from None
     except DvcException as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "unknown" in msg.lower() or "revision" in msg.lower():
-            raise UserError(f"--rev {rev}: unknown revision ({msg})") from None
+            raise UserError(f"{unknown} ({msg})") from None
         raise UserError(f"--rev {rev}: cannot read {model_path}: {msg}") from None
 
 
-def probabilities(model: LoadedModel, x) -> tuple[list[int], list[list[float]]]:
-    """Predicted digits and per-class probabilities for rows of x (float [N, 784]).
-
-    One logit (two-digit models): sigmoid is P(first digit), as the book's mnist_loss reads it;
-    several: softmax. The digit is the pipeline's predict_classes."""
+def predict_prepared(model: LoadedModel, items: list[tuple[str, Prepared]]) -> list[Prediction]:
+    """The digit (the pipeline's predict_classes) and class probabilities of each item: with one
+    logit (two-digit models) its sigmoid is P(first digit), as the book's mnist_loss reads it;
+    with several, their softmax."""
+    import numpy as np
     import torch
 
     from mnist_basics.models import predict, predict_classes
 
-    logits = predict(model.model, x)
+    if not items:
+        return []
+    logits = predict(model.model, torch.from_numpy(np.stack([p.x for _, p in items])))
     if logits.shape[1] == 1:
         p_first = logits[:, 0].sigmoid()
         probs = torch.stack([p_first, 1 - p_first], 1)
     else:
         probs = logits.softmax(1)
-    classes = predict_classes(logits)
-    digits = [model.digits[c] for c in classes.tolist()]
-    return digits, probs.tolist()
-
-
-def predict_prepared(model: LoadedModel, items: list[tuple[str, Prepared]]) -> list[Prediction]:
-    import numpy as np
-    import torch
-
-    if not items:
-        return []
-    x = torch.from_numpy(np.stack([p.x for _, p in items]))
-    digits, probs = probabilities(model, x)
+    classes = predict_classes(logits).tolist()
     return [
-        Prediction(path, d, dict(zip(model.digits, pr, strict=True)), prep)
-        for (path, prep), d, pr in zip(items, digits, probs, strict=True)
+        Prediction(path, model.digits[c], dict(zip(model.digits, pr, strict=True)), prep)
+        for (path, prep), c, pr in zip(items, classes, probs.tolist(), strict=True)
     ]
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The images of a folder, recursively, in name order: files whose extension Pillow knows
-    (other files and hidden ones are skipped)."""
+    """A folder's images, recursively, in name order: files whose extension Pillow knows, not
+    hidden."""
     from PIL import Image
 
     known = {e.lower() for e in Image.registered_extensions()}
@@ -182,13 +165,11 @@ def table(preds: list[Prediction], digits: tuple[int, ...]) -> str:
     """The predictions as a terminal table: path, digit, then P(d) per class."""
     head = ["image", "digit", *(f"P({d})" for d in digits)]
     rows = [[p.path, str(p.digit), *(f"{p.probabilities[d]:.3f}" for d in digits)] for p in preds]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(r: list[str]) -> str:
-        cells = zip(r, widths, strict=True)
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(cells))
-
-    return "\n".join([line(head), *(line(r) for r in rows)])
+    lines = [head, *rows]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
+    return "\n".join(
+        "  ".join([r[0].ljust(widths[0]), *map(str.rjust, r[1:], widths[1:])]) for r in lines
+    )
 
 
 def show_name(path: Path, taken: set[str]) -> str:
@@ -203,31 +184,30 @@ def show_name(path: Path, taken: set[str]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of them")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
+    add = parser.add_argument
+    add("paths", nargs="+", metavar="PATH", help="image files or folders of them")
+    add("--json", action="store_true", help="print JSON instead of a table")
+    add(
         "--rev",
         metavar="REV",
         help="the model of this git revision, tag, branch or DVC experiment (default: the "
         "workspace's models/model.safetensors)",
     )
-    parser.add_argument(
-        "--show", metavar="DIR", type=Path, help="write the 28x28 image the model saw per input"
-    )
+    add("--show", metavar="DIR", type=Path, help="write the 28x28 image the model saw per input")
 
 
-def _error(path: str, what: str) -> None:
-    print(f"{NAME}: error: {path}: {what}", file=sys.stderr)
+def _error(what: str) -> None:
+    print(f"{NAME}: error: {what}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     files, errors = expand(args.paths)
     for path, what in errors:
-        _error(path, what)
+        _error(f"{path}: {what}")
     try:
         model = load(args.rev)
     except UserError as e:
-        print(f"{NAME}: error: {e}", file=sys.stderr)
+        _error(str(e))
         return 2
     import torch
 
@@ -237,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             items.append((str(f), prepare(f)))
         except ImageError as e:
-            _error(str(f), str(e))
+            _error(f"{f}: {e}")
             bad = True
     preds = predict_prepared(model, items)
     if args.show is not None and preds:
@@ -246,11 +226,9 @@ def run(args: argparse.Namespace) -> int:
         for p in preds:
             p.prepared.image().save(args.show / show_name(Path(p.path), taken))
     if args.json:
-        out = {
-            "model": {"source": model.source, "spec": model.spec},
-            "images": [p.as_json() for p in preds],
-        }
-        print(json.dumps(out, indent=1))
+        images = [p.as_json() for p in preds]
+        doc = {"model": {"source": model.source, "spec": model.spec}, "images": images}
+        print(json.dumps(doc, indent=1))
     elif preds:
         print(table(preds, model.digits))
     return 2 if bad else 0

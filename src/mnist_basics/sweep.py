@@ -10,17 +10,16 @@ the cluster has a free CPU. A task:
 
 1. `git clone`s the origin (default: this repo's `origin` remote) into its own temp folder and
    checks out this repo's HEAD commit (which must be on the origin: push it first);
-2. `dvc pull`s the commit's cached outputs (data, tensors, model) from the DVC remote, so the
-   stages that the params leave alone are not run again;
+2. `dvc pull`s the commit's cached outputs, so the stages the params leave alone do not run again;
 3. `dvc exp run -n NAME-i -S ...`;
-4. `dvc exp push origin NAME-i`: the experiment's git ref to the origin, its cached outputs to
-   the DVC remote.
+4. `dvc exp push origin NAME-i`: the experiment's git ref to the origin, its outputs to the DVC
+   remote.
 
 Progress is printed as tasks finish; the summary lists every run, a failed one with its reason
 (the stage's one-line error, e.g. `train: error: params.yaml: train.lr = -1 ...`); the exit code
 is 1 if any run failed. Then the runs are pulled into this repo (`dvc exp pull`), so
-`dvc exp show` lists them. Without `--address` a local Ray instance is started for the sweep
-(`ray.init()`): the same command works on one machine.
+`dvc exp show` lists them. Without `--address` a local Ray instance is started (`ray.init()`):
+the same command works on one machine.
 
 Every node needs this project installed (`pip install -e '.[cluster]'`, the same Python), `git`,
 read access to the origin and write access to it and to the DVC remote: credentials come from
@@ -39,13 +38,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_PARAMS_FILE = "params.yaml"
 STEP_TIMEOUT = 3600.0  # seconds any one git or dvc command of a task may take
 STAGE_ERROR = re.compile(r"^[\w.-]+: error: ")
+DVC = [sys.executable, "-m", "dvc"]
 
 
 class SweepError(Exception):
@@ -64,17 +63,18 @@ class Spec:
 
 @dataclass
 class Outcome:
-    name: str
-    overrides: list[str]
     ok: bool
     seconds: float = 0.0
     node: str = ""
-    step: str = ""
     reason: str = ""
-    log: str = field(default="", repr=False)
 
 
-# --- the grid ----------------------------------------------------------------------------
+def _run(
+    cmd: list[str], cwd: Path, timeout: float, env: dict | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`cmd` with its output captured and no stdin: nothing of a task waits on a terminal."""
+    quiet = {"capture_output": True, "text": True, "stdin": subprocess.DEVNULL}
+    return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, **quiet)
 
 
 def expand(params: list[str]) -> list[list[str]]:
@@ -91,19 +91,10 @@ def expand(params: list[str]) -> list[list[str]]:
         raise SweepError(f"-S: {e}") from e
     except Exception as e:  # hydra's OverrideParseException and friends
         raise SweepError(f"-S: cannot parse {params}: {e}") from e
-    runs = []
-    for sweep in sweeps:
-        runs.append(
-            [
-                o if path == DEFAULT_PARAMS_FILE else f"{path}:{o}"
-                for path, ovs in sweep.items()
-                for o in ovs
-            ]
-        )
-    return runs
-
-
-# --- one task, on whichever node Ray picks -----------------------------------------------
+    return [
+        [o if path == "params.yaml" else f"{path}:{o}" for path, ovs in s.items() for o in ovs]
+        for s in sweeps
+    ]
 
 
 def reason_of(output: str) -> str:
@@ -132,71 +123,42 @@ def _node() -> str:
 def run_one(spec: Spec) -> Outcome:
     """Clone, pull, `dvc exp run`, `dvc exp push`, in a temp folder removed afterwards."""
     start = time.monotonic()
-    bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("DVC_NO_ANALYTICS", "1")
     for var, value in (("NAME", "mnist-basics sweep"), ("EMAIL", "sweep@" + socket.gethostname())):
         env.setdefault(f"GIT_AUTHOR_{var}", value)
         env.setdefault(f"GIT_COMMITTER_{var}", value)
-    dvc = [sys.executable, "-m", "dvc"]
     work = Path(tempfile.mkdtemp(prefix=f"mnist-sweep-{spec.name}-"))
     repo = work / "repo"
     sets = [a for o in spec.overrides for a in ("-S", o)]
     steps = [
         ("git clone", ["git", "clone", "-q", "--no-checkout", spec.origin, str(repo)], work),
         ("git checkout", ["git", "checkout", "-q", "--detach", spec.commit], repo),
-        ("dvc pull", [*dvc, "pull"], repo),
-        ("dvc exp run", [*dvc, "exp", "run", "-n", spec.name, *sets], repo),
-        ("dvc exp push", [*dvc, "exp", "push", "origin", spec.name], repo),
+        ("dvc pull", [*DVC, "pull"], repo),
+        ("dvc exp run", [*DVC, "exp", "run", "-n", spec.name, *sets], repo),
+        ("dvc exp push", [*DVC, "exp", "push", "origin", spec.name], repo),
     ]
-    log: list[str] = []
-
-    def failed(step: str, reason: str) -> Outcome:
-        elapsed = time.monotonic() - start
-        return Outcome(
-            spec.name, spec.overrides, False, elapsed, _node(), step, reason, "\n".join(log)
-        )
-
+    reason = ""
     try:
         for step, cmd, cwd in steps:
             try:
-                r = subprocess.run(
-                    cmd,
-                    cwd=cwd,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=STEP_TIMEOUT,
-                    stdin=subprocess.DEVNULL,
-                )
+                r = _run(cmd, cwd, STEP_TIMEOUT, env)
             except subprocess.TimeoutExpired:
-                return failed(step, f"{step}: no end after {STEP_TIMEOUT:.0f} s")
-            log.append(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}")
+                reason = f"{step}: no end after {STEP_TIMEOUT:.0f} s"
+                break
             if r.returncode != 0:
                 reason = reason_of(r.stdout + "\n" + r.stderr)
                 if step != "dvc exp run":
                     reason = f"{step}: {reason}"
-                return failed(step, reason)
-        return Outcome(
-            spec.name, spec.overrides, True, time.monotonic() - start, _node(), log="\n".join(log)
-        )
+                break
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-# --- the driver --------------------------------------------------------------------------
+    return Outcome(not reason, time.monotonic() - start, _node(), reason)
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> str:
-    r = subprocess.run(
-        ["git", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
+    r = _run(["git", *args], repo, 300)
     if check and r.returncode != 0:
         raise SweepError(f"git {' '.join(args)}: {reason_of(r.stderr or r.stdout)}")
     return r.stdout.strip()
@@ -210,26 +172,18 @@ def _origin(repo: Path, origin: str | None) -> tuple[str, str]:
     if not url:
         raise SweepError("no --origin given and this repo has no git remote 'origin'")
     if "://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url):
-        url = str((repo / url).resolve()) if not Path(url).is_absolute() else url
+        url = url if Path(url).is_absolute() else str((repo / url).resolve())
     return url, "origin"
 
 
 def _check_on_origin(repo: Path, origin: str, commit: str) -> None:
     """The tasks clone the origin: HEAD must be one of its refs or below one."""
     heads = {line.split()[0] for line in _git(repo, "ls-remote", origin).splitlines() if line}
-    if commit in heads:
-        return
-    for sha in heads:
-        r = subprocess.run(
-            ["git", "merge-base", "--is-ancestor", commit, sha],
-            cwd=repo,
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            timeout=60,
-        )
-        if r.returncode == 0:
-            return
-    raise SweepError(f"commit {commit[:7]} is not on {origin}: `git push` it first")
+    if commit not in heads and not any(
+        _run(["git", "merge-base", "--is-ancestor", commit, sha], repo, 60).returncode == 0
+        for sha in heads
+    ):
+        raise SweepError(f"commit {commit[:7]} is not on {origin}: `git push` it first")
 
 
 def _ray_init(address: str | None) -> Any:
@@ -244,10 +198,7 @@ def _ray_init(address: str | None) -> Any:
     import logging
 
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address:
-        kwargs["address"] = address
-    else:
-        kwargs["include_dashboard"] = False
+    kwargs.update({"address": address} if address else {"include_dashboard": False})
     # A Ray client server sometimes dies while it starts (fork amid gRPC threads,
     # ray-project/ray#63202): the connection then fails at once, and a second try usually works.
     tries = 3 if address and address.startswith("ray://") else 1
@@ -264,12 +215,9 @@ def _ray_init(address: str | None) -> Any:
     return ray
 
 
-def _fmt(seconds: float) -> str:
-    return f"{seconds:5.1f} s"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "-S",
         "--set-param",
         dest="params",
@@ -279,32 +227,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a param and its values, as `dvc exp run -S`: comma lists and range()/choice() "
         "sweep; several -S make the cartesian product",
     )
-    parser.add_argument(
+    add(
         "--address",
-        default=None,
-        help="the Ray cluster: ray://HEAD:10001 (Ray client), HEAD:6379 from a node of it, or "
-        "auto; default: a local Ray instance on this machine",
+        help="the Ray cluster: ray://HEAD:10001 (Ray client), HEAD:6379 from a "
+        "node of it, or auto; default: a local Ray instance on this machine",
     )
-    parser.add_argument(
+    add(
         "--origin",
-        default=None,
-        help="git URL every task clones and pushes its experiment to (default: the repo's "
-        "`origin` remote); it must hold HEAD",
+        help="git URL every task clones and pushes its experiment to (default: the "
+        "repo's `origin` remote); it must hold HEAD",
     )
-    parser.add_argument(
-        "-n",
-        "--name",
-        default=None,
-        help="runs are NAME-1 ... NAME-N (default: sweep-<HEAD's short sha>)",
-    )
-    parser.add_argument(
-        "--num-cpus", type=float, default=1.0, help="CPUs Ray reserves for each run (default 1)"
-    )
-    parser.add_argument(
+    add("-n", "--name", help="runs are NAME-1 ... NAME-N (default: sweep-<HEAD's short sha>)")
+    add("--num-cpus", type=float, default=1.0, help="CPUs Ray reserves for each run (default 1)")
+    add(
         "--no-pull",
         action="store_true",
         help="do not `dvc exp pull` the finished runs into this repo",
     )
+
+
+def _say(text: str, error: bool = False) -> None:
+    print(text, file=sys.stderr if error else sys.stdout, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -316,27 +259,25 @@ def run(args: argparse.Namespace) -> int:
         runs = expand(args.params)
         _check_on_origin(repo, origin_url, commit)
         if _git(repo, "status", "--porcelain", "--untracked-files=no"):
-            print(
+            _say(
                 f"sweep: warning: uncommitted changes are not part of the sweep; every run "
                 f"starts from commit {commit[:7]}",
-                file=sys.stderr,
-                flush=True,
+                error=True,
             )
         name = args.name or f"sweep-{commit[:7]}"
         specs = [Spec(f"{name}-{i}", ovs, origin_url, commit) for i, ovs in enumerate(runs, 1)]
         ray = _ray_init(args.address)
     except SweepError as e:
-        print(f"sweep: error: {e}", file=sys.stderr, flush=True)
+        _say(f"sweep: error: {e}", error=True)
         return 2
 
     start = time.monotonic()
     outcomes: dict[str, Outcome] = {}
     try:
-        resources = ray.cluster_resources()
-        print(
+        cpus = ray.cluster_resources().get("CPU", 0)
+        _say(
             f"sweep: {len(specs)} runs of commit {commit[:7]} on {origin_url}, Ray cluster of "
-            f"{len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPU(s)",
-            flush=True,
+            f"{len(ray.nodes())} node(s), {cpus:g} CPU(s)"
         )
         task = ray.remote(num_cpus=args.num_cpus, max_retries=0)(run_one)
         pending = {task.remote(s): s for s in specs}
@@ -344,60 +285,43 @@ def run(args: argparse.Namespace) -> int:
             done, _ = ray.wait(list(pending), num_returns=1)
             spec = pending.pop(done[0])
             try:
-                outcome = ray.get(done[0])
+                o = ray.get(done[0])
             except Exception as e:  # the task or its worker died
-                outcome = Outcome(
-                    spec.name, spec.overrides, False, step="ray", reason=f"ray: {reason_of(str(e))}"
-                )
-            outcomes[spec.name] = outcome
-            state = "ok" if outcome.ok else "FAILED"
-            print(
-                f"[{len(outcomes)}/{len(specs)}] {spec.name} {state} {_fmt(outcome.seconds)} "
-                f"on {outcome.node or '?'}  {' '.join(spec.overrides)}"
-                + ("" if outcome.ok else f"\n    {outcome.reason}"),
-                flush=True,
+                o = Outcome(False, reason=f"ray: {reason_of(str(e))}")
+            outcomes[spec.name] = o
+            _say(
+                f"[{len(outcomes)}/{len(specs)}] {spec.name} {'ok' if o.ok else 'FAILED'} "
+                f"{o.seconds:5.1f} s on {o.node or '?'}  {' '.join(spec.overrides)}"
+                + ("" if o.ok else f"\n    {o.reason}")
             )
     except KeyboardInterrupt:
-        for ref in list(pending):
+        for ref in pending:
             ray.cancel(ref, force=True)
-        print("sweep: interrupted; unfinished runs cancelled", file=sys.stderr, flush=True)
+        _say("sweep: interrupted; unfinished runs cancelled", error=True)
         return 130
     finally:
         ray.shutdown()
 
-    wall = time.monotonic() - start
-    ok = [o for o in outcomes.values() if o.ok]
-    failed = [o for o in outcomes.values() if not o.ok]
-    print(
-        f"\nsweep {name}: {len(ok)} of {len(specs)} runs landed on {origin_url} in "
-        f"{_fmt(wall).strip()}",
-        flush=True,
+    landed = [s.name for s in specs if outcomes[s.name].ok]
+    _say(
+        f"\nsweep {name}: {len(landed)} of {len(specs)} runs landed on {origin_url} in "
+        f"{time.monotonic() - start:.1f} s"
     )
+    width = max(len(s.name) for s in specs)
     for s in specs:
         o = outcomes[s.name]
-        line = f"  {s.name:<{max(len(x.name) for x in specs)}}  {'ok    ' if o.ok else 'FAILED'}"
-        line += f"  {_fmt(o.seconds)}  {' '.join(s.overrides)}"
-        print(line + ("" if o.ok else f"\n      {o.reason}"), flush=True)
-
-    code = 1 if failed else 0
-    if ok and not args.no_pull:
-        names = [o.name for o in ok]
-        r = subprocess.run(
-            [sys.executable, "-m", "dvc", "exp", "pull", origin_here, *names],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=STEP_TIMEOUT,
+        _say(
+            f"  {s.name:<{width}}  {'ok    ' if o.ok else 'FAILED'}  {o.seconds:5.1f} s  "
+            f"{' '.join(s.overrides)}" + ("" if o.ok else f"\n      {o.reason}")
         )
+
+    code = 0 if len(landed) == len(specs) else 1
+    if landed and not args.no_pull:
+        r = _run([*DVC, "exp", "pull", origin_here, *landed], repo, STEP_TIMEOUT)
         if r.returncode == 0:
-            print(f"pulled {len(names)} runs into this repo: dvc exp show", flush=True)
+            _say(f"pulled {len(landed)} runs into this repo: dvc exp show")
         else:
-            print(
-                f"sweep: error: dvc exp pull: {reason_of(r.stdout + r.stderr)}",
-                file=sys.stderr,
-                flush=True,
-            )
+            _say(f"sweep: error: dvc exp pull: {reason_of(r.stdout + r.stderr)}", error=True)
             code = 1
     return code
 
