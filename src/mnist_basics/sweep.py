@@ -199,8 +199,8 @@ def _ray_init(address: str | None) -> Any:
 
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     kwargs.update({"address": address} if address else {"include_dashboard": False})
-    # A Ray client server sometimes dies while it starts (fork amid gRPC threads,
-    # ray-project/ray#63202): the connection then fails at once, and a second try usually works.
+    # A Ray client server sometimes dies while it starts (a fork amid gRPC threads, a known Ray
+    # race that README's Sharing section cites): the connection fails at once; a retry works.
     tries = 3 if address and address.startswith("ray://") else 1
     for attempt in range(1, tries + 1):
         try:
