@@ -25,13 +25,14 @@ def grey(pixels: np.ndarray, scale: int = 4) -> Image.Image:
 
 
 def heat(weights: np.ndarray, scale: int = 8) -> Image.Image:
-    """A [28, 28] array as a diverging heat map: red for positive, blue for negative, white at 0."""
+    """A 2-D array (28x28 weights, a 3x3 kernel) as a diverging heat map, each cell scale pixels
+    wide: red for positive, blue for negative, white at 0."""
     m = float(np.abs(weights).max()) or 1.0
     v = np.clip(weights / m, -1, 1)[..., None]
     red, white, blue = np.array([178, 24, 43]), np.array([247, 247, 247]), np.array([33, 102, 172])
     rgb = np.where(v > 0, white + (red - white) * v, white + (blue - white) * -v)
     img = Image.fromarray(rgb.round().astype(np.uint8), mode="RGB")
-    return img.resize((28 * scale, 28 * scale), Image.Resampling.NEAREST)
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
 
 
 def labelled_grid(tiles: list[Image.Image], captions: list[str], cols: int = 6) -> Image.Image:

@@ -35,7 +35,6 @@ MODEL = Path("models/model.safetensors")
 LOGITS = Path("models/valid_logits.safetensors")
 LIVE = Path("metrics/train")
 PLOTS = Path("plots/train")
-OUTPUTS = (MODEL, LOGITS, LIVE, PLOTS)
 
 
 def device_for(name: str) -> torch.device:
@@ -96,12 +95,7 @@ def weights_picture(model: torch.nn.Module, spec: ModelSpec) -> images.Image.Ima
         maps = first[:, 0].numpy()
         captions = [f"conv1 {i}" for i in range(len(maps))]
         scale = 24
-    tiles = [
-        images.heat(np.asarray(m), scale=1).resize(
-            (m.shape[1] * scale, m.shape[0] * scale), images.Image.Resampling.NEAREST
-        )
-        for m in maps
-    ]
+    tiles = [images.heat(np.asarray(m), scale) for m in maps]
     return images.labelled_grid(tiles, captions, cols=1 if len(tiles) == 1 else 6)
 
 
@@ -134,16 +128,9 @@ def train(p: Params) -> list[EpochStats]:
         transform=augmenter(tp),
     )
     log.info(
-        "%s, %s, %s optimizer, lr %g, %d epochs, %d train / %d valid images on %s, %d thread(s)",
-        tp.model,
-        tp.loss_func,
-        tp.optimizer,
-        tp.lr,
-        tp.epochs,
-        len(train_split.x),
-        len(valid_split.x),
-        dev,
-        tp.threads,
+        f"{tp.model}, {tp.loss_func}, {tp.optimizer} optimizer, lr {tp.lr:g}, {tp.epochs} epochs, "
+        f"{len(train_split.x)} train / {len(valid_split.x)} valid images on {dev}, "
+        f"{tp.threads} thread(s)"
     )
     history = learn.fit(tp.epochs)
     with atomic.atomic_path(LIVE, is_dir=True) as live_dir:
