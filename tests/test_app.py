@@ -114,6 +114,7 @@ def test_listens_on_localhost_and_lists_revisions(server: Server) -> None:
 def test_predict_endpoint(server: Server) -> None:
     from test_predict import seven
 
+    from mnist_basics import app
     from mnist_basics.predict import load, predict_prepared
     from mnist_basics.preprocess import prepare
 
@@ -132,6 +133,8 @@ def test_predict_endpoint(server: Server) -> None:
     assert status == 400 and "not an image" in d["error"]
     status, d = server.post("predict?model=nope", body)
     assert status == 404 and "unknown revision" in d["error"]
+    too_large = app.answer(server.repo, "v1", bytes(app.MAX_BODY + 1))  # before any model is read
+    assert too_large == (413, {"error": "image larger than 5000000 bytes"})
 
 
 def canvas_png(page) -> bytes:

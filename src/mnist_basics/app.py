@@ -14,32 +14,34 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import io
-import logging
+import shutil
 import subprocess
 import sys
 import threading
-from collections import OrderedDict
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mnist_basics import predict as predict_mod
+from PIL import Image
+
 from mnist_basics.errors import UserError
+from mnist_basics.predict import WORKSPACE, LoadedModel, load, predict_prepared
 from mnist_basics.preprocess import ImageError, prepare
 
-NAME = "serve"
-HELP = "a local page to draw a digit and see the model's guess"
+if TYPE_CHECKING:  # imported only to serve: the missing `app` extra is then one clear line
+    import uvicorn
+    from starlette.applications import Starlette
+
 MAX_BODY = 5_000_000  # bytes of one posted PNG
 CACHED_MODELS = 8
-
-log = logging.getLogger("mnist_basics")
-
-
-def _dvc() -> str:
-    exe = Path(sys.executable).parent / "dvc"
-    return str(exe) if exe.exists() else "dvc"
+TOO_LARGE = {"error": f"image larger than {MAX_BODY} bytes"}
+DVC = shutil.which("dvc", path=Path(sys.executable).parent) or "dvc"  # ours, else PATH's
 
 
 def _lines(args: list[str], cwd: Path) -> list[str]:
+    """A command's non-empty output lines; none if it fails (no DVC, not a git repository)."""
     try:
         r = subprocess.run(
             args, cwd=cwd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
@@ -50,61 +52,45 @@ def _lines(args: list[str], cwd: Path) -> list[str]:
 
 
 def list_revisions(repo: Path) -> list[dict]:
-    """What the selector offers: the workspace, then DVC experiments (of every commit), git
+    """What the selectors offer: the workspace, then DVC experiments (of every commit), git
     branches and tags. Each entry: {"id": the --rev, "kind": workspace|experiment|branch|tag}."""
-    out = [{"id": predict_mod.WORKSPACE, "kind": "workspace"}]
-    seen = {predict_mod.WORKSPACE}
-    exps = _lines([_dvc(), "exp", "list", "--all-commits", "--name-only"], repo)
-    branches = _lines(["git", "for-each-ref", "--format=%(refname:short)", "refs/heads"], repo)
-    tags = _lines(["git", "for-each-ref", "--format=%(refname:short)", "refs/tags"], repo)
-    for kind, names in (("experiment", exps), ("branch", branches), ("tag", tags)):
-        for n in names:
-            if n not in seen:
-                seen.add(n)
-                out.append({"id": n, "kind": kind})
+    refs = ["git", "for-each-ref", "--format=%(refname:short)"]
+    commands = {
+        "experiment": [DVC, "exp", "list", "--all-commits", "--name-only"],
+        "branch": [*refs, "refs/heads"],
+        "tag": [*refs, "refs/tags"],
+    }
+    out = [{"id": WORKSPACE, "kind": "workspace"}]
+    for kind, command in commands.items():
+        for name in _lines(command, repo):
+            if all(r["id"] != name for r in out):
+                out.append({"id": name, "kind": kind})
     return out
 
 
-class Models:
-    """Loaded models by revision id, the few most recently used kept in memory."""
-
-    def __init__(self, repo: Path, model_path: str = predict_mod.MODEL_PATH) -> None:
-        self.repo = repo
-        self.model_path = model_path
-        self._cache: OrderedDict[str, predict_mod.LoadedModel] = OrderedDict()
-        self._lock = threading.Lock()
-        self._revisions: list[dict] | None = None
-
-    def revisions(self, refresh: bool = False) -> list[dict]:
-        with self._lock:
-            if self._revisions is None or refresh:
-                self._revisions = list_revisions(self.repo)
-            return self._revisions
-
-    def get(self, rev: str) -> predict_mod.LoadedModel:
-        with self._lock:
-            if rev in self._cache:
-                self._cache.move_to_end(rev)
-                return self._cache[rev]
-            model = predict_mod.load(rev, self.model_path, str(self.repo))
-            self._cache[rev] = model
-            while len(self._cache) > CACHED_MODELS:
-                self._cache.popitem(last=False)
-            return model
+# The few most recently used models, loaded one at a time (DVC is not re-entered, and a model
+# the page asks for twice at once is read once).
+_cached_load = functools.lru_cache(maxsize=CACHED_MODELS)(load)
+_loading = threading.Lock()
 
 
-def png_data_url(image) -> str:
+def model_at(rev: str, repo: Path) -> LoadedModel:
+    with _loading:
+        return _cached_load(rev, str(repo))
+
+
+def png_data_url(image: Image.Image) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def answer(models: Models, rev: str, body: bytes) -> tuple[int, dict]:
-    """(HTTP status, JSON) for one posted drawing and one model."""
+def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:
+    """(HTTP status, JSON) for one posted drawing and revision `rev`'s model."""
     if len(body) > MAX_BODY:
-        return 413, {"error": f"image larger than {MAX_BODY} bytes"}
+        return 413, TOO_LARGE
     try:
-        model = models.get(rev)
+        model = model_at(rev, repo)
     except UserError as e:
         return 404, {"error": str(e)}
     try:
@@ -113,7 +99,7 @@ def answer(models: Models, rev: str, body: bytes) -> tuple[int, dict]:
         if str(e).startswith("no ink"):
             return 200, {"empty": True, "model": rev, "digits": list(model.digits)}
         return 400, {"error": str(e)}
-    pred = predict_mod.predict_prepared(model, [("drawing", prepared)])[0]
+    pred = predict_prepared(model, [("drawing", prepared)])[0]
     return 200, {
         "empty": False,
         "model": rev,
@@ -125,7 +111,7 @@ def answer(models: Models, rev: str, body: bytes) -> tuple[int, dict]:
     }
 
 
-def create_app(repo: Path | str = ".", model_path: str = predict_mod.MODEL_PATH):
+def create_app(repo: Path | str = ".") -> Starlette:
     """The ASGI app: GET / (the page), GET /models, POST /predict?model=REV (body: a PNG)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -133,38 +119,35 @@ def create_app(repo: Path | str = ".", model_path: str = predict_mod.MODEL_PATH)
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
-    models = Models(Path(repo).resolve(), model_path)
+    repo = Path(repo).resolve()
     page_html = (Path(__file__).parent / "app.html").read_text(encoding="utf-8")
 
     async def page(request: Request) -> Response:
         return HTMLResponse(page_html, headers={"Cache-Control": "no-store"})
 
     async def revisions(request: Request) -> Response:
-        refresh = request.query_params.get("refresh") == "1"
-        return JSONResponse(await run_in_threadpool(models.revisions, refresh))
+        return JSONResponse(await run_in_threadpool(list_revisions, repo))
 
     async def predict(request: Request) -> Response:
-        rev = request.query_params.get("model", predict_mod.WORKSPACE)
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > MAX_BODY:
-            return JSONResponse({"error": f"image larger than {MAX_BODY} bytes"}, 413)
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > MAX_BODY:  # refused before it is read
+            return JSONResponse(TOO_LARGE, 413)
+        rev = request.query_params.get("model", WORKSPACE)
         body = await request.body()
-        status, data = await run_in_threadpool(answer, models, rev, body)
+        status, data = await run_in_threadpool(answer, repo, rev, body)
         return JSONResponse(data, status)
 
-    async def favicon(request: Request) -> Response:
+    async def no_favicon(request: Request) -> Response:  # no 404 in the browser's console
         return Response(status_code=204)
 
-    app = Starlette(
+    return Starlette(
         routes=[
             Route("/", page),
             Route("/models", revisions),
             Route("/predict", predict, methods=["POST"]),
-            Route("/favicon.ico", favicon),
+            Route("/favicon.ico", no_favicon),
         ]
     )
-    app.state.models = models
-    return app
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -188,31 +171,15 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(args.repo)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)
-
-    def announce() -> None:  # once listening: the address, with the port the OS gave
-        import time
-
-        while not server.started:
-            time.sleep(0.05)
-        for s in server.servers:
-            for sock in s.sockets:
-                host, port = sock.getsockname()[:2]
-                print(f"serve: http://{host}:{port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
-
-    threading.Thread(target=announce, daemon=True).start()
+    threading.Thread(target=announce, args=(server,), daemon=True).start()
     server.run()
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=f"mnist-basics {NAME}", description=HELP)
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except UserError as e:
-        print(f"{NAME}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def announce(server: uvicorn.Server) -> None:
+    """Once uvicorn listens, print its address with the port the OS gave (--port 0)."""
+    while not server.started:
+        time.sleep(0.05)
+    for sock in (sock for s in server.servers for sock in s.sockets):
+        host, port = sock.getsockname()[:2]
+        print(f"serve: http://{host}:{port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)

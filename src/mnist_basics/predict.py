@@ -21,20 +21,18 @@ from typing import Any
 from mnist_basics.errors import UserError
 from mnist_basics.preprocess import ImageError, Prepared, prepare
 
-NAME = "predict"
-HELP = "predict the digit in image files or folders"
 MODEL_PATH = "models/model.safetensors"
 WORKSPACE = "workspace"
 
 
 @dataclass
 class LoadedModel:
-    """A model ready to predict, and where it came from."""
+    """A model ready to predict, and where it came from: "workspace" or the revision."""
 
-    model: Any  # torch.nn.Module
+    model: Any  # torch.nn.Module; torch is imported only when a model is loaded
     digits: tuple[int, ...]
     spec: dict
-    source: str  # "workspace" or the revision
+    source: str
 
 
 @dataclass
@@ -54,6 +52,20 @@ class Prediction:
         }
 
 
+def load(rev: str | None = None, repo: str | None = None) -> LoadedModel:
+    """The workspace's model (rev None or "workspace"), or revision `rev`'s: the one way both
+    `predict` and `serve` get a model."""
+    if rev in (None, WORKSPACE):
+        path = Path(repo or ".") / MODEL_PATH
+        if not path.exists():
+            raise UserError(f"{path}: no model; run `dvc repro` (or `dvc pull`) first")
+        return _load_file(path, WORKSPACE)
+    with tempfile.TemporaryDirectory(prefix="mnist-basics-model-") as tmp:
+        path = Path(tmp) / "model.safetensors"
+        path.write_bytes(read_at_rev(rev, repo))  # load_model reads a file
+        return _load_file(path, rev)
+
+
 def _load_file(path: Path, source: str) -> LoadedModel:
     from mnist_basics.models import load_model
 
@@ -61,48 +73,32 @@ def _load_file(path: Path, source: str) -> LoadedModel:
         model, spec = load_model(path)
     except UserError:
         raise
-    except Exception as e:  # a corrupt or foreign safetensors file
+    except Exception as e:  # a corrupt or foreign safetensors file: one line, no traceback
         raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({e})") from None
-    return LoadedModel(model, spec.digits, {**asdict(spec), "digits": list(spec.digits)}, source)
+    return LoadedModel(model, spec.digits, asdict(spec), source)
 
 
-def load(
-    rev: str | None = None, model_path: str = MODEL_PATH, repo: str | None = None
-) -> LoadedModel:
-    """The workspace's model (rev None or "workspace"), or revision `rev`'s via dvc.api.open."""
-    if rev is None or rev == WORKSPACE:
-        p = Path(repo or ".") / model_path
-        if not p.exists():
-            raise UserError(f"{p}: no model; run `dvc repro` (or `dvc pull`) first")
-        return _load_file(p, WORKSPACE)
-    data = read_at_rev(rev, model_path, repo)
-    with tempfile.TemporaryDirectory(prefix="mnist-basics-model-") as tmp:
-        p = Path(tmp) / "model.safetensors"
-        p.write_bytes(data)
-        return _load_file(p, rev)
-
-
-def read_at_rev(rev: str, model_path: str = MODEL_PATH, repo: str | None = None) -> bytes:
-    """The bytes of `model_path` at a git revision or DVC experiment, without a checkout."""
+def read_at_rev(rev: str, repo: str | None = None) -> bytes:
+    """The bytes of the model at a git revision or DVC experiment, without a checkout."""
     import dvc.api
     from dvc.exceptions import DvcException
     from dvc.scm import RevError
 
     unknown = f"--rev {rev}: unknown revision"
     try:
-        with dvc.api.open(model_path, repo=repo, rev=rev, mode="rb") as f:
+        with dvc.api.open(MODEL_PATH, repo=repo, rev=rev, mode="rb") as f:
             return f.read()
     except RevError:
         raise UserError(
             f"{unknown} (not a commit, branch, tag or DVC experiment of this repository)"
         ) from None
     except FileNotFoundError:
-        raise UserError(f"--rev {rev}: {model_path} is not in that revision") from None
+        raise UserError(f"--rev {rev}: {MODEL_PATH} is not in that revision") from None
     except DvcException as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "unknown" in msg.lower() or "revision" in msg.lower():
             raise UserError(f"{unknown} ({msg})") from None
-        raise UserError(f"--rev {rev}: cannot read {model_path}: {msg}") from None
+        raise UserError(f"--rev {rev}: cannot read {MODEL_PATH}: {msg}") from None
 
 
 def predict_prepared(model: LoadedModel, items: list[tuple[str, Prepared]]) -> list[Prediction]:
@@ -130,8 +126,8 @@ def predict_prepared(model: LoadedModel, items: list[tuple[str, Prepared]]) -> l
 
 
 def image_files(folder: Path) -> list[Path]:
-    """A folder's images, recursively, in name order: files whose extension Pillow knows, not
-    hidden."""
+    """A folder's images, recursively, in name order: not hidden, with an extension Pillow
+    knows (so notes and sidecar files in a photo folder are not errors)."""
     from PIL import Image
 
     known = {e.lower() for e in Image.registered_extensions()}
@@ -145,15 +141,15 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def expand(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Inputs as files; errors (path, what is wrong) for what is missing or empty."""
+    """The input files, folders expanded; (path, what is wrong) for what is missing or empty."""
     files, errors = [], []
     for s in paths:
         p = Path(s)
         if p.is_dir():
             found = image_files(p)
+            files += found
             if not found:
                 errors.append((s, "a folder with no image files"))
-            files += found
         elif p.exists():
             files.append(p)
         else:
@@ -172,15 +168,18 @@ def table(preds: list[Prediction], digits: tuple[int, ...]) -> str:
     )
 
 
-def show_name(path: Path, taken: set[str]) -> str:
-    """A file name for --show: the input's stem, made unique."""
-    base = "_".join(path.with_suffix("").parts[-2:]).lstrip("._") or "image"
-    name, k = f"{base}.png", 1
-    while name in taken:
-        k += 1
-        name = f"{base}-{k}.png"
-    taken.add(name)
-    return name
+def write_shown(preds: list[Prediction], folder: Path) -> None:
+    """--show: each input's 28x28 image, named after its folder and stem, made unique."""
+    folder.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    for p in preds:
+        base = "_".join(Path(p.path).with_suffix("").parts[-2:]).lstrip("._") or "image"
+        name, k = f"{base}.png", 1
+        while name in taken:
+            k += 1
+            name = f"{base}-{k}.png"
+        taken.add(name)
+        p.prepared.image().save(folder / name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,48 +196,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _error(what: str) -> None:
-    print(f"{NAME}: error: {what}", file=sys.stderr)
+    print(f"predict: error: {what}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Predict every input that can be read; exit status 2 if any cannot."""
     files, errors = expand(args.paths)
     for path, what in errors:
         _error(f"{path}: {what}")
-    try:
-        model = load(args.rev)
-    except UserError as e:
-        _error(str(e))
-        return 2
+    model = load(args.rev)  # or a UserError, which the console script prints as one line
     import torch
 
     torch.set_num_threads(1)
-    items, bad = [], bool(errors)
+    items = []
     for f in files:
         try:
             items.append((str(f), prepare(f)))
         except ImageError as e:
             _error(f"{f}: {e}")
-            bad = True
     preds = predict_prepared(model, items)
     if args.show is not None and preds:
-        args.show.mkdir(parents=True, exist_ok=True)
-        taken: set[str] = set()
-        for p in preds:
-            p.prepared.image().save(args.show / show_name(Path(p.path), taken))
+        write_shown(preds, args.show)
     if args.json:
         images = [p.as_json() for p in preds]
         doc = {"model": {"source": model.source, "spec": model.spec}, "images": images}
         print(json.dumps(doc, indent=1))
     elif preds:
         print(table(preds, model.digits))
-    return 2 if bad else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=f"mnist-basics {NAME}", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return 2 if errors or len(items) < len(files) else 0
