@@ -1,61 +1,42 @@
-"""Train the ten-digit models of README's recipes, with and without augmentation, as the
-pipeline's train stage does (its own `mnist_basics.train.train`, the same params and seed), for
+"""Train the ten-digit models of README's recipes, with and without augmentation, exactly as the
+pipeline's train stage does (`mnist_basics.train.train` on params.yaml plus the recipe), for
 `bench/font_digits.py` and the serve page.
 
     python bench/train_aug.py --mnist ../shared/data/mnist --out /tmp/use-models cnn cnn_aug mlp
 
-Each name writes <out>/<name>.safetensors (and <name>.json: the last epoch's figures).
-The runs behind README-use.md are in bench/train_aug_results.json (wall times on a loaded
-2-core machine shared with other jobs: the plain CNN took 1417 s there, ~100 s alone). The
-augmented runs swap the stage's Learner for one whose calc_grad sees `augment(xb)`: the hook the
-pipeline's `train.augment` param wires (README-use.md). The ten digits are downloaded from the
-local IDX copy and tensorized once into <out>/data.
+Each name trains in <out>/<name>/ (its models/model.safetensors, metrics and plots, as in a
+project) and writes <out>/<name>.json (params and the last epoch's figures). `_aug` adds the
+recipe's `train.shift=2` and `train.rotate=12`. The ten digits are downloaded from the local IDX
+copy and tensorized once into <out>/data/tensors.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mnist_basics import train as train_mod  # noqa: E402
-from mnist_basics.augment import augment  # noqa: E402
-from mnist_basics.learner import Learner  # noqa: E402
+from mnist_basics import numerics, params  # noqa: E402
 
 TEN = list(range(10))
-# README's recipes (Recipes table): ten-digit CNN and MLP.
-RECIPES: dict[str, dict] = {
+RECIPES: dict[str, dict] = {  # README's Recipes table, ten digits
     "cnn": dict(
         model="cnn", optimizer="adam", lr=0.01, epochs=6, shuffle=True, schedule="one_cycle"
     ),
     "mlp": dict(
         model="simple_net", hidden=256, optimizer="adam", lr=0.001, shuffle=True, epochs=20
     ),
-    "linear": dict(init_std=0.01, optimizer="adam", lr=0.001, shuffle=True),
 }
-AUGMENT = dict(max_shift=2, max_rotate=12.0, seed=1)
-
-
-@dataclass
-class AugmentedLearner(Learner):
-    """The stage's Learner with `augment` applied to every training batch before calc_grad."""
-
-    max_shift: int = 2
-    max_rotate: float = 12.0
-    aug_generator: torch.Generator | None = None
-
-    def calc_grad(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        xb = augment(xb, self.aug_generator, self.max_shift, self.max_rotate)
-        return super().calc_grad(xb, yb)
+AUGMENT = dict(shift=2, rotate=12.0)
 
 
 def tensors(mnist: Path, out: Path) -> Path:
@@ -64,48 +45,30 @@ def tensors(mnist: Path, out: Path) -> Path:
 
     t = out / "data" / "tensors"
     if not (t / "valid.safetensors").exists():
-        download(TEN, [str(mnist)], 10, out / "data" / "raw.zip")
+        download(TEN, [str(mnist.resolve())], 10, out / "data" / "raw.zip")
         tensorize(out / "data" / "raw.zip", t)
     return t
 
 
 def run(name: str, tens: Path, out: Path) -> dict:
-    base = name.removesuffix("_aug")
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["data"]["digits"] = TEN
-    p["train"].update(RECIPES[base])
-    p["train"]["device"] = "cpu"
-    work = out / name
-    paths = train_mod.Paths(
-        tensors=tens,
-        model=out / f"{name}.safetensors",
-        live=work / "live",
-        plots=work / "plots",
-        logits=work / "valid_logits.safetensors",
-    )
-    original = train_mod.Learner
+    from mnist_basics.train import train
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["digits"] = TEN
+    raw["train"].update(RECIPES[name.removesuffix("_aug")], loss_func="cross_entropy")
     if name.endswith("_aug"):
-        gen = torch.Generator().manual_seed(AUGMENT["seed"])
-
-        def learner(**kw):
-            return AugmentedLearner(
-                **kw,
-                max_shift=AUGMENT["max_shift"],
-                max_rotate=AUGMENT["max_rotate"],
-                aug_generator=gen,
-            )
-
-        train_mod.Learner = learner
+        raw["train"].update(AUGMENT)
+    p = params.validate(raw)
+    work = out / name
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    if not (work / "data" / "tensors").exists():
+        (work / "data" / "tensors").symlink_to(tens.resolve())
     t0 = time.perf_counter()
-    try:
-        history = train_mod.train(p, paths)
-    finally:
-        train_mod.Learner = original
-    last = history[-1]
+    os.chdir(work)  # the train stage's paths are relative to a project's root
+    last = train(p)[-1]
     result = {
         "name": name,
-        "train": p["train"],
-        "augment": AUGMENT if name.endswith("_aug") else None,
+        "train": p.train.model_dump(),
         "valid_accuracy": last.valid_accuracy,
         "valid_loss": last.valid_loss,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -121,13 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mnist", type=Path, default=ROOT.parent / "shared" / "data" / "mnist")
     ap.add_argument("--out", type=Path, default=Path("/tmp/use-models"))
     args = ap.parse_args(argv)
-    import logging
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args.out.mkdir(parents=True, exist_ok=True)
-    tens = tensors(args.mnist, args.out)
+    numerics.pin_env(params.Train().threads)  # before torch, as the train stage does
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    tens = tensors(args.mnist, out)
     for name in args.names:
-        run(name, tens, args.out)
+        run(name, tens, out)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""The `mnist-basics` console script: its subcommands come from modules exposing NAME, HELP,
-`add_arguments(parser)` and `run(args) -> int`.
+"""The `mnist-basics` console script: each subcommand is a module with `add_arguments(parser)`
+and `run(args) -> int`; a UserError it raises is one `<command>: error: ...` line, exit 2.
 
     mnist-basics predict digit.png
     mnist-basics serve --port 8000
