@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -160,8 +160,7 @@ def _allowed(info: Any) -> str:
     """What a key takes, in words: its own "allowed", its choices, or its type and bounds."""
     if allowed := (info.json_schema_extra or {}).get("allowed"):
         return allowed
-    choices = getattr(info.annotation, "__args__", None)
-    if choices and all(isinstance(a, str) for a in choices):
+    if (choices := get_args(info.annotation)) and all(isinstance(a, str) for a in choices):
         return "one of " + ", ".join(choices)
     bounds = [
         f"{op} {f'{int(v):,}' if float(v).is_integer() else f'{v:g}'}"
@@ -223,13 +222,12 @@ def load(path: str | Path = "params.yaml") -> Params:
 
 def markdown_table() -> str:
     """README's params reference, made from the classes above."""
-    rows = ["| key | default | allowed | what it does |", "|---|---|---|---|"]
-    for sec, field in Params.model_fields.items():
-        for k, info in field.annotation.model_fields.items():
-            rows.append(
-                f"| `{sec}.{k}` | `{_flow(info.default)}` | {_allowed(info)} | {info.description} |"
-            )
-    return "\n".join(rows)
+    rows = [
+        f"| `{sec}.{k}` | `{_flow(info.default)}` | {_allowed(info)} | {info.description} |"
+        for sec, field in Params.model_fields.items()
+        for k, info in field.annotation.model_fields.items()
+    ]
+    return "\n".join(["| key | default | allowed | what it does |", "|---|---|---|---|", *rows])
 
 
 def defaults() -> dict[str, dict[str, Any]]:
