@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,9 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
     if is_dir:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; outputs get the user's usual mode
-    else:
-        tmp.rmdir()
+        tmp.mkdir()  # the user's usual mode, as for any folder they make (mkdtemp's is 0700)
     try:
         yield tmp
         if is_dir:
@@ -78,8 +74,7 @@ def read_safetensors(
     try:
         with safe_open(str(path), framework=framework) as f:
             arrays, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}  # noqa: SIM118
-        missing = [k for k in needs if k not in arrays]
-        if missing:
+        if missing := [k for k in needs if k not in arrays]:
             raise ValueError(f"no {', '.join(missing)} in it")
         return arrays, meta
     except (SafetensorError, OSError, ValueError) as e:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.types import FiniteFloat, StrictBool, StrictInt
 
 from mnist_basics.errors import UserError
 
@@ -24,7 +25,7 @@ class Section(BaseModel):
 
 
 class Data(Section):
-    digits: list[Annotated[int, Field(ge=0, le=9, strict=True)]] = Field(
+    digits: list[Annotated[StrictInt, Field(ge=0, le=9)]] = Field(
         [3, 7],
         description="Digits to classify; [3, 7] is the book's MNIST_SAMPLE. The first is the "
         "positive class of the two-digit models.",
@@ -69,8 +70,8 @@ class Train(Section):
         description="linear: the book's `linear1`; simple_net: 784-hidden-out with a ReLU; "
         "cnn: a small CNN.",
     )
-    hidden: int = Field(
-        30, strict=True, ge=1, le=4096, description="simple_net's hidden width (the book's 30)."
+    hidden: StrictInt = Field(
+        30, ge=1, le=4096, description="simple_net's hidden width (the book's 30)."
     )
     loss_func: Literal["mnist_loss", "cross_entropy"] = Field(
         "mnist_loss",
@@ -82,21 +83,14 @@ class Train(Section):
         description="basic: the book's BasicOptim (`p -= p.grad * lr`); sgd: torch.optim.SGD; "
         "adam: torch.optim.Adam.",
     )
-    lr: float = Field(
-        1.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="Learning rate (the book's: 1.0 linear, 0.1 simple_net).",
+    lr: FiniteFloat = Field(
+        1.0, gt=0, description="Learning rate (the book's: 1.0 linear, 0.1 simple_net)."
     )
-    epochs: int = Field(
-        20,
-        strict=True,
-        ge=1,
-        le=100_000,
-        description="Epochs (the book's: 20 linear, 40 simple_net).",
+    epochs: StrictInt = Field(
+        20, ge=1, le=100_000, description="Epochs (the book's: 20 linear, 40 simple_net)."
     )
-    batch_size: int = Field(
-        256, strict=True, ge=1, le=1_000_000, description="Mini-batch size (the book's)."
+    batch_size: StrictInt = Field(
+        256, ge=1, le=1_000_000, description="Mini-batch size (the book's)."
     )
     init_std: float = Field(
         1.0, gt=0, le=1e6, description="Std of the book's `init_params` for the linear model."
@@ -108,12 +102,11 @@ class Train(Section):
         description="constant: lr throughout, as in the chapter; one_cycle: fastai's "
         "fit_one_cycle.",
     )
-    shuffle: bool = Field(
-        False, strict=True, description="Shuffle the training set each epoch (the book does not)."
+    shuffle: StrictBool = Field(
+        False, description="Shuffle the training set each epoch (the book does not)."
     )
-    shift: int = Field(
+    shift: StrictInt = Field(
         0,
-        strict=True,
         ge=0,
         le=8,
         description="Random shift of each training image, pixels "
@@ -126,10 +119,9 @@ class Train(Section):
         description="Random rotation of each training image, degrees "
         "(0: none; 12 helps drawn digits).",
     )
-    seed: int = Field(42, strict=True, ge=0, lt=2**32, description="Seed of every random draw.")
-    threads: int = Field(
+    seed: StrictInt = Field(42, ge=0, lt=2**32, description="Seed of every random draw.")
+    threads: StrictInt = Field(
         1,
-        strict=True,
         ge=1,
         le=256,
         description="CPU threads of the kernels; part of the result, so a param, never the "
@@ -143,9 +135,7 @@ class Train(Section):
 
 
 class Evaluate(Section):
-    gallery: int = Field(
-        36, strict=True, ge=0, le=400, description="Misclassified images in the gallery."
-    )
+    gallery: StrictInt = Field(36, ge=0, le=400, description="Misclassified images in the gallery.")
 
 
 class Params(Section):
@@ -155,23 +145,22 @@ class Params(Section):
 
 
 def _flow(v: Any) -> str:
-    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+    """A value in YAML's one-line flow style, as params.yaml holds it."""
+    return yaml.safe_dump(v, default_flow_style=True).removesuffix("...\n").strip()
 
 
 def _shown(v: Any) -> str:
     """A value as the user wrote it in params.yaml; text in quotes, so "1" is not 1."""
-    if isinstance(v, str):
-        return json.dumps(v)
     if isinstance(v, list):
         return "[" + ", ".join(map(_shown, v)) + "]"
-    return _flow(v)
+    return json.dumps(v) if isinstance(v, str) else _flow(v)
 
 
 def _allowed(info: Any) -> str:
-    if "allowed" in (info.json_schema_extra or {}):
-        return info.json_schema_extra["allowed"]
-    choices = getattr(info.annotation, "__args__", None)
-    if choices and all(isinstance(a, str) for a in choices):
+    """What a key takes, in words: its own "allowed", its choices, or its type and bounds."""
+    if allowed := (info.json_schema_extra or {}).get("allowed"):
+        return allowed
+    if (choices := get_args(info.annotation)) and all(isinstance(a, str) for a in choices):
         return "one of " + ", ".join(choices)
     bounds = [
         f"{op} {f'{int(v):,}' if float(v).is_integer() else f'{v:g}'}"
@@ -186,25 +175,22 @@ def _allowed(info: Any) -> str:
 def _one_line(e: ValidationError, raw: Any) -> str:
     """The first problem pydantic found: `params.yaml: key = value is invalid (why); allowed`."""
     err = e.errors()[0]
-    loc = err["loc"][:3]
+    loc = err["loc"]
     names = [p for p in loc[:2] if isinstance(p, str)]
-    key = ".".join(names)
+    key = ".".join(names) or "the file"
+    parent = Params.model_fields[names[0]].annotation if len(names) == 2 else Params
     if err["type"] == "extra_forbidden":
-        parent = Params if len(names) == 1 else Params.model_fields[names[0]].annotation
         allowed = ", ".join(".".join([*names[:-1], k]) for k in parent.model_fields)
         return f"params.yaml: unknown key {key} (= {_shown(err['input'])}); allowed: {allowed}"
-    value = raw
+    value = raw  # the whole value the user wrote, a list even when one entry of it is bad
     for name in names:
-        value = value.get(name) if isinstance(value, dict) else err["input"]
+        value = value.get(name)
     why = err["msg"].removeprefix("Value error, ")
     if len(loc) > 2 and isinstance(loc[2], int):
         why = f"entry {_shown(err['input'])}: {why}"
-    info = (
-        Params.model_fields[names[0]].annotation.model_fields[names[1]] if len(names) == 2 else None
-    )
-    allowed = _allowed(info) if info else "a mapping of keys to values"
-    where = key or "the file"
-    return f"params.yaml: {where} = {_shown(value)} is invalid ({why}); allowed: {allowed}"
+    field = parent.model_fields.get(names[1]) if len(names) == 2 else None
+    allowed = _allowed(field) if field else "a mapping of keys to values"
+    return f"params.yaml: {key} = {_shown(value)} is invalid ({why}); allowed: {allowed}"
 
 
 def validate(raw: Any) -> Params:
@@ -236,13 +222,12 @@ def load(path: str | Path = "params.yaml") -> Params:
 
 def markdown_table() -> str:
     """README's params reference, made from the classes above."""
-    rows = ["| key | default | allowed | what it does |", "|---|---|---|---|"]
-    for sec, field in Params.model_fields.items():
-        for k, info in field.annotation.model_fields.items():
-            rows.append(
-                f"| `{sec}.{k}` | `{_flow(info.default)}` | {_allowed(info)} | {info.description} |"
-            )
-    return "\n".join(rows)
+    rows = [
+        f"| `{sec}.{k}` | `{_flow(info.default)}` | {_allowed(info)} | {info.description} |"
+        for sec, field in Params.model_fields.items()
+        for k, info in field.annotation.model_fields.items()
+    ]
+    return "\n".join(["| key | default | allowed | what it does |", "|---|---|---|---|", *rows])
 
 
 def defaults() -> dict[str, dict[str, Any]]:

@@ -24,7 +24,6 @@ from mnist_basics import atomic, params
 from mnist_basics.errors import UserError
 
 log = logging.getLogger("mnist_basics")
-PARENT_POLL = 0.5  # seconds between checks that the process which started the stage is alive
 SHELLS = {"sh", "bash", "dash", "zsh"}
 
 
@@ -32,24 +31,20 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def watch_parent(poll: float = PARENT_POLL) -> None:
+def watch_parent() -> None:
     """End the stage like Ctrl-C if `dvc` (past any shell it ran us through) dies, so no orphan
     trains on and writes its outputs later, racing the next run."""
-    parents = psutil.Process().parents()
-    parent = parents[0] if parents else None
-    for p in parents:
-        try:
-            if p.name() not in SHELLS:
-                parent = p
-                break
-        except psutil.Error:
-            return
+    try:
+        parents = psutil.Process().parents()
+        first = parents[0] if parents else None
+        parent = next((p for p in parents if p.name() not in SHELLS), first)
+    except psutil.Error:
+        return
     if parent is None or parent.pid == 1:
         return
 
     def watch() -> None:
-        while parent.is_running():  # is_running also compares the start time: no pid reuse
-            threading.Event().wait(poll)
+        parent.wait()  # follows this very process (a pidfd on Linux), not a reuser of its pid
         log.info("the process that started this stage (pid %d) is gone; stopping", parent.pid)
         _thread.interrupt_main()
 
@@ -64,11 +59,14 @@ def end_children() -> None:
     psutil.wait_procs(children, timeout=2)
 
 
-def _exit(code: int) -> None:
+def _exit(code: int, line: str = "") -> None:
+    """Print `line`, then end at once: the cleanup has run; skip the slow teardown of torch."""
+    if line:
+        print(line, file=sys.stderr)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)  # the cleanup has run; skip the interpreter's slow teardown of torch
+    os._exit(code)
 
 
 def run_stage(
@@ -87,19 +85,13 @@ def run_stage(
         main(p)
     except KeyboardInterrupt:
         end_children()
-        print(f"{name}: interrupted; the last good outputs are left as they were", file=sys.stderr)
-        _exit(130)
+        _exit(130, f"{name}: interrupted; the last good outputs are left as they were")
     except UserError as e:
-        print(f"{name}: error: {e}", file=sys.stderr)
-        _exit(2)
+        _exit(2, f"{name}: error: {e}")
     except OSError as e:  # the machine's, not ours: a full disk, a folder one may not write
         if os.environ.get("MNIST_BASICS_TRACEBACK"):
             raise
         where = f"{e.filename}: " if e.filename else ""
-        print(
-            f"{name}: error: {where}{e.strerror or e} (MNIST_BASICS_TRACEBACK=1 shows the "
-            "traceback)",
-            file=sys.stderr,
-        )
-        _exit(1)
+        hint = "(MNIST_BASICS_TRACEBACK=1 shows the traceback)"
+        _exit(1, f"{name}: error: {where}{e.strerror or e} {hint}")
     _exit(0)
