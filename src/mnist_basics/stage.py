@@ -10,6 +10,7 @@ A stage ends in one of three ways:
 from __future__ import annotations
 
 import _thread
+import contextlib
 import logging
 import os
 import signal
@@ -55,7 +56,8 @@ def end_children() -> None:
     """Kill whatever this process started (pip, worker processes) and wait for it to go."""
     children = psutil.Process().children(recursive=True)
     for c in children:
-        c.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):  # it may end on its own meanwhile
+            c.kill()
     psutil.wait_procs(children, timeout=2)
 
 
