@@ -7,7 +7,7 @@ inlined. This module writes that page from the exactly pinned `vl-convert-python
 `javascript_bundle()` returns vega + vega-lite + vega-embed as one classic script that sets
 `window.vegaEmbed`, which is what each of DVC's plot divs calls.
 
-    python -m mnist_basics.report            # in the repo root: rewrite .dvc/plots/offline.html
+    python -m mnist_basics.report            # rewrite .dvc/plots/offline.html
     python -m mnist_basics.report --check    # exit 1 if the committed file is stale
 """
 
@@ -66,7 +66,12 @@ def build_template() -> str:
     """The whole HTML template text, from the installed vl-convert-python."""
     from importlib.metadata import version
 
-    import vl_convert as vlc
+    try:
+        import vl_convert as vlc
+    except ImportError:
+        raise SystemExit(
+            "mnist_basics.report needs the dev extra: pip install -e '.[dev]'"
+        ) from None
 
     bundle = vlc.javascript_bundle(vl_version=VEGALITE_VERSION)
     bad = [s for s in FORBIDDEN_IN_BUNDLE if s.lower() in bundle.lower()]
@@ -84,9 +89,15 @@ def build_template() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mnist_basics.report", description=__doc__)
-    ap.add_argument("--out", type=Path, default=TEMPLATE_RELPATH, help="%(default)s")
+    ap.add_argument("--out", type=Path, help=f"default: <the project root>/{TEMPLATE_RELPATH}")
     ap.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     args = ap.parse_args(argv)
+    if args.out is None:
+        here = Path.cwd()
+        root = next((d for d in (here, *here.parents) if (d / ".dvc").is_dir()), None)
+        if root is None:
+            raise SystemExit(f"no .dvc/ folder at or above {here}")
+        args.out = root / TEMPLATE_RELPATH
     text = build_template()
     if args.check:
         stale = not args.out.exists() or args.out.read_text(encoding="utf-8") != text

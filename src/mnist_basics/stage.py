@@ -45,7 +45,12 @@ def watch_parent() -> None:
         return
 
     def watch() -> None:
-        parent.wait()  # follows this very process (a pidfd on Linux), not a reuser of its pid
+        try:
+            while parent.is_running():  # is_running compares the start time: no pid reuse
+                with contextlib.suppress(psutil.TimeoutExpired):
+                    parent.wait(timeout=0.5)
+        except (psutil.Error, OSError):
+            return
         log.info("the process that started this stage (pid %d) is gone; stopping", parent.pid)
         _thread.interrupt_main()
 

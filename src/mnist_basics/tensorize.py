@@ -21,7 +21,11 @@ def tensorize(raw_zip: Path, out_dir: Path) -> None:
     with atomic.atomic_path(out_dir, is_dir=True) as tmp:
         for name, s in splits.items():
             # one metadata key: safetensors orders several at random, and the bytes must not vary
-            save_file(vars(s), tmp / f"{name}.safetensors", metadata={"dataset": dataset})
+            save_file(
+                {"images": s.images, "labels": s.labels, "indices": s.indices},
+                tmp / f"{name}.safetensors",
+                metadata={"dataset": dataset},
+            )
     for name, s in splits.items():
         for digit, n in zip(*np.unique(s.labels, return_counts=True), strict=True):
             logging.getLogger("mnist_basics").info("%s %ds: [%d, 28, 28]", name, digit, n)
