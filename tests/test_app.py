@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -109,6 +110,26 @@ def test_listens_on_localhost_and_lists_revisions(server: Server) -> None:
     assert revs[0] == {"id": "workspace", "kind": "workspace"}
     assert {"id": "main", "kind": "branch"} in revs
     assert {"id": "v1", "kind": "tag"} in revs
+
+
+def test_the_workspace_model_is_reloaded_once_rewritten(repo: Path, tmp_path: Path) -> None:
+    """After `dvc repro` writes a new workspace model, the page predicts with it, not the old."""
+    from use_models import small_model
+
+    from mnist_basics import app
+    from mnist_basics.models import save_tensors
+    from mnist_basics.predict import MODEL_PATH, WORKSPACE
+
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy, symlinks=True)
+    before = app.model_at(WORKSPACE, copy)
+    assert app.model_at(WORKSPACE, copy) is before  # cached while the file is the same
+    model, spec = small_model([1, 2], steps=5)
+    target = copy / MODEL_PATH
+    target.unlink()  # a DVC link or copy: replace it, as dvc repro does
+    save_tensors(model.state_dict(), spec, target)
+    after = app.model_at(WORKSPACE, copy)
+    assert after.digits == (1, 2) != before.digits
 
 
 def test_predict_endpoint(server: Server) -> None:

@@ -4,6 +4,7 @@ clear line (exit 2, no traceback) for each kind of bad input."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from use_models import revisions_repo, write_model
+from use_models import DVC, revisions_repo, write_model
 
 from mnist_basics import cli as console
 from mnist_basics import preprocess
@@ -264,6 +265,24 @@ def test_unknown_rev(revrepo: Path, monkeypatch, capsys) -> None:
         "predict: error: --rev no-such-rev: unknown revision (not a commit, branch, tag or DVC "
         "experiment of this repository)"
     )
+
+
+def test_a_revisions_unreadable_model_is_named_by_revision(
+    tmp_path: Path, revrepo: Path, monkeypatch, capsys
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(revrepo, repo, symlinks=True)
+    model = repo / "models" / "model.safetensors"
+    model.unlink()
+    model.write_bytes(b"garbage")
+    for cmd in ([DVC, "add", "-q", str(model)], ["git", "commit", "-qam", "garbage"]):
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+    monkeypatch.chdir(repo)
+    seven().save(repo / "s.png")
+    code, _, err = cli(capsys, "--rev", "main", "s.png")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("predict: error: main: models/model.safetensors is not a readable model")
+    assert str(tmp_path) not in err and "/tmp" not in err, err
 
 
 def test_as_a_process_no_traceback(workspace: Path) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from mnist_basics.errors import UserError
-from mnist_basics.predict import WORKSPACE, LoadedModel, load, predict_prepared
+from mnist_basics.predict import MODEL_PATH, WORKSPACE, LoadedModel, load, predict_prepared
 from mnist_basics.preprocess import ImageError, prepare
 
 if TYPE_CHECKING:  # imported only to serve: the missing `app` extra is then one clear line
@@ -68,15 +68,23 @@ def list_revisions(repo: Path) -> list[dict]:
     return out
 
 
-# The few most recently used models, loaded one at a time (DVC is not re-entered, and a model
-# the page asks for twice at once is read once).
-_cached_load = functools.lru_cache(maxsize=CACHED_MODELS)(load)
 _loading = threading.Lock()
 
 
+@functools.lru_cache(maxsize=CACHED_MODELS)
+def _cached_load(rev: str, repo: str, stamp: tuple[int, int] | None) -> LoadedModel:
+    """The few most recently used models; `stamp`, the workspace model's mtime and size, makes
+    the page show a model that `dvc repro` has written since."""
+    return load(rev, repo)
+
+
 def model_at(rev: str, repo: Path) -> LoadedModel:
+    """Loaded one at a time: DVC is not re-entered, and a model asked for twice is read once."""
+    stamp = None
+    if rev == WORKSPACE and (path := repo / MODEL_PATH).exists():
+        stamp = (path.stat().st_mtime_ns, path.stat().st_size)
     with _loading:
-        return _cached_load(rev, str(repo))
+        return _cached_load(rev, str(repo), stamp)
 
 
 def png_data_url(image: Image.Image) -> str:
