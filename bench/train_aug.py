@@ -13,6 +13,7 @@ copy and tensorized once into <out>/data/tensors.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -68,7 +69,7 @@ def run(name: str, tens: Path, out: Path) -> dict:
     last = train(p)[-1]
     result = {
         "name": name,
-        "train": p.train.model_dump(),
+        "train": dataclasses.asdict(p.train),
         "valid_accuracy": last.valid_accuracy,
         "valid_loss": last.valid_loss,
         "seconds": round(time.perf_counter() - t0, 1),

@@ -152,6 +152,8 @@ def test_bad_param_is_one_line_exit_2_outputs_untouched(
         ("bogus: 1\n", ["unknown key bogus (= 1)", "data, train, evaluate"]),
         ("evalute: {gallery: 3}\n", ["unknown key evalute", "data, train, evaluate"]),
         ("- 1\n", ["the file = [1] is invalid", "a mapping"]),
+        ("train:\n  seed: 2024-13-01\n", ["not valid YAML", "month must be in 1..12"]),
+        ("data:\n  digits: &a [3, *a]\n", ["a value contains itself"]),
     ],
 )
 @pytest.mark.parametrize("stage", STAGES)

@@ -405,3 +405,41 @@ def _is_safetensors(path: Path) -> bool:
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
     return 8 + n <= len(data) and isinstance(json.loads(data[8 : 8 + n]), dict)
+
+
+SLOW_STAGE = """
+import time
+from mnist_basics import atomic
+from mnist_basics.stage import run_stage
+
+def main(params):
+    with atomic.atomic_path("out", is_dir=True) as tmp:
+        for i in range(30_000):  # enough that removing the temporary takes a while
+            (tmp / f"f{i}").write_bytes(b"x")
+        print("ready", flush=True)
+        time.sleep(60)
+
+run_stage("slow", main)
+"""
+
+
+def test_more_signals_during_the_cleanup_cannot_break_into_it(tmp_path: Path) -> None:
+    """Ctrl-C three times in quick succession: the first ends the stage, the others land while
+    its temporary folder is being removed and are ignored; one line, exit 130, no temporary."""
+    (tmp_path / "slow.py").write_text(SLOW_STAGE)
+    proc = subprocess.Popen(
+        [sys.executable, "slow.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    for _ in range(3):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+    out, rc = proc.stdout.read(), proc.wait(timeout=60)
+    assert rc == 130, out
+    assert out.strip() == "slow: interrupted; the last good outputs are left as they were", out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.py"]

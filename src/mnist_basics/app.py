@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import io
 import shutil
@@ -72,17 +73,19 @@ _loading = threading.Lock()
 
 
 @functools.lru_cache(maxsize=CACHED_MODELS)
-def _cached_load(rev: str, repo: str, stamp: tuple[int, int] | None) -> LoadedModel:
-    """The few most recently used models; `stamp`, the workspace model's mtime and size, makes
-    the page show a model that `dvc repro` has written since."""
+def _cached_load(rev: str, repo: str, stamp: tuple[int, ...] | None) -> LoadedModel:
+    """The few most recently used models; `stamp` (the workspace model's inode, mtime and size)
+    makes the page show a model that `dvc repro` has written since."""
     return load(rev, repo)
 
 
 def model_at(rev: str, repo: Path) -> LoadedModel:
     """Loaded one at a time: DVC is not re-entered, and a model asked for twice is read once."""
     stamp = None
-    if rev == WORKSPACE and (path := repo / MODEL_PATH).exists():
-        stamp = (path.stat().st_mtime_ns, path.stat().st_size)
+    if rev == WORKSPACE:
+        with contextlib.suppress(OSError):
+            st = (repo / MODEL_PATH).stat()
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
     with _loading:
         return _cached_load(rev, str(repo), stamp)
 

@@ -43,8 +43,12 @@ def _num(v: float) -> str:
 def number(integer: bool = False, **bounds: float) -> Rule:
     """An integer (no bools, no floats), or a finite number (ints, floats, and text such as
     PyYAML's `1e-3`, which YAML 1.1 reads as a string), within bounds like ge=0, lt=1."""
-    ops = {"ge": (">=", operator.ge), "gt": (">", operator.gt)}
-    ops |= {"le": ("<=", operator.le), "lt": ("<", operator.lt)}
+    ops = {
+        "ge": (">=", operator.ge),
+        "gt": (">", operator.gt),
+        "le": ("<=", operator.le),
+        "lt": ("<", operator.lt),
+    }
     limits = [(*ops[name], b) for name, b in bounds.items()]
 
     def check(v: Any) -> Any:
@@ -53,6 +57,8 @@ def number(integer: bool = False, **bounds: float) -> Rule:
         if not integer:
             try:
                 if isinstance(v, bool) or not isinstance(v, str | int | float):
+                    raise ValueError
+                if isinstance(v, str) and not v.isascii():  # float() reads any script's digits
                     raise ValueError
                 v = float(v)
             except (ValueError, OverflowError):
@@ -113,9 +119,9 @@ def _source(s: Any) -> str:
 
 
 def _sources(v: Any) -> tuple[str, ...]:
-    if v == []:
+    if not (sources := _list(v, _source)):
         raise ValueError("at least 1 source is needed")
-    return _list(v, _source)
+    return sources
 
 
 def key(default: Any, rule: Rule, doc: str) -> Any:
@@ -234,7 +240,7 @@ def _shown(v: Any) -> str:
     """A value as the user wrote it in params.yaml; text in quotes, so "1" is not 1."""
     if isinstance(v, list):
         return "[" + ", ".join(map(_shown, v)) + "]"
-    return json.dumps(v) if isinstance(v, str) else _flow(v)
+    return json.dumps(v, ensure_ascii=False) if isinstance(v, str) else _flow(v)
 
 
 def _invalid(key: str, value: Any, why: str, allowed: str) -> UserError:
@@ -244,7 +250,7 @@ def _invalid(key: str, value: Any, why: str, allowed: str) -> UserError:
 def _unknown(raw: dict, known: list[str], prefix: str = "") -> None:
     for k, v in raw.items():
         if k not in known:
-            name = k if isinstance(k, str) else _flow(k)
+            name = k if isinstance(k, str) and k else _shown(k)
             allowed = ", ".join(prefix + n for n in known)
             raise UserError(
                 f"params.yaml: unknown key {prefix}{name} (= {_shown(v)}); allowed: {allowed}"
@@ -273,7 +279,10 @@ def validate(raw: Any) -> Params:
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise _invalid("the file", raw, "not a mapping", MAPPING)
-    p = Params(**{name: _section(name, raw[name]) for name in SECTIONS if name in raw})
+    try:
+        p = Params(**{name: _section(name, raw[name]) for name in SECTIONS if name in raw})
+    except RecursionError:  # a YAML alias inside its own anchor: `digits: &a [3, *a]`
+        raise UserError("params.yaml: a value contains itself (a YAML alias)") from None
     _unknown(raw, list(SECTIONS))
     n = len(p.data.digits)
     if p.train.loss_func == "mnist_loss" and n != 2:  # one logit tells two digits apart, no more
@@ -289,7 +298,7 @@ def load(path: str | Path = "params.yaml") -> Params:
     p = Path(path)
     try:
         raw = yaml.safe_load(p.read_text()) if p.exists() else {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError) as e:  # PyYAML's constructors raise ValueError too
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise UserError(f"params.yaml: not valid YAML: {where}{getattr(e, 'problem', e)}") from None

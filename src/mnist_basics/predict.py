@@ -74,7 +74,7 @@ def _load_file(path: Path, source: str) -> LoadedModel:
     except UserError as e:
         if source == WORKSPACE:
             raise
-        why = str(e).removeprefix(f"{path}: ")  # a revision's model is read from a temp file
+        why = str(e).removeprefix(f"{path}: ").split("; `dvc repro")[0]  # read from a temp file
         raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({why})") from None
     except Exception as e:  # a corrupt or foreign safetensors file: one line, no traceback
         raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({e})") from None

@@ -29,11 +29,15 @@ SHELLS = {"sh", "bash", "dash", "zsh"}
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """The first Ctrl-C or SIGTERM ends the stage; one that follows (dvc passes its own on, a
-    second Ctrl-C) is ignored, so it cannot break into the cleanup with a traceback."""
+    """The first Ctrl-C or SIGTERM ends the stage; one that follows (a second Ctrl-C, a job
+    manager's SIGTERM after its SIGINT) is ignored, so it cannot break into the cleanup."""
+    _ignore_signals()
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _ignore_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def watch_parent() -> None:
@@ -72,6 +76,7 @@ def end_children() -> None:
 
 def _exit(code: int, line: str = "") -> None:
     """Print `line`, then end at once: the cleanup has run; skip the slow teardown of torch."""
+    _ignore_signals()
     if line:
         print(line, file=sys.stderr)
     logging.shutdown()
