@@ -48,7 +48,7 @@ def main() -> int:
     ray_proj.dvc("push", timeout=600)
     t = time.monotonic()
     r = subprocess.run(
-        [sys.executable, "-m", "mnist_basics.sweep", "-n", "b", *grid],
+        [sys.executable, "-m", "mnist_basics.cli", "sweep", "-n", "b", *grid],
         cwd=ray_proj.path,
         env=ray_proj.env,
         capture_output=True,

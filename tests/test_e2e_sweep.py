@@ -59,7 +59,7 @@ def test_sweep_on_ray_lands_every_good_run_and_reports_the_bad_one(
     # Through the head's Ray client server: the driver is no node of the cluster.
     r = subprocess.run(
         [
-            sys.executable, "-m", "mnist_basics.sweep",
+            sys.executable, "-m", "mnist_basics.cli", "sweep",
             "-n", "grid",
             "-S", "train.lr=" + ",".join(LRS),
             "-S", "train.epochs=2",
@@ -120,7 +120,7 @@ def test_sweep_from_a_node_reaches_the_cluster_by_its_gcs_address(
     # The driver too sees itself at 127.0.0.1, the nodes' address (see ray_cluster's doc).
     r = subprocess.run(
         [
-            sys.executable, "-m", "mnist_basics.sweep",
+            sys.executable, "-m", "mnist_basics.cli", "sweep",
             "-n", "gcs", "-S", "train.lr=-1", "--address", ray_cluster.gcs,
         ],
         cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),

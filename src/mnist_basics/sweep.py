@@ -1,30 +1,11 @@
 """`mnist-basics sweep`: a grid of `dvc exp run`s spread over a Ray cluster, one task per run.
 
-    mnist-basics sweep -S 'train.lr=0.1,0.5,1.0' -S 'train.model=linear,simple_net' \\
-        [--address ray://head:10001 | host:6379 | auto] [--origin URL] [-n NAME]
-
-The grid is DVC's own: the `-S` values expand exactly as `dvc exp run --queue -S` expands them
-(comma lists, `range(...)`, `choice(...)`, the cartesian product, in DVC's order), and the runs
-are named NAME-1 ... NAME-N as a queued sweep's are. Each run is one Ray task, scheduled wherever
-the cluster has a free CPU. A task:
-
-1. `git clone`s the origin (default: this repo's `origin` remote) into its own temp folder and
-   checks out this repo's HEAD commit (which must be on the origin: push it first);
-2. `dvc pull`s the commit's cached outputs, so the stages the params leave alone do not run again;
-3. `dvc exp run -n NAME-i -S ...`;
-4. `dvc exp push origin NAME-i`: the experiment's git ref to the origin, its outputs to the DVC
-   remote.
-
-Progress is printed as tasks finish; the summary lists every run, a failed one with its reason
-(the stage's one-line error, e.g. `train: error: params.yaml: train.lr = -1 ...`); the exit code
-is 1 if any run failed. Then the runs are pulled into this repo (`dvc exp pull`), so
-`dvc exp show` lists them. Without `--address` a local Ray instance is started (`ray.init()`):
-the same command works on one machine.
-
-Every node needs this project installed (`pip install -e '.[cluster]'`, the same Python), `git`,
-read access to the origin and write access to it and to the DVC remote: credentials come from
-the node's environment (AWS_ACCESS_KEY_ID, ssh keys, `dvc remote modify --global ...`), never
-through the task.
+The grid expands as `dvc exp run --queue -S` expands it, and the runs are named NAME-1 ...
+NAME-N as a queued sweep's are. Each task clones the origin at this repo's HEAD, `dvc pull`s,
+runs `dvc exp run -n NAME-i -S ...` and `dvc exp push`es it; the finished runs are then
+`dvc exp pull`ed here. Without `--address`, a local Ray instance: the same command works on one
+machine. README ("Sweeps across machines") says what every node needs; no credential travels
+with a task.
 """
 
 from __future__ import annotations
@@ -324,15 +305,3 @@ def run(args: argparse.Namespace) -> int:
             _say(f"sweep: error: dvc exp pull: {reason_of(r.stdout + r.stderr)}", error=True)
             code = 1
     return code
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mnist_basics.sweep", description=__doc__.split("\n\n")[0]
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
