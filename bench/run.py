@@ -202,6 +202,16 @@ def works(s: Scratch) -> list[Work]:
             "ref = floor: `dvc exp run` with nothing to run + `import torch`",
         ),
         Work(
+            "exp_run_same_flags",
+            "proj",
+            proj_reset,
+            [exp05],
+            [["dvc", "exp", "run", "-q", "-S", "train.lr=1.0"], torch_import],
+            "-",
+            "ref = the same `-S` with the value params.yaml has: nothing to run, but DVC parses it "
+            "(hydra) and rewrites params.yaml, as for ours; + `import torch`",
+        ),
+        Work(
             "exp_run_vs_book",
             "proj",
             proj_reset,
