@@ -132,6 +132,25 @@ def test_the_workspace_model_is_reloaded_once_rewritten(repo: Path, tmp_path: Pa
     assert after.digits == (1, 2) != before.digits
 
 
+def test_a_branch_moved_by_a_commit_serves_its_new_model(repo: Path, tmp_path: Path) -> None:
+    """A branch or tag is cached by the commit it names, not by its name."""
+    from use_models import DVC, run, write_model
+
+    from mnist_basics import app
+    from mnist_basics.predict import MODEL_PATH
+
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy, symlinks=True)
+    before = app.model_at("main", copy)
+    assert app.model_at("main", copy) is before and before.digits == (3, 7)
+    (copy / MODEL_PATH).unlink()
+    write_model(copy / MODEL_PATH, [1, 2])
+    run(copy, DVC, "add", "-q", MODEL_PATH)
+    run(copy, "git", "commit", "-qam", "1 vs 2")
+    assert app.model_at("main", copy).digits == (1, 2)
+    assert app.model_at("v1", copy).digits == tuple(range(10))
+
+
 def test_predict_endpoint(server: Server) -> None:
     from test_predict import seven
 

@@ -73,19 +73,28 @@ _loading = threading.Lock()
 
 
 @functools.lru_cache(maxsize=CACHED_MODELS)
-def _cached_load(rev: str, repo: str, stamp: tuple[int, ...] | None) -> LoadedModel:
-    """The few most recently used models; `stamp` (the workspace model's inode, mtime and size)
-    makes the page show a model that `dvc repro` has written since."""
+def _cached_load(rev: str, repo: str, stamp: object) -> LoadedModel:
+    """The few most recently used models, each under a `stamp` of what it was read from."""
     return load(rev, repo)
+
+
+def _stamp(rev: str, repo: Path) -> object:
+    """What changes when `rev`'s model may have: the workspace file's inode, mtime and size
+    (`dvc repro` rewrote it), or the commit a branch or tag names (a commit moved it)."""
+    if rev == WORKSPACE:
+        with contextlib.suppress(OSError):
+            st = (repo / MODEL_PATH).stat()
+            return st.st_ino, st.st_mtime_ns, st.st_size
+        return None
+    commit = _lines(
+        ["git", "rev-parse", "-q", "--verify", "--end-of-options", f"{rev}^{{commit}}"], repo
+    )
+    return commit[0] if commit else None  # a DVC experiment: its name stays with its run
 
 
 def model_at(rev: str, repo: Path) -> LoadedModel:
     """Loaded one at a time: DVC is not re-entered, and a model asked for twice is read once."""
-    stamp = None
-    if rev == WORKSPACE:
-        with contextlib.suppress(OSError):
-            st = (repo / MODEL_PATH).stat()
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+    stamp = _stamp(rev, repo)
     with _loading:
         return _cached_load(rev, str(repo), stamp)
 
