@@ -40,6 +40,19 @@ def _num(v: float) -> str:
     return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
 
 
+def _finite(v: str | int | float) -> float:
+    """A finite float from a number or its ASCII text (float() reads any script's digits)."""
+    if isinstance(v, str) and not v.isascii():
+        raise ValueError("not a number")
+    try:
+        f = float(v)
+    except (ValueError, OverflowError):
+        raise ValueError("not a number") from None
+    if not math.isfinite(f):
+        raise ValueError("not a finite number")
+    return f
+
+
 def number(integer: bool = False, **bounds: float) -> Rule:
     """An integer (no bools, no floats), or a finite number (ints, floats, and text such as
     PyYAML's `1e-3`, which YAML 1.1 reads as a string), within bounds like ge=0, lt=1."""
@@ -52,19 +65,10 @@ def number(integer: bool = False, **bounds: float) -> Rule:
     limits = [(*ops[name], b) for name, b in bounds.items()]
 
     def check(v: Any) -> Any:
-        if integer and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ValueError("not an integer")
-        if not integer:
-            try:
-                if isinstance(v, bool) or not isinstance(v, str | int | float):
-                    raise ValueError
-                if isinstance(v, str) and not v.isascii():  # float() reads any script's digits
-                    raise ValueError
-                v = float(v)
-            except (ValueError, OverflowError):
-                raise ValueError("not a number") from None
-            if not math.isfinite(v):
-                raise ValueError("not a finite number")
+        kind = int if integer else str | int | float
+        if isinstance(v, bool) or not isinstance(v, kind):
+            raise ValueError("not an integer" if integer else "not a number")
+        v = v if integer else _finite(v)
         for word, op, b in limits:
             if not op(v, b):
                 raise ValueError(f"not {word} {_num(b)}")
