@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mnist_basics.errors import UserError
+from mnist_basics.errors import BadFile, UserError
 
 
 def remove(path: Path) -> None:
@@ -78,7 +78,5 @@ def read_safetensors(
             raise ValueError(f"no {', '.join(missing)} in it")
         return arrays, meta
     except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(
-            f"{path}: not {what} file as the {stage} stage writes it ({e}); "
-            f"`dvc repro -f {stage}` writes it again"
-        ) from None
+        why = f"not {what} file as the {stage} stage writes it ({e})"
+        raise BadFile(path, why, f"`dvc repro -f {stage}` writes it again") from None

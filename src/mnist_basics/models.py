@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mnist_basics import atomic
-from mnist_basics.errors import UserError
+from mnist_basics.errors import BadFile, UserError
 
 
 @dataclass(frozen=True)
@@ -150,15 +150,16 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
     """Rebuild a model from its safetensors file (spec from the metadata)."""
     tensors, meta = atomic.read_safetensors(path, "a model", "train")
     if "spec" not in meta:
-        raise UserError(f"{path}: not a model written by the train stage (no spec metadata)")
+        raise BadFile(path, "not a model written by the train stage (no spec metadata)")
     try:
         raw = json.loads(meta["spec"])
         spec = ModelSpec(**{**raw, "digits": tuple(raw["digits"])})
     except (ValueError, TypeError, KeyError) as e:
-        raise UserError(f"{path}: its spec metadata is not this version's ({e})") from None
+        raise BadFile(path, f"its spec metadata is not this version's ({e})") from None
     model = build_model(spec)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
-        raise UserError(f"{path}: weights do not fit its spec ({str(e).splitlines()[0]})") from None
+        why = str(e).splitlines()[0]
+        raise BadFile(path, f"weights do not fit its spec ({why})") from None
     return model.to(device).eval(), spec

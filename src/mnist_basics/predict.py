@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_basics.errors import UserError
+from mnist_basics.errors import BadFile, UserError
 from mnist_basics.preprocess import ImageError, Prepared, prepare
 
 MODEL_PATH = "models/model.safetensors"
@@ -74,7 +74,7 @@ def _load_file(path: Path, source: str) -> LoadedModel:
     except UserError as e:
         if source == WORKSPACE:
             raise
-        why = str(e).removeprefix(f"{path}: ").split("; `dvc repro")[0]  # read from a temp file
+        why = e.why if isinstance(e, BadFile) else e  # its path is a temporary file's
         raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({why})") from None
     except Exception as e:  # a corrupt or foreign safetensors file: one line, no traceback
         raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({e})") from None
