@@ -71,3 +71,20 @@ def test_member_size_limit(tmp_path: Path) -> None:
 def test_not_a_tar(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"cannot read the archive"):
         archives.tar_entries(_write(tmp_path, b"not a tar at all" * 100))
+
+
+def test_a_folder_is_held_to_the_same_caps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's folder (one picked by mistake) is capped as an archive is, before a file is read."""
+    folder = tmp_path / "home"
+    for i in range(6):
+        (folder / "train" / "3").mkdir(parents=True, exist_ok=True)
+        (folder / "train" / "3" / f"{i}.png").write_bytes(b"png")
+    (folder / ".hidden").write_bytes(b"x" * (archives.MAX_MEMBER_BYTES + 1))
+    assert len(archives.folder_entries(folder)) == 6  # hidden files are not counted
+    (folder / "video.mp4").write_bytes(b"x" * (archives.MAX_MEMBER_BYTES + 1))
+    with pytest.raises(UserError, match=r"refused member 'video.mp4': larger than expected"):
+        archives.folder_entries(folder)
+    (folder / "video.mp4").unlink()
+    monkeypatch.setattr(archives, "MAX_MEMBERS", 5)
+    with pytest.raises(UserError, match=r"more than 5 members"):
+        archives.folder_entries(folder)

@@ -71,10 +71,15 @@ def zip_entries(zf: zipfile.ZipFile, where: str) -> list[Entry]:
 
 
 def folder_entries(folder: Path) -> list[Entry]:
-    """The files under a user's folder, by their paths relative to it."""
-    entries = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for p in (Path(root, f) for f in files if not f.startswith(".")):
-            entries.append((p.relative_to(folder).as_posix(), p.read_bytes))
-    return entries
+    """The files under a user's folder, by their paths relative to it, under the same caps as an
+    archive's members (a folder picked by mistake, a home folder, is one line, not a long read)."""
+
+    def walk() -> Iterator[tuple[str, int, None, Entry]]:
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for p in (Path(root, f) for f in files if not f.startswith(".")):
+                name = p.relative_to(folder).as_posix()
+                size = p.stat().st_size if p.exists() else 0  # a dangling link: read fails later
+                yield name, size, None, (name, p.read_bytes)
+
+    return list(_checked(str(folder), walk()))
