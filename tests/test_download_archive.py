@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -88,3 +91,38 @@ def test_a_folder_is_held_to_the_same_caps(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(archives, "MAX_MEMBERS", 5)
     with pytest.raises(UserError, match=r"more than 5 members"):
         archives.folder_entries(folder)
+
+
+def test_a_damaged_member_header_is_an_error_not_a_short_read(tmp_path: Path) -> None:
+    """tarfile alone ends the member list at a header it cannot parse, with no error: a corrupt
+    archive would lose its last images silently. The stored CRC is the intact archive's, as
+    when the bytes were damaged after the archive was made."""
+    intact = gzip.decompress(tar_with([member(f"top/train/3/{i}.png") for i in range(5)]))
+    damaged = bytearray(intact)
+    damaged[3 * 1024 : 3 * 1024 + 512] = b"\xff" * 512  # member 3's header (each: 1 KiB)
+    gz = bytearray(gzip.compress(bytes(damaged), mtime=0))
+    gz[-8:-4] = zlib.crc32(intact).to_bytes(4, "little")
+    with pytest.raises(UserError, match=r"a\.tgz: cannot read the archive: a damaged member"):
+        archives.tar_entries(_write(tmp_path, bytes(gz)))
+
+
+def test_a_failed_crc_past_the_last_member_is_an_error(tmp_path: Path) -> None:
+    gz = bytearray(tar_with([member("top/train/3/1.png")]))
+    gz[-8] ^= 1  # the stored CRC
+    with pytest.raises(UserError, match=r"cannot read the archive: CRC check failed"):
+        archives.tar_entries(_write(tmp_path, bytes(gz)))
+
+
+def test_a_corrupt_xz_tar_is_one_line(tmp_path: Path) -> None:
+    """tarfile reads .tar.xz too, whose decoder raises lzma.LZMAError (not an OSError)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:xz") as tf:
+        for i in range(50):
+            info = tarfile.TarInfo(f"top/train/3/{i}.png")
+            data = bytes(range(256)) * 4 + i.to_bytes(2, "big")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    xz = bytearray(buf.getvalue())
+    xz[len(xz) // 2 : len(xz) // 2 + 64] = bytes(64)
+    with pytest.raises(UserError, match=r"cannot read the archive: Corrupt input data"):
+        archives.tar_entries(_write(tmp_path, bytes(xz)))

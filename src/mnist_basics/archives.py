@@ -8,9 +8,11 @@ hostile or broken archive is one clear error, not a filled disk.
 
 from __future__ import annotations
 
+import lzma
 import os
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
@@ -50,13 +52,40 @@ def _tar_kind(m: tarfile.TarInfo) -> str | None:
     return None if m.isfile() or m.isdir() else kinds.get(m.type, "device or fifo")
 
 
+class _Header(tarfile.TarInfo):
+    """A member header that says when it is damaged. tarfile itself ends the member list at the
+    first header it cannot parse, with no error, so a corrupt archive would be read short: some
+    of its images silently gone."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tarfile_)
+        except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError):
+            raise  # the archive's end: a zero block, or no more data
+        except tarfile.HeaderError as e:
+            raise tarfile.ReadError(f"a damaged member header ({e})") from None
+
+
+def _read_to_the_end(tf: tarfile.TarFile, where: str) -> None:
+    """Read what follows the last member (the end blocks), so that the compression's own check
+    runs (gzip's CRC and length), capped so that no padding can be a bomb."""
+    left = MAX_BYTES
+    while chunk := tf.fileobj.read(1 << 20):  # type: ignore[union-attr]
+        left -= len(chunk)
+        if left < 0:
+            raise UserError(f"{where}: more than {MAX_BYTES:,} bytes after its last member")
+
+
 def tar_entries(path: Path) -> list[Entry]:
     """The regular files of a tar (gzip'd or not), each checked; links and devices refused."""
     try:
-        tf = tarfile.open(path, "r:*")  # noqa: SIM115 - kept open for the entries' readers
+        tf = tarfile.open(path, "r:*", tarinfo=_Header)  # noqa: SIM115 - kept open for readers
         members = _checked(path.name, ((m.name, m.size, _tar_kind(m), m) for m in tf))
-        return [(m.name, partial(_read_file, tf, m)) for m in members if m.isfile()]
-    except (tarfile.TarError, EOFError, OSError) as e:
+        entries = [(m.name, partial(_read_file, tf, m)) for m in members if m.isfile()]
+        _read_to_the_end(tf, path.name)
+        return entries
+    except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error) as e:
         raise UserError(f"{path.name}: cannot read the archive: {e}") from e
 
 
