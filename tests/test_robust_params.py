@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from mnist_basics import params as params_mod
+from mnist_basics.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("download", "tensorize", "baseline", "train", "evaluate")
@@ -178,6 +179,30 @@ def test_mnist_loss_with_three_digits_is_a_params_error(tmp_path: Path, syntheti
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     r = run_stage(tmp_path, "train")
     assert_one_line_error(r, "train", ["train.loss_func = mnist_loss", "3 digits", "cross_entropy"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "bogus: &a [*a]\n",  # an unknown section that holds itself
+        "&a [*a]\n",  # the file itself
+        "data: {sources: &a [mnist, *a]}\n",
+    ],
+)
+def test_a_value_that_holds_itself_is_one_line_anywhere(tmp_path: Path, text: str) -> None:
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(UserError, match="a value contains itself"):
+        params_mod.load(tmp_path / "params.yaml")
+
+
+def test_an_alias_bomb_is_shown_short_and_at_once() -> None:
+    """Nine lines of aliases make a list of a billion entries; the error shows its start."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    raw = yaml.safe_load("\n".join([*lines, "train: {lr: *l8}"]))
+    with pytest.raises(UserError, match=r"train\.lr = \[\[.*\.\.\.\] is invalid") as e:
+        params_mod.validate({"train": raw["train"]})
+    assert len(str(e.value)) < 1000
 
 
 def test_yaml_1_1_text_numbers_are_numbers() -> None:

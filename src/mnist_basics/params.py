@@ -240,10 +240,21 @@ def _flow(v: Any) -> str:
     return yaml.safe_dump(v, default_flow_style=True).removesuffix("...\n").strip()
 
 
-def _shown(v: Any) -> str:
-    """A value as the user wrote it in params.yaml; text in quotes, so "1" is not 1."""
+def _shown(v: Any, limit: int = 300, within: tuple[list, ...] = ()) -> str:
+    """A value as the user wrote it in params.yaml; text in quotes, so "1" is not 1. A long list
+    ends in "...": YAML aliases can make a short file hold a list of a billion entries. A list
+    that holds itself raises RecursionError, which `validate` names."""
     if isinstance(v, list):
-        return "[" + ", ".join(map(_shown, v)) + "]"
+        if any(v is outer for outer in within):
+            raise RecursionError("a list that contains itself")
+        parts: list[str] = []
+        for x in v:
+            if limit <= 0:
+                parts.append("...")
+                break
+            parts.append(_shown(x, limit, (*within, v)))
+            limit -= len(parts[-1]) + 2
+        return "[" + ", ".join(parts) + "]"
     return json.dumps(v, ensure_ascii=False) if isinstance(v, str) else _flow(v)
 
 
@@ -278,16 +289,22 @@ def _section(name: str, raw: Any) -> Any:
     return SECTIONS[name](**values)
 
 
-def validate(raw: Any) -> Params:
-    """Params from the parsed YAML; UserError naming the first bad key."""
+def _checked(raw: Any) -> Params:
+    """Each section by its rules, then any unknown section."""
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise _invalid("the file", raw, "not a mapping", MAPPING)
+    p = Params(**{name: _section(name, raw[name]) for name in SECTIONS if name in raw})
+    _unknown(raw, list(SECTIONS))
+    return p
+
+
+def validate(raw: Any) -> Params:
+    """Params from the parsed YAML; UserError naming the first bad key."""
     try:
-        p = Params(**{name: _section(name, raw[name]) for name in SECTIONS if name in raw})
+        p = _checked(raw)
     except RecursionError:  # a YAML alias inside its own anchor: `digits: &a [3, *a]`
         raise UserError("params.yaml: a value contains itself (a YAML alias)") from None
-    _unknown(raw, list(SECTIONS))
     n = len(p.data.digits)
     if p.train.loss_func == "mnist_loss" and n != 2:  # one logit tells two digits apart, no more
         raise UserError(
