@@ -122,3 +122,19 @@ def test_schedule_sets_the_lr_of_every_batch() -> None:
     learn.fit(2)
     assert len(seen) == 12  # 384 images / 64 per batch, 2 epochs
     assert seen[0] == 1.0 and seen[6] == pytest.approx(0.5) and seen[-1] == pytest.approx(1 / 12)
+
+
+def test_the_largest_allowed_init_std_is_not_called_divergence() -> None:
+    """train.init_std allows up to its bound: a linear model drawn with it must not start past
+    the divergence limit, whose error would send the user to lower train.lr in vain."""
+    from mnist_basics.learner import MAX_WEIGHT
+    from mnist_basics.params import validate
+
+    top = validate({"train": {"init_std": 1e5}}).train.init_std
+    for seed in range(20):
+        torch.manual_seed(seed)
+        spec = ModelSpec("linear", (3, 7), "mnist_loss", init_std=top)
+        biggest = max(p.abs().max().item() for p in build_model(spec).parameters())
+        assert biggest < MAX_WEIGHT / 2
+    with pytest.raises(UserError, match=r"train\.init_std = 1000000\.0 .*<= 100,000"):
+        validate({"train": {"init_std": 1e6}})

@@ -179,8 +179,8 @@ class Train:
         20, number(True, ge=1, le=100_000), "Epochs (the book's: 20 linear, 40 simple_net)."
     )
     batch_size: int = key(256, number(True, ge=1, le=1_000_000), "Mini-batch size (the book's).")
-    init_std: float = key(
-        1.0, number(gt=0, le=1e6), "Std of the book's `init_params` for the linear model."
+    init_std: float = key(  # a bound the initial weights cannot pass learner.MAX_WEIGHT by
+        1.0, number(gt=0, le=1e5), "Std of the book's `init_params` for the linear model."
     )
     momentum: float = key(0.0, number(ge=0, lt=1), "Momentum of the sgd optimizer.")
     weight_decay: float = key(0.0, number(ge=0, le=1), "Weight decay of sgd and adam.")
