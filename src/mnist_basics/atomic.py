@@ -7,6 +7,8 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,20 @@ def clear_stale(target: Path) -> None:
         remove(tmp)
 
 
+# The renames a `together()` block holds back until it ends: (temporary, target), in order.
+_held: list[list[tuple[Path, Path]]] = []
+
+
+def _rename(tmp: Path, target: Path) -> None:
+    if tmp.is_dir() and not tmp.is_symlink():
+        remove(target)
+    os.replace(tmp, target)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds
+    (inside `together()`: only when that block succeeds).
 
     On any exception (Ctrl-C and SIGTERM included) the temporary is removed and `target` is left
     as it was, so nothing half-written ever sits under an output path.
@@ -43,12 +56,60 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         tmp.mkdir()  # the user's usual mode, as for any folder they make (mkdtemp's is 0700)
     try:
         yield tmp
-        if is_dir:
-            remove(target)
-        os.replace(tmp, target)
+        if _held:
+            _held[-1].append((tmp, target))
+        else:
+            with _signals_held():
+                _rename(tmp, target)
     except BaseException:
         remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def together() -> Iterator[None]:
+    """The outputs a block writes with `atomic_path` all replace their targets when it succeeds,
+    or none does: a stage that fails on its last output (a full disk) or is interrupted leaves
+    no new file beside old ones. The renames run with Ctrl-C and SIGTERM held back."""
+    held: list[tuple[Path, Path]] = []
+    _held.append(held)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in held:
+            remove(tmp)
+        raise
+    finally:
+        _held.remove(held)
+    try:
+        with _signals_held():
+            while held:
+                _rename(*held[0])
+                del held[0]
+    except BaseException:
+        for tmp, _ in held:
+            remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (and the stage's own stop when `dvc` dies, which comes as SIGINT) wait
+    until the block ends, then take effect: a folder output is never left removed and not yet
+    replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    names = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in names}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if got:
+            signal.raise_signal(got[0])
 
 
 def write_bytes(target: str | Path, data: bytes) -> None:

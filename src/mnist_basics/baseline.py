@@ -69,7 +69,7 @@ def run_baseline(tensors: Path, metrics_path: Path, plots_dir: Path) -> dict:
         for name, dist in DISTANCES.items()
     }
     metrics["n_valid"] = len(valid.labels)
-    with atomic.atomic_path(plots_dir, is_dir=True) as tmp:
+    with atomic.together(), atomic.atomic_path(plots_dir, is_dir=True) as tmp:
         for d, ideal in zip(digits, ideals, strict=True):
             images.save_png(images.grey(ideal.numpy()), tmp / f"ideal_{d}.png")
         atomic.write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")

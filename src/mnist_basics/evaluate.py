@@ -113,7 +113,7 @@ def evaluate(
     # pixels / 255 in float32, as the train stage's tensors are scaled
     tiles = [images.grey(pixels[i] / np.float32(255), scale=3) for i in wrong]
     captions = [f"{names[classes[i]]} as {names[pred[i]]}" for i in wrong]
-    with atomic.atomic_path(plots_dir, is_dir=True) as tmp:
+    with atomic.together(), atomic.atomic_path(plots_dir, is_dir=True) as tmp:
         images.save_png(images.labelled_grid(tiles, captions), tmp / "misclassified.png")
         atomic.write_text(confusion_path, json.dumps(rows, separators=(",", ":")) + "\n")
         atomic.write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")

@@ -133,12 +133,13 @@ def train(p: Params) -> list[EpochStats]:
         f"{tp.threads} thread(s)"
     )
     history = learn.fit(tp.epochs)
-    with atomic.atomic_path(LIVE, is_dir=True) as live_dir:
-        write_curves(history, live_dir)
+    with atomic.together():  # the model, its logits, curves and picture: all new, or all old
+        with atomic.atomic_path(LIVE, is_dir=True) as live_dir:
+            write_curves(history, live_dir)
         with atomic.atomic_path(PLOTS, is_dir=True) as plots_dir:
             images.save_png(weights_picture(model, spec), plots_dir / "weights.png")
-            save_tensors({"logits": predict(model, valid_split.x)}, spec, LOGITS)
-            save_tensors(model.state_dict(), spec, MODEL)
+        save_tensors({"logits": predict(model, valid_split.x)}, spec, LOGITS)
+        save_tensors(model.state_dict(), spec, MODEL)
     return history
 
 

@@ -1,0 +1,97 @@
+"""A stage's outputs are replaced all together or not at all, and never cut in two by a signal."""
+
+from __future__ import annotations
+
+import errno
+import signal
+from pathlib import Path
+
+import pytest
+
+from mnist_basics import atomic
+
+
+def _old_outputs(tmp_path: Path) -> tuple[Path, Path]:
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "a.png").write_bytes(b"old plot")
+    (tmp_path / "logits").write_bytes(b"old logits")
+    (tmp_path / "model").write_bytes(b"old model")
+    return tmp_path / "logits", tmp_path / "model"
+
+
+def _files(tmp_path: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(tmp_path).as_posix(): p.read_bytes()
+        for p in tmp_path.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_a_failure_on_the_last_output_leaves_every_output_as_it_was(tmp_path: Path) -> None:
+    """The train stage writes the logits, then the model: a full disk on the model must not
+    leave new logits beside the old model."""
+    logits, model = _old_outputs(tmp_path)
+    before = _files(tmp_path)
+    with pytest.raises(OSError), atomic.together():
+        with atomic.atomic_path(tmp_path / "plots", is_dir=True) as tmp:
+            (tmp / "a.png").write_bytes(b"new plot")
+        atomic.write_bytes(logits, b"new logits")
+        with atomic.atomic_path(model):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert _files(tmp_path) == before  # and no temporary left
+
+
+def test_a_group_that_succeeds_replaces_every_output(tmp_path: Path) -> None:
+    logits, model = _old_outputs(tmp_path)
+    with atomic.together():
+        with atomic.atomic_path(tmp_path / "plots", is_dir=True) as tmp:
+            (tmp / "b.png").write_bytes(b"new plot")
+        atomic.write_bytes(logits, b"new logits")
+        atomic.write_bytes(model, b"new model")
+    assert _files(tmp_path) == {
+        "plots/b.png": b"new plot",
+        "logits": b"new logits",
+        "model": b"new model",
+    }
+
+
+def test_ctrl_c_during_the_renames_waits_until_they_are_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder output is removed, then replaced: Ctrl-C between the two would lose it."""
+    _, model = _old_outputs(tmp_path)
+    real = atomic._rename
+
+    def rename_then_ctrl_c(tmp: Path, target: Path) -> None:
+        real(tmp, target)
+        signal.raise_signal(signal.SIGINT)  # as if the user pressed Ctrl-C now
+
+    monkeypatch.setattr(atomic, "_rename", rename_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt), atomic.together():
+        with atomic.atomic_path(tmp_path / "plots", is_dir=True) as tmp:
+            (tmp / "b.png").write_bytes(b"new plot")
+        atomic.write_bytes(model, b"new model")
+    assert _files(tmp_path) == {
+        "plots/b.png": b"new plot",
+        "logits": b"old logits",
+        "model": b"new model",
+    }
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_one_output_alone_is_renamed_with_signals_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old").write_bytes(b"old")
+    real = atomic.remove
+
+    def remove_then_ctrl_c(path: Path) -> None:
+        real(path)
+        if path == tmp_path / "out":
+            signal.raise_signal(signal.SIGINT)  # between removing the old folder and the rename
+
+    monkeypatch.setattr(atomic, "remove", remove_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_path(tmp_path / "out", is_dir=True) as tmp:
+        (tmp / "new").write_bytes(b"new")
+    assert _files(tmp_path) == {"out/new": b"new"}
