@@ -187,8 +187,13 @@ def test_two_digit_model_sigmoid_is_p_first(tmp_path: Path, monkeypatch, capsys)
         (lambda p: p.write_text("hello"), "not an image Pillow can read"),
         (lambda p: Image.new("RGB", (120, 90), "white").save(p, "PNG"), "no ink found"),
         (lambda p: Image.new("1", (9000, 5000), 1).save(p, "PNG"), "too large"),
+        (lambda p: Image.new("RGB", (60, 60)).convert("LAB").save(p, "TIFF"), "mode LAB"),
+        (
+            lambda p: Image.fromarray(np.full((30, 30), np.inf, np.float32), "F").save(p, "TIFF"),
+            "not finite",
+        ),
     ],
-    ids=["not-an-image", "empty-page", "too-large"],
+    ids=["not-an-image", "empty-page", "too-large", "lab-tiff", "inf-float-tiff"],
 )
 def test_bad_input_is_one_line_and_exit_2(workspace: Path, capsys, make, message) -> None:
     make(workspace / "bad.png")

@@ -93,9 +93,14 @@ def greyscale(im: Image.Image) -> np.ndarray:
         return lum * alpha + back * (1 - alpha)
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im.convert("F"), dtype=np.float32)
+        if not np.isfinite(a).all():  # a float TIFF may hold inf or nan: no range to stretch
+            raise ImageError("pixels that are not finite numbers (inf or nan)")
         lo, hi = float(a.min()), float(a.max())
         return (a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)
-    return np.asarray(im.convert("L"), dtype=np.float32)
+    try:
+        return np.asarray(im.convert("L"), dtype=np.float32)
+    except ValueError as e:  # a mode Pillow cannot turn into grey (a Lab TIFF)
+        raise ImageError(f"its colour mode {im.mode} cannot be read as grey ({e})") from None
 
 
 def _border(a: np.ndarray) -> np.ndarray:
