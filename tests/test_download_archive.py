@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import tarfile
 import zlib
 from pathlib import Path
@@ -126,3 +127,18 @@ def test_a_corrupt_xz_tar_is_one_line(tmp_path: Path) -> None:
     xz[len(xz) // 2 : len(xz) // 2 + 64] = bytes(64)
     with pytest.raises(UserError, match=r"cannot read the archive: Corrupt input data"):
         archives.tar_entries(_write(tmp_path, bytes(xz)))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero"])
+def test_a_folders_fifo_or_device_is_refused_not_read(tmp_path: Path, kind: str) -> None:
+    """Reading a fifo blocks for ever and /dev/zero never ends: neither is read."""
+    folder = tmp_path / "mine"
+    (folder / "train" / "3").mkdir(parents=True)
+    (folder / "train" / "3" / "1.png").write_bytes(b"png")
+    odd = folder / "train" / "3" / "2.png"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    else:
+        odd.symlink_to("/dev/zero")
+    with pytest.raises(UserError, match=r"refused member 'train/3/2.png': device or fifo"):
+        archives.folder_entries(folder)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import stat
 import tarfile
 import zipfile
 import zlib
@@ -103,12 +104,19 @@ def folder_entries(folder: Path) -> list[Entry]:
     """The files under a user's folder, by their paths relative to it, under the same caps as an
     archive's members (a folder picked by mistake, a home folder, is one line, not a long read)."""
 
-    def walk() -> Iterator[tuple[str, int, None, Entry]]:
+    def walk() -> Iterator[tuple[str, int, str | None, Entry]]:
         for root, dirs, files in os.walk(folder):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for p in (Path(root, f) for f in files if not f.startswith(".")):
                 name = p.relative_to(folder).as_posix()
-                size = p.stat().st_size if p.exists() else 0  # a dangling link: read fails later
-                yield name, size, None, (name, p.read_bytes)
+                st = p.stat() if p.exists() else None  # a dangling link: read fails later
+                # a fifo would block the read for ever, a link to /dev/zero never end it
+                odd = st is not None and not stat.S_ISREG(st.st_mode)
+                yield (
+                    name,
+                    st.st_size if st else 0,
+                    "device or fifo" if odd else None,
+                    (name, p.read_bytes),
+                )
 
     return list(_checked(str(folder), walk()))
