@@ -4,7 +4,7 @@ from pathlib import Path
 
 import _checkout  # noqa: F401  (first: this checkout's library)
 
-from mnist_basics.evaluate import evaluate
+from mnist_basics import numerics
 from mnist_basics.params import Params
 from mnist_basics.stage import run_stage
 
@@ -14,6 +14,9 @@ PLOTS = Path("plots/evaluate")
 
 
 def main(p: Params) -> None:
+    numerics.pin_numpy()  # before numpy: the same bytes on any CPU
+    from mnist_basics.evaluate import evaluate
+
     evaluate(TENSORS, LOGITS, METRICS, CONFUSION, PLOTS, gallery=p.evaluate.gallery)
 
 

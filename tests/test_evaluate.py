@@ -4,6 +4,7 @@ train stage hands over; a missing or foreign logits file is one clear error; and
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,37 @@ def test_missing_or_foreign_logits_is_one_clear_error(tmp_path: Path) -> None:
 def test_evaluate_needs_no_torch() -> None:
     code = "import sys, mnist_basics.evaluate; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+WRAPPED_STAGE = """
+import runpy, sys
+from mnist_basics import stage
+
+def _exit(code, line=""):
+    from numpy._core._multiarray_umath import __cpu_features__ as found
+    print("numpy above baseline:", any(found.get(f) for f in ("X86_V3", "X86_V4")), flush=True)
+    real(code, line)
+
+real, stage._exit = stage._exit, _exit
+sys.argv = [sys.argv[1]]
+sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])  # as `python stages/evaluate.py` has it
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_the_evaluate_stage_runs_numpys_baseline_loops(tmp_path: Path) -> None:
+    """NumPy's AVX2 and AVX-512 exp give other last bits than its baseline's (the gallery's order
+    follows them): the stage pins NumPy's dispatch, whatever the user's environment says."""
+    (tmp_path / "wrapped.py").write_text(WRAPPED_STAGE)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "NPY_ENABLE_CPU_FEATURES": "X86_V3"}
+    r = subprocess.run(
+        [sys.executable, "wrapped.py", str(root / "stages" / "evaluate.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "numpy above baseline: False" in r.stdout, r.stdout + r.stderr
+    assert "evaluate: error: models/valid_logits.safetensors: missing" in r.stderr

@@ -34,6 +34,20 @@ def pin_env(threads: int) -> None:
     )
 
 
+# NumPy picks its loops by CPU too: exp and log (the evaluate stage's softmax, sigmoid and loss)
+# have AVX2 and AVX-512 versions whose last bits differ from the baseline's, and the gallery's
+# order of mistakes follows those bits. Names another architecture lacks are ignored.
+NUMPY_ABOVE_BASELINE = "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"
+
+
+def pin_numpy() -> None:
+    """NumPy's baseline loops, the same on every x86-64 CPU; call before `import numpy`."""
+    if "numpy" in sys.modules:
+        raise RuntimeError("pin_numpy must run before numpy is imported")
+    os.environ.pop("NPY_ENABLE_CPU_FEATURES", None)  # NumPy refuses both set at once
+    os.environ["NPY_DISABLE_CPU_FEATURES"] = NUMPY_ABOVE_BASELINE
+
+
 def pin_torch(torch, threads: int) -> bool:
     """Fix what torch decides at run time; True if the environment pins took effect."""
     torch.set_num_threads(threads)
