@@ -107,6 +107,29 @@ def test_evaluate_needs_no_torch() -> None:
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ('{"digits": [3, 7]', "Expecting"),  # cut short
+        ('{"loss_func": "mnist_loss"}', "no 'digits' in it"),
+        ('{"digits": [3, 70], "loss_func": "mnist_loss"}', "digits [3, 70]"),
+        ('{"digits": [3, 7], "loss_func": "mnist_loss", "x": 1}', None),  # fine
+    ],
+)
+def test_a_garbled_spec_in_the_logits_is_one_clear_error(
+    tmp_path: Path, spec: str, words: str | None
+) -> None:
+    tensors = _valid(tmp_path, np.array([3, 7, 3]))
+    logits = tmp_path / "logits.safetensors"
+    save_file({"logits": np.zeros((3, 1), np.float32)}, str(logits), metadata={"spec": spec})
+    if words is None:
+        _run(tmp_path, tensors, logits)
+        return
+    with pytest.raises(UserError, match=r"not a logits file as the train stage writes it") as e:
+        _run(tmp_path, tensors, logits)
+    assert words in str(e.value) and "`dvc repro -f train`" in str(e.value)
+
+
 WRAPPED_STAGE = """
 import runpy, sys
 from mnist_basics import stage

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_basics import atomic, images
-from mnist_basics.errors import UserError
+from mnist_basics.errors import BadFile, UserError
 
 
 def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
@@ -24,8 +24,18 @@ def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
     logits = arrays["logits"]
     if "spec" not in meta:
         raise UserError(f"{path}: not a logits file written by the train stage (no spec metadata)")
-    spec = json.loads(meta["spec"])
-    return logits, list(spec["digits"]), spec["loss_func"]
+    try:
+        spec = json.loads(meta["spec"])
+        digits, loss = [int(d) for d in spec["digits"]], str(spec["loss_func"])
+        if sorted(set(digits)) != sorted(digits) or not all(0 <= d <= 9 for d in digits):
+            raise ValueError(f"digits {digits}")
+        if logits.ndim != 2 or logits.shape[1] not in (1, len(digits)):
+            raise ValueError(f"logits of shape {list(logits.shape)} for digits {digits}")
+    except (ValueError, TypeError, KeyError) as e:
+        what = f"no {e} in it" if isinstance(e, KeyError) else str(e)
+        why = f"not a logits file as the train stage writes it (its spec: {what})"
+        raise BadFile(path, why, "`dvc repro -f train` writes it again") from None
+    return logits, digits, loss
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
