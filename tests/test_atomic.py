@@ -11,6 +11,15 @@ import pytest
 from mnist_basics import atomic
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal: a job started in the background by a
+    non-interactive shell inherits SIGINT ignored."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def _old_outputs(tmp_path: Path) -> tuple[Path, Path]:
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "a.png").write_bytes(b"old plot")
@@ -56,7 +65,7 @@ def test_a_group_that_succeeds_replaces_every_output(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_during_the_renames_waits_until_they_are_done(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ctrl_c_raises: None
 ) -> None:
     """A folder output is removed, then replaced: Ctrl-C between the two would lose it."""
     _, model = _old_outputs(tmp_path)
@@ -80,7 +89,7 @@ def test_ctrl_c_during_the_renames_waits_until_they_are_done(
 
 
 def test_one_output_alone_is_renamed_with_signals_held(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ctrl_c_raises: None
 ) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old").write_bytes(b"old")
