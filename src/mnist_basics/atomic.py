@@ -75,13 +75,6 @@ def together() -> Iterator[None]:
     _held.append(held)
     try:
         yield
-    except BaseException:
-        for tmp, _ in held:
-            remove(tmp)
-        raise
-    finally:
-        _held.remove(held)
-    try:
         with _signals_held():
             while held:
                 _rename(*held[0])
@@ -90,6 +83,8 @@ def together() -> Iterator[None]:
         for tmp, _ in held:
             remove(tmp)
         raise
+    finally:
+        _held.remove(held)
 
 
 @contextlib.contextmanager
