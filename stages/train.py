@@ -14,7 +14,7 @@ OUTPUTS = (
 
 
 def main(p) -> None:
-    numerics.pin_env(p.train.threads)  # before torch: the same bytes on any CPU
+    numerics.pin_env(p.train.threads, p.train.kernels)  # before torch: the param's kernels
     from mnist_basics.train import train  # torch: only once params are good
 
     train(p)

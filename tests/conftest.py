@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import golden
 import pytest
 from synthetic import write_fastai_tree
 
@@ -56,13 +57,13 @@ def synthetic_three(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def real_37_tensors(tmp_path_factory: pytest.TempPathFactory, real_mnist: Path) -> Path:
     """The real 3s and 7s, downloaded from the IDX folder (a user path source) and tensorized."""
-    from mnist_basics.download import download
-    from mnist_basics.tensorize import tensorize
+    return golden.real_tensors([3, 7], tmp_path_factory.mktemp("real37"))
 
-    root = tmp_path_factory.mktemp("real37")
-    download([3, 7], [str(real_mnist)], 10, root / "raw.zip")
-    tensorize(root / "raw.zip", root / "tensors")
-    return root / "tensors"
+
+@pytest.fixture(scope="session")
+def real_10_tensors(tmp_path_factory: pytest.TempPathFactory, real_mnist: Path) -> Path:
+    """All ten digits of the real MNIST, as real_37_tensors."""
+    return golden.real_tensors(golden.TEN, tmp_path_factory.mktemp("real10"))
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
-"""The same bytes on any x86-64 machine: one machine stands in for many. The train stage runs as a
-subprocess under each setting a user (or another CPU) could bring, and must write the same model
-and curves, byte for byte, for every model."""
+"""The bytes depend on params only, not on the environment a user brings: the train stage runs as a
+subprocess under each kernel setting a user could export, and on one free core, and must write the
+same model and curves, byte for byte, for every model and both `train.kernels`. What holds across
+CPU kinds is tests/test_golden_bytes.py's: one machine cannot stand in for another."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ SETTINGS = {
     "mkl-sse42": {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
     "mkl-avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
     "mkl-cbwr-auto": {"MKL_CBWR": "AUTO"},
+    "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
     "omp-2": {"OMP_NUM_THREADS": "2"},
 }
 OUTPUTS = ("models/model.safetensors", "metrics/train/plots/metrics/train/loss.tsv")
@@ -74,11 +76,14 @@ MODELS = {
 }
 
 
+@pytest.mark.parametrize("kernels", ["portable", "native"])
 @pytest.mark.parametrize("model", sorted(MODELS))
-def test_every_setting_gives_the_same_model_bytes(tensors: Path, tmp_path: Path, model: str):
+def test_every_setting_gives_the_same_model_bytes(
+    tensors: Path, tmp_path: Path, model: str, kernels: str
+):
     shutil.copytree(tensors, tmp_path / "data/tensors")
     p = params_mod.defaults()
-    p["train"].update(MODELS[model])
+    p["train"].update(MODELS[model], kernels=kernels)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     want = _stage(tmp_path, "train", {})
     got = {name: _stage(tmp_path, "train", env) for name, env in SETTINGS.items()}

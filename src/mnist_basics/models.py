@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ class ModelSpec:
     loss_func: str  # mnist_loss | cross_entropy
     hidden: int = 30
     init_std: float = 1.0
+    width: int = 16  # cnn's first block's channels
 
     @property
     def n_out(self) -> int:
@@ -65,25 +66,26 @@ def simple_net(hidden: int = 30, n_out: int = 1) -> nn.Sequential:
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    """3x3 conv, batch norm, ReLU, then halve the resolution."""
+    """3x3 conv, halve the resolution, then batch norm and ReLU: pooling first gives the same
+    function class as pooling last at a quarter of the normalisation's work."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(),
         nn.MaxPool2d(2),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
     )
 
 
-def cnn(n_out: int = 1) -> nn.Sequential:
-    """A small CNN: three conv blocks (28 -> 14 -> 7 -> 3 pixels, 16/32/64 channels), one linear
-    head. Batch norm wants mixed batches: train it with train.shuffle: true."""
+def cnn(n_out: int = 1, width: int = 16) -> nn.Sequential:
+    """A small CNN: three conv blocks (28 -> 14 -> 7 -> 3 pixels, width/2x/4x channels), one
+    linear head. Batch norm wants mixed batches: train it with train.shuffle: true."""
     return nn.Sequential(
         nn.Unflatten(1, (1, 28, 28)),
-        _conv_block(1, 16),
-        _conv_block(16, 32),
-        _conv_block(32, 64),
+        _conv_block(1, width),
+        _conv_block(width, 2 * width),
+        _conv_block(2 * width, 4 * width),
         nn.Flatten(),
-        nn.Linear(64 * 3 * 3, n_out),
+        nn.Linear(4 * width * 3 * 3, n_out),
     )
 
 
@@ -94,7 +96,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
     if spec.model == "simple_net":
         return simple_net(spec.hidden, spec.n_out)
     if spec.model == "cnn":
-        return cnn(spec.n_out)
+        return cnn(spec.n_out, spec.width)
     raise UserError(f"unknown model {spec.model!r}; allowed: linear, simple_net, cnn")
 
 
@@ -153,6 +155,8 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
         raise BadFile(path, "not a model written by the train stage (no spec metadata)")
     try:
         raw = json.loads(meta["spec"])
+        if set(raw) != {f.name for f in fields(ModelSpec)}:
+            raise KeyError(f"fields {sorted(raw)}")
         spec = ModelSpec(**{**raw, "digits": tuple(raw["digits"])})
     except (ValueError, TypeError, KeyError) as e:
         raise BadFile(path, f"its spec metadata is not this version's ({e})") from None

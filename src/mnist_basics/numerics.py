@@ -1,11 +1,17 @@
-"""The same bytes on any x86-64 machine: pin every CPU kernel choice that changes float results.
+"""Which CPU kernels run, chosen by the `train.kernels` param, so the bytes depend on params only.
 
 PyTorch picks its kernels by the CPU it runs on: ATen's vectorised ops (sigmoid, sums, batch norm,
 Adam) by instruction set (ATEN_CPU_CAPABILITY), MKL's matrix products by its own dispatch, oneDNN
-and NNPACK their convolutions, and every parallel sum by the thread count. Each choice changes
-the order of float additions and so the trained bytes (an AVX-512 Intel and an AVX2 AMD gave
-different models of the same params). Pinned here, before torch is imported, to the baseline
-code path every x86-64 CPU runs: docs/reproducibility.md has the measurements and the cost.
+and NNPACK their convolutions, and every parallel sum by the thread count. Each choice changes the
+order of float additions and so the trained bytes.
+
+- `portable` (the default): the baseline code path every x86-64 CPU runs. The default pipeline's
+  model is the same bytes on every CPU kind the project has seen.
+- `native`: the fastest kernels this CPU has (AVX-512 or AVX2, oneDNN convolutions). The bytes are
+  the same run after run on one CPU kind, not across kinds.
+
+Either way the user's own settings of these variables are dropped and the thread count is the
+param's. docs/reproducibility.md has what holds on which CPUs, measured; tests/golden/ the hashes.
 """
 
 from __future__ import annotations
@@ -13,25 +19,37 @@ from __future__ import annotations
 import os
 import sys
 
+KERNELS = ("portable", "native")
 # The user's own settings of these would change the bytes: they are dropped.
-DROPPED = ("MKL_ENABLE_INSTRUCTIONS", "DNNL_MAX_CPU_ISA", "MKL_DEBUG_CPU_TYPE")
+DROPPED = (
+    "ATEN_CPU_CAPABILITY",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_DEBUG_CPU_TYPE",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+)
+PORTABLE = {
+    "ATEN_CPU_CAPABILITY": "default",  # ATen's baseline kernels, not AVX2 / AVX-512
+    "MKL_CBWR": "COMPATIBLE",  # MKL's conditional numerical reproducibility: one code path
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+}
 
 
-def pin_env(threads: int) -> None:
+def pin_env(threads: int, kernels: str = "portable") -> None:
     """Set the environment the kernels read when torch loads; call before `import torch`."""
     if "torch" in sys.modules:
         raise RuntimeError("pin_env must run before torch is imported")
     for key in DROPPED:
         os.environ.pop(key, None)
     os.environ.update(
-        ATEN_CPU_CAPABILITY="default",  # ATen's baseline kernels, not AVX2 / AVX-512
-        MKL_CBWR="COMPATIBLE",  # MKL's conditional numerical reproducibility: one code path
-        ONEDNN_MAX_CPU_ISA="SSE41",
         OMP_NUM_THREADS=str(threads),
         MKL_NUM_THREADS=str(threads),
         MKL_DYNAMIC="FALSE",
         OMP_DYNAMIC="FALSE",
     )
+    if kernels == "portable":
+        os.environ.update(PORTABLE)
 
 
 # NumPy picks its loops by CPU too: exp and log (the evaluate stage's softmax, sigmoid and loss)
@@ -48,9 +66,10 @@ def pin_numpy() -> None:
     os.environ["NPY_DISABLE_CPU_FEATURES"] = NUMPY_ABOVE_BASELINE
 
 
-def pin_torch(torch, threads: int) -> bool:
-    """Fix what torch decides at run time; True if the environment pins took effect."""
+def pin_torch(torch, threads: int, kernels: str = "portable") -> bool:
+    """Fix what torch decides at run time; True if the environment's kernel choice took effect."""
     torch.set_num_threads(threads)
-    torch.backends.mkldnn.enabled = False  # convolutions by im2col and MKL's pinned products
+    portable = kernels == "portable"
+    torch.backends.mkldnn.enabled = not portable  # portable: im2col and MKL's pinned products
     torch.backends.nnpack.set_flags(False)
-    return torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+    return (torch.backends.cpu.get_cpu_capability() == "DEFAULT") == portable

@@ -162,6 +162,9 @@ class Train:
         "linear: the book's `linear1`; simple_net: 784-hidden-out with a ReLU; cnn: a small CNN.",
     )
     hidden: int = key(30, number(True, ge=1, le=4096), "simple_net's hidden width (the book's 30).")
+    width: int = key(
+        16, number(True, ge=1, le=256), "cnn's channels in its first block; the next are 2x and 4x."
+    )
     loss_func: str = key(
         "mnist_loss",
         one_of("mnist_loss", "cross_entropy"),
@@ -211,6 +214,12 @@ class Train:
         number(True, ge=1, le=256),
         "CPU threads of the kernels; part of the result, so a param, never the machine's free "
         "cores.",
+    )
+    kernels: str = key(
+        "portable",
+        one_of("portable", "native"),
+        "CPU kernels: portable gives the same bytes on every x86-64 CPU; native is the fastest "
+        "this CPU has, the same bytes run after run on one CPU kind.",
     )
     device: str = key(
         "cpu",

@@ -55,8 +55,8 @@ def device_for(name: str) -> torch.device:
 def seed_everything(tp: Train, dev: torch.device) -> torch.Generator:
     """Fix everything the bytes depend on: seeds, CPU kernels and threads, GPU determinism."""
     torch.manual_seed(tp.seed)
-    if not numerics.pin_torch(torch, tp.threads):
-        log.warning("torch was imported before numerics.pin_env: bytes may differ by CPU")
+    if not numerics.pin_torch(torch, tp.threads, tp.kernels):
+        log.warning("torch was imported before numerics.pin_env: the kernels are not the param's")
     if dev.type == "cuda":
         # cuBLAS reproducible only with a fixed workspace (set before CUDA starts)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -111,8 +111,10 @@ def train(p: Params) -> list[EpochStats]:
             f"params.yaml: data.digits = {digits} but data/tensors holds {train_split.digits}; "
             "run `dvc repro` so download and tensorize follow data.digits"
         )
-    spec = ModelSpec(tp.model, tuple(digits), tp.loss_func, tp.hidden, tp.init_std)
+    spec = ModelSpec(tp.model, tuple(digits), tp.loss_func, tp.hidden, tp.init_std, tp.width)
     model = build_model(spec).to(dev)
+    if tp.kernels == "native":
+        model = model.to(memory_format=torch.channels_last)  # oneDNN's fastest convolutions
     learn = Learner(
         model=model,
         train_x=train_split.x,
@@ -130,7 +132,7 @@ def train(p: Params) -> list[EpochStats]:
     log.info(
         f"{tp.model}, {tp.loss_func}, {tp.optimizer} optimizer, lr {tp.lr:g}, {tp.epochs} epochs, "
         f"{len(train_split.x)} train / {len(valid_split.x)} valid images on {dev}, "
-        f"{tp.threads} thread(s)"
+        f"{tp.threads} thread(s), {tp.kernels} kernels"
     )
     history = learn.fit(tp.epochs)
     with atomic.together():  # the model, its logits, curves and picture: all new, or all old
