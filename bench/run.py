@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -35,6 +36,27 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PY = sys.executable
 BOOK = str(BENCH / "book_style.py")
+TEN = "[0,1,2,3,4,5,6,7,8,9]"
+# README's recipes, as `dvc exp run -S` flags
+CNN = [
+    f"train.{kv}"
+    for kv in (
+        "model=cnn",
+        "optimizer=adam",
+        "lr=0.01",
+        "shuffle=true",
+        "schedule=one_cycle",
+        "threads=2",
+    )
+]
+CNN37 = [*CNN, "train.epochs=6"]
+CNN10 = [
+    *CNN,
+    "train.epochs=4",
+    "train.lr=0.02",
+    "train.loss_func=cross_entropy",
+    f"data.digits={TEN}",
+]
 GIT_ID = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
 
 
@@ -103,12 +125,14 @@ class Scratch:
         self.tree = root / "tree"  # data/raw.zip extracted: the book's PNG tree
         self.tgz = root / "mnist_sample.tgz"
         self.trivial = root / "trivial"  # a one-stage DVC project: DVC's own no-op floor
+        self.ten = root / "ten"  # base with all ten digits, one dvc repro, committed
         if not self.base.exists():
             sh(["git", "clone", "-q", str(REPO), str(self.base)], root)
             set_sources(self.base, mnist)
             commit(self.base, "bench: data from the local IDX folder")
         variants = (
             (self.proj, None),
+            (self.ten, self._ten_digits),
             (self.nopersist, lambda p: self._edit_outs(p, False)),
             (self.allcached, lambda p: self._edit_outs(p, True)),
         )
@@ -159,6 +183,17 @@ class Scratch:
                         st[kind][i] = {path: opts} if opts else path
         y.write_text(yaml.safe_dump(d, sort_keys=False))
 
+    @staticmethod
+    def _ten_digits(proj: Path) -> None:
+        """params.yaml for all ten digits, so a ten-digit recipe finds its data stages done."""
+        import yaml
+
+        y = proj / "params.yaml"
+        d = yaml.safe_load(y.read_text())
+        d["data"]["digits"] = list(range(10))
+        d["train"]["loss_func"] = "cross_entropy"
+        y.write_text(yaml.safe_dump(d, sort_keys=False))
+
     def fresh_cold(self) -> None:
         shutil.rmtree(self.cold, ignore_errors=True)
         shutil.rmtree(self.root / "untar", ignore_errors=True)
@@ -182,6 +217,7 @@ class Work:
     ref: list[list[str]] | None  # None: an absolute target
     target: str  # "ratio<=X" or "abs<X" or "-"
     note: str = ""
+    accuracy: bool = False  # report metrics/evaluate.json's accuracy after each run
 
 
 def works(s: Scratch) -> list[Work]:
@@ -191,7 +227,34 @@ def works(s: Scratch) -> list[Work]:
     exp05 = ["dvc", "exp", "run", "-q", "-S", "train.lr=0.5"]
     exp10 = ["dvc", "exp", "run", "-q", "-S", "train.lr=1.0"]
     proj_reset = lambda s: reset(s.proj)  # noqa: E731
+    ten_reset = lambda s: reset(s.ten)  # noqa: E731
+
+    def recipe(flags: list[str], kernels: str) -> list[list[str]]:
+        sets = [x for kv in [*flags, f"train.kernels={kernels}"] for x in ("-S", kv)]
+        return [["dvc", "exp", "run", "-q", *sets]]
+
     return [
+        Work(
+            "cnn37_recipe",
+            "proj",
+            proj_reset,
+            recipe(CNN37, "native"),
+            recipe(CNN37, "portable"),
+            "abs<20",
+            "README's 3-vs-7 CNN recipe (train.kernels=native); ref = the same with portable",
+            accuracy=True,
+        ),
+        Work(
+            "cnn10_recipe",
+            "ten",
+            ten_reset,
+            recipe(CNN10, "native"),
+            recipe(CNN10, "portable"),
+            "abs<60",
+            "README's ten-digit CNN recipe, data stages done (train.kernels=native); ref = the "
+            "same with portable",
+            accuracy=True,
+        ),
         Work(
             "exp_run",
             "proj",
@@ -294,15 +357,15 @@ def fmt(xs: list[float]) -> str:
 
 
 def row(w: Work, ours: list[tuple], ref: list[tuple]) -> str:
-    ow = [t for t, _ in ours]
+    ow = [t for t, _, _ in ours]
     mo = statistics.median(ow)
-    rss = f"{max(m for _, m in ours):.0f}"
+    rss = f"{max(m for _, m, _ in ours):.0f}"
     ratio, met, rs = "-", "-", "-"
     if ref:
-        rw = [t for t, _ in ref]
+        rw = [t for t, _, _ in ref]
         ratio_v = mo / statistics.median(rw)
         ratio, rs = f"{ratio_v:.2f}x", fmt(rw)
-        rss += f" / {max(m for _, m in ref):.0f}"
+        rss += f" / {max(m for _, m, _ in ref):.0f}"
         if w.target.startswith("ratio<="):
             met = "yes" if ratio_v <= float(w.target[7:]) else "no"
     if w.target.startswith("abs<"):
@@ -314,7 +377,11 @@ def row(w: Work, ours: list[tuple], ref: list[tuple]) -> str:
     )
     if w.target.startswith("abs<"):
         target += " s"
-    return f"| {w.name} | {fmt(ow)} | {rs} | {ratio} | {target} | {met} | {rss} | {w.note} |"
+    note = w.note
+    if w.accuracy:
+        note += "; accuracy ours " + ", ".join(sorted({f"{a:.4f}" for _, _, a in ours}))
+        note += ", ref " + ", ".join(sorted({f"{a:.4f}" for _, _, a in ref}))
+    return f"| {w.name} | {fmt(ow)} | {rs} | {ratio} | {target} | {met} | {rss} | {note} |"
 
 
 def machine() -> str:
@@ -359,7 +426,11 @@ def main() -> None:
                     if cmds is None:
                         continue
                     w.prepare(s)
-                    acc.append(timed(cmds, getattr(s, w.cwd)))
+                    cwd = getattr(s, w.cwd)
+                    t, rss = timed(cmds, cwd)
+                    metrics = cwd / "metrics" / "evaluate.json"
+                    a = json.loads(metrics.read_text())["accuracy"] if w.accuracy else None
+                    acc.append((t, rss, a))
                     print(f"{w.name} {side} {i + 1}/{a.runs}: {acc[-1][0]:.2f} s", flush=True)
             lines.append(row(w, ours, ref))
             print(lines[-1], flush=True)
