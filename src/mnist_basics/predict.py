@@ -254,7 +254,7 @@ def _exists(path: Path) -> str:
 
 
 def write_shown(preds: list[Prediction], targets: dict[str, Path]) -> None:
-    for p in preds:
+    for p in preds if targets else []:
         target = targets[p.path]
         target.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
