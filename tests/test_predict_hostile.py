@@ -172,7 +172,7 @@ def test_mnist_form_is_used_as_is() -> None:
 
 
 def test_real_mnist_digits_are_in_mnist_form(real_mnist: Path) -> None:
-    raw = gzip.open(real_mnist / "t10k-images-idx3-ubyte.gz").read()
+    raw = gzip.decompress((real_mnist / "t10k-images-idx3-ubyte.gz").read_bytes())
     images = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)
     assert all(in_mnist_form(a.astype(np.float32)) for a in images)
 
@@ -207,9 +207,7 @@ def test_a_newline_in_a_name_forges_no_row_and_no_error_line(workspace: Path, ca
     code, out, err = cli(capsys, "a\nb.png 7 1.000", "x\npredict: error: forged.png")
     assert code == 2
     assert len(out.splitlines()) == 2 and out.splitlines()[1].startswith("a\\nb.png 7 1.000 ")
-    assert err == (
-        "predict: error: x\\npredict: error: forged.png: not an image Pillow can read\n"
-    )
+    assert err == ("predict: error: x\\npredict: error: forged.png: not an image Pillow can read\n")
 
 
 def test_a_name_that_is_not_utf8(workspace: Path) -> None:
@@ -300,7 +298,7 @@ def test_unreadable_files_and_folders_are_reported_and_the_rest_predicted(
         r = process(workspace, "imgs", "d.png", "shut/e.png", "shut", unprivileged=True)
     finally:
         for p in ("imgs/locked", "shut"):
-            os.chmod(p, 0o755)
+            os.chmod(p, 0o700)
     assert r.returncode == 2
     assert sorted(r.stderr.decode().splitlines()) == sorted(
         f"predict: error: {p}: permission denied"
