@@ -278,8 +278,8 @@ def test_a_rev_that_is_not_a_commit(revrepo: Path, monkeypatch, capsys, rev: str
     assert code == 2 and out == ""
     shown = (rev if len(rev) <= 80 else rev[:77] + "...").replace("\n", "\\n")
     assert err == (
-        f"predict: error: --rev {shown}: not a commit of this repository (give a branch, tag, "
-        "DVC experiment or commit sha)\n"
+        f"predict: error: --rev {shown}: unknown revision; it must be a commit of this "
+        "repository (a branch, tag, DVC experiment or commit sha)\n"
     )
     assert not (revrepo / "o").exists()
 

@@ -116,8 +116,8 @@ def commit_of(rev: str, repo: str | None = None) -> str:
         if ref.count("/") == 4 and ref.rsplit("/", 1)[1] == rev:  # refs/exps/ab/cdef.../NAME
             return sha
     raise UserError(
-        f"--rev {shown}: not a commit of this repository (give a branch, tag, DVC experiment "
-        "or commit sha)"
+        f"--rev {shown}: unknown revision; it must be a commit of this repository (a branch, "
+        "tag, DVC experiment or commit sha)"
     )
 
 
