@@ -100,8 +100,15 @@ def test_show_names_stay_inside_the_folder(tmp_path: Path) -> None:
     folder = tmp_path / "seen"
     files = [Path("/x.png"), Path("../../y.png"), Path("/.hidden.png"), Path("a/../b/z.png")]
     targets = shown_paths(files, folder)
-    assert [t.parent for t in targets.values()] == [folder] * 4
-    assert [t.name for t in targets.values()] == ["x.png", "y.png", "hidden.png", "b_z.png"]
+    assert [t.parent for t in targets] == [folder] * 4
+    assert [t.name for t in targets] == ["x.png", "y.png", "hidden.png", "b_z.png"]
+
+
+def test_show_of_one_input_twice(workspace: Path, capsys) -> None:
+    seven().save("a.png")
+    code, _, err = cli(capsys, "--show", "seen", "a.png", "a.png")
+    assert code == 0, err
+    assert sorted(os.listdir("seen")) == ["a-2.png", "a.png"]
 
 
 def test_write_new_never_replaces(tmp_path: Path) -> None:

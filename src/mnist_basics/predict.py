@@ -149,13 +149,13 @@ def predict_prepared(model: LoadedModel, items: list[tuple[str, Prepared]]) -> l
     if not items:
         return []
     logits = predict(model.model, torch.from_numpy(np.stack([p.x for _, p in items])))
+    if not logits.isfinite().all():  # finite weights can still overflow: no nan in the JSON
+        raise UserError(f"{model.source}: the model's outputs are not finite numbers (inf or nan)")
     if logits.shape[1] == 1:
         p_first = logits[:, 0].sigmoid()
         probs = torch.stack([p_first, 1 - p_first], 1)
     else:
         probs = logits.softmax(1)
-    if not logits.isfinite().all():  # finite weights can still overflow: no nan in the JSON
-        raise UserError(f"{model.source}: the model's outputs are not finite numbers (inf or nan)")
     classes = predict_classes(logits).tolist()
     return [
         Prediction(path, model.digits[c], dict(zip(model.digits, pr, strict=True)), prep)
@@ -227,14 +227,14 @@ def table(preds: list[Prediction], digits: tuple[int, ...]) -> str:
     )
 
 
-def shown_paths(files: list[Path], folder: Path) -> dict[str, Path]:
+def shown_paths(files: list[Path], folder: Path) -> list[Path]:
     """--show: where each input's 28x28 image goes, named after its folder and stem, made
     unique, always inside `folder`. Nothing is overwritten, so an existing one is refused here,
     before any work."""
     if os.path.lexists(folder) and not os.path.isdir(folder):
         raise UserError(f"--show {printable(str(folder))}: not a folder")
     taken: set[str] = set()
-    out = {}
+    out = []
     for f in files:
         parts = [q for q in f.with_suffix("").parts if q not in (f.anchor, "..")]
         base = "_".join(parts[-2:]).lstrip("._") or "image"  # no separator, not hidden
@@ -243,9 +243,9 @@ def shown_paths(files: list[Path], folder: Path) -> dict[str, Path]:
             k += 1
             name = f"{base}-{k}.png"
         taken.add(name)
-        out[str(f)] = folder / name
-        if os.path.lexists(out[str(f)]):
-            raise UserError(_exists(out[str(f)]))
+        out.append(folder / name)
+        if os.path.lexists(out[-1]):
+            raise UserError(_exists(out[-1]))
     return out
 
 
@@ -253,16 +253,15 @@ def _exists(path: Path) -> str:
     return f"--show: {printable(str(path))} exists; not overwritten (give a new or empty folder)"
 
 
-def write_shown(preds: list[Prediction], targets: dict[str, Path]) -> None:
-    for p in preds if targets else []:
-        target = targets[p.path]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        p.prepared.image().save(buf, format="PNG")
-        try:
-            atomic.write_new(target, buf.getvalue())
-        except FileExistsError:  # made since shown_paths looked
-            raise UserError(_exists(target)) from None
+def write_shown(prepared: Prepared, target: Path) -> None:
+    """One --show image, written whole and never over a file made since shown_paths looked."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    prepared.image().save(buf, format="PNG")
+    try:
+        atomic.write_new(target, buf.getvalue())
+    except FileExistsError:
+        raise UserError(_exists(target)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -298,20 +297,23 @@ def run(args: argparse.Namespace) -> int:
     files, errors = expand(args.paths)
     for path, what in errors:
         _error(path, what)
-    targets = shown_paths(files, args.show) if args.show is not None else {}
+    shown = shown_paths(files, args.show) if args.show is not None else [None] * len(files)
     model = load(args.rev)  # or a UserError, which the console script prints as one line
     import torch
 
     torch.set_num_threads(1)
     as_is = True if args.as_is else False if args.preprocess else None
-    items = []
-    for f in files:
+    items, targets = [], []
+    for f, target in zip(files, shown, strict=True):
         try:
             items.append((str(f), prepare(f, as_is)))
+            targets.append(target)
         except ImageError as e:
             _error(str(f), str(e))
     preds = predict_prepared(model, items)
-    write_shown(preds, targets)
+    for p, target in zip(preds, targets, strict=True):
+        if target is not None:
+            write_shown(p.prepared, target)
     if args.json:
         images = [p.as_json() for p in preds]
         doc = {"model": {"source": model.source, "spec": model.spec}, "images": images}
