@@ -144,6 +144,13 @@ def test_exif_orientation_is_applied(tmp_path: Path, orientation, stored_as) -> 
     assert np.abs(sideways - want).mean() > 20
 
 
+def test_corrupt_exif_is_no_warning(workspace: Path) -> None:
+    exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08" + bytes(range(7, 47))  # entries cut short
+    seven().save("photo.jpg", exif=exif)
+    r = process(workspace, "photo.jpg")
+    assert (r.returncode, r.stderr) == (0, b"") and r.stdout.splitlines()[1].startswith(b"photo")
+
+
 # --- MNIST's own form, or preprocessed ------------------------------------------------------
 
 

@@ -73,6 +73,7 @@ def open_image(source: Path | bytes) -> Image.Image:
     try:
         with f, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: the pixels as stored
             im = Image.open(f)
             w, h = im.size
             if w * h > MAX_PIXELS:
