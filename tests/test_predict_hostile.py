@@ -102,6 +102,9 @@ def test_show_names_stay_inside_the_folder(tmp_path: Path) -> None:
     targets = shown_paths(files, folder)
     assert [t.parent for t in targets] == [folder] * 4
     assert [t.name for t in targets] == ["x.png", "y.png", "hidden.png", "b_z.png"]
+    long = Path("é" * 120, "ü" * 120 + ".png")  # 240 bytes each: joined, more than 255
+    [target] = shown_paths([long], folder)
+    assert len(os.fsencode(target.name)) <= 210 and target.name.startswith("é" * 100)
 
 
 def test_show_of_one_input_twice(workspace: Path, capsys) -> None:

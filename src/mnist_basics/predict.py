@@ -238,6 +238,7 @@ def shown_paths(files: list[Path], folder: Path) -> list[Path]:
     for f in files:
         parts = [q for q in f.with_suffix("").parts if q not in (f.anchor, "..")]
         base = "_".join(parts[-2:]).lstrip("._") or "image"  # no separator, not hidden
+        base = os.fsdecode(os.fsencode(base)[:200])  # a name (and its temporary) fits 255 bytes
         name, k = f"{base}.png", 1
         while name in taken:
             k += 1
