@@ -261,15 +261,27 @@ def test_rev_reads_that_revisions_model_without_checkout(
     )
 
 
-def test_unknown_rev(revrepo: Path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize(
+    "rev",
+    ["no-such-rev", "HEAD:models", "HEAD^{tree}", "BLOB", "x" * 1024, "--output=o", "a\nb"],
+    ids=["unknown", "tree-path", "tree", "blob-sha", "1024-chars", "option", "newline"],
+)
+def test_a_rev_that_is_not_a_commit(revrepo: Path, monkeypatch, capsys, rev: str) -> None:
     monkeypatch.chdir(revrepo)
     seven().save(revrepo / "s.png")
-    code, out, err = cli(capsys, "--rev", "no-such-rev", "s.png")
+    if rev == "BLOB":
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD:models/model.safetensors.dvc"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    code, out, err = cli(capsys, f"--rev={rev}", "s.png")
     assert code == 2 and out == ""
-    assert err.strip() == (
-        "predict: error: --rev no-such-rev: unknown revision (not a commit, branch, tag or DVC "
-        "experiment of this repository)"
+    shown = (rev if len(rev) <= 80 else rev[:77] + "...").replace("\n", "\\n")
+    assert err == (
+        f"predict: error: --rev {shown}: unknown revision; it must be a commit of this "
+        "repository (a branch, tag, DVC experiment or commit sha)\n"
     )
+    assert not (revrepo / "o").exists()
 
 
 def test_a_revisions_unreadable_model_is_named_by_revision(

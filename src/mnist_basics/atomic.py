@@ -8,10 +8,11 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mnist_basics.errors import BadFile, UserError
 
@@ -117,6 +118,30 @@ def write_text(target: str | Path, text: str) -> None:
     write_bytes(target, text.encode())
 
 
+def write_new(target: Path, data: bytes) -> None:
+    """Write `data` to `target` whole, never over an existing file: to a temporary, then a hard
+    link, which (unlike a rename) fails with FileExistsError when `target` exists."""
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.link(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file, else BadFile(path, why): missing,
+    unreadable, or a fifo (which would block forever), a device (never end) or a folder."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a fifo: no wait
+    except OSError as e:
+        raise BadFile(path, (e.strerror or type(e).__name__).lower()) from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BadFile(path, "not a regular file (a folder, fifo, socket or device)")
+    return os.fdopen(fd, "rb")
+
+
 def read_safetensors(
     path: Path, what: str, stage: str, needs: tuple[str, ...] = (), framework: str = "pt"
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -125,8 +150,12 @@ def read_safetensors(
     or without an array it `needs`."""
     from safetensors import SafetensorError, safe_open
 
-    if not path.exists():
-        raise UserError(f"{path}: missing; run `dvc repro {stage}` first")
+    try:
+        open_regular(path).close()
+    except BadFile as e:
+        if isinstance(e.__cause__, FileNotFoundError):
+            raise UserError(f"{path}: missing; run `dvc repro {stage}` first") from None
+        raise
     try:
         with safe_open(str(path), framework=framework) as f:
             arrays, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}  # noqa: SIM118

@@ -1,5 +1,6 @@
 """The `mnist-basics` console script: each subcommand is a module with `add_arguments(parser)`
-and `run(args) -> int`; a UserError it raises is one `<command>: error: ...` line, exit 2.
+and `run(args) -> int`; a UserError it raises is one `<command>: error: ...` line (escaped: a
+file name in it can forge no line), exit 2.
 
     mnist-basics predict digit.png
     mnist-basics serve --port 8000
@@ -12,7 +13,7 @@ import importlib
 import os
 import sys
 
-from mnist_basics.errors import UserError
+from mnist_basics.errors import UserError, printable
 
 # subcommand -> module; imported only when that subcommand runs (torch, starlette are slow).
 COMMANDS = {
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return importlib.import_module(args._module).run(args)
     except UserError as e:
-        print(f"{args.command}: error: {e}", file=sys.stderr)
+        print(f"{args.command}: error: {printable(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{args.command}: interrupted", file=sys.stderr)
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MNIST_BASICS_TRACEBACK"):
             raise
         where = f"{e.filename}: " if e.filename else ""
-        print(f"{args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"{args.command}: error: {printable(f'{where}{e.strerror or e}')}", file=sys.stderr)
         return 1
 
 

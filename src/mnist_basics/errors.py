@@ -1,5 +1,7 @@
 """The one exception a user's mistake raises: it ends a stage with one line, not a traceback."""
 
+import contextlib
+
 
 class UserError(Exception):
     """Something the user can fix (a param, a file, a source); the message says what and how."""
@@ -12,3 +14,12 @@ class BadFile(UserError):
     def __init__(self, path: object, why: str, hint: str = "") -> None:
         super().__init__(f"{path}: {why}" + (f"; {hint}" if hint else ""))
         self.why = why
+
+
+def printable(text: str) -> str:
+    """`text` as one line that shows what it holds, to print a file name or a user's value: bytes
+    that are not UTF-8 (kept in a str by surrogateescape) as \\xff, and control and invisible
+    characters as \\n, \\x1b, \\u202e, so a name can forge no line and no terminal escape."""
+    with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate no name has: see below
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

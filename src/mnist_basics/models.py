@@ -157,6 +157,11 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
         raw = json.loads(meta["spec"])
         if set(raw) != {f.name for f in fields(ModelSpec)}:
             raise KeyError(f"fields {sorted(raw)}")
+        d = raw["digits"]
+        if len({x for x in d if type(x) is int and 0 <= x <= 9}) != len(d) or len(d) < 2:
+            raise ValueError(f"digits {d} are not two or more distinct digits 0-9")
+        if raw.get("loss_func") == "mnist_loss" and len(d) != 2:
+            raise ValueError(f"mnist_loss gives one logit: two digits, not {len(d)}")
         spec = ModelSpec(**{**raw, "digits": tuple(raw["digits"])})
     except (ValueError, TypeError, KeyError) as e:
         raise BadFile(path, f"its spec metadata is not this version's ({e})") from None

@@ -3,22 +3,28 @@ of every class it knows.
 
 Images not in MNIST's form are brought to it first (mnist_basics.preprocess). The model is the
 workspace's models/model.safetensors, or with `--rev` any git revision, tag, branch or DVC
-experiment's, read through `dvc.api.open` without checking anything out. A bad input is one line
-on stderr (`predict: error: <path>: <what is wrong>`) and exit status 2; the other inputs are
-still predicted.
+experiment's, read through `dvc.api.open` without checking anything out. A bad input (missing,
+unreadable, not a regular file, not an image) is one line on stderr (`predict: error: <path>:
+<what is wrong>`, the path escaped so a name cannot forge a line) and exit status 2; the other
+inputs are still predicted.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import stat
+import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_basics.errors import BadFile, UserError
+from mnist_basics import atomic
+from mnist_basics.errors import BadFile, UserError, printable
 from mnist_basics.preprocess import ImageError, Prepared, prepare
 
 MODEL_PATH = "models/model.safetensors"
@@ -63,7 +69,7 @@ def load(rev: str | None = None, repo: str | None = None) -> LoadedModel:
     with tempfile.TemporaryDirectory(prefix="mnist-basics-model-") as tmp:
         path = Path(tmp) / "model.safetensors"
         path.write_bytes(read_at_rev(rev, repo))  # load_model reads a file
-        return _load_file(path, rev)
+        return _load_file(path, printable(rev))
 
 
 def _load_file(path: Path, source: str) -> LoadedModel:
@@ -78,30 +84,57 @@ def _load_file(path: Path, source: str) -> LoadedModel:
         raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({why})") from None
     except Exception as e:  # a corrupt or foreign safetensors file: one line, no traceback
         raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({e})") from None
+    if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):
+        where = path if source == WORKSPACE else f"{source}: {MODEL_PATH}"
+        raise UserError(f"{where}: weights that are not finite numbers (nan or inf)")
     return LoadedModel(model, spec.digits, asdict(spec), source)
+
+
+def commit_of(rev: str, repo: str | None = None) -> str:
+    """The sha of the commit `rev` names: a branch, tag, sha or git expression, else a DVC
+    experiment's name. Anything else (a tree, a blob, garbage) is one line; `rev` reaches git
+    only after --end-of-options, and DVC only as the sha."""
+    shown = printable(rev if len(rev) <= 80 else rev[:77] + "...")
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=repo, capture_output=True, text=True, errors="replace",
+                stdin=subprocess.DEVNULL, timeout=60,
+            )  # fmt: skip
+        except (OSError, ValueError, subprocess.TimeoutExpired) as e:  # no git; a NUL in rev
+            raise UserError(f"--rev {shown}: cannot run git ({e})") from None
+
+    r = git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    if r.returncode == 0:
+        return r.stdout.strip()
+    if "not a git repository" in r.stderr:
+        raise UserError(f"--rev {shown}: {Path(repo or '.').resolve()} is not in a git repository")
+    exps = git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/").stdout
+    for line in exps.splitlines():
+        sha, ref = line.split(" ", 1)
+        if ref.count("/") == 4 and ref.rsplit("/", 1)[1] == rev:  # refs/exps/ab/cdef.../NAME
+            return sha
+    raise UserError(
+        f"--rev {shown}: unknown revision; it must be a commit of this repository (a branch, "
+        "tag, DVC experiment or commit sha)"
+    )
 
 
 def read_at_rev(rev: str, repo: str | None = None) -> bytes:
     """The bytes of the model at a git revision or DVC experiment, without a checkout."""
     import dvc.api
     from dvc.exceptions import DvcException
-    from dvc.scm import RevError
 
-    unknown = f"--rev {rev}: unknown revision"
+    sha = commit_of(rev, repo)
     try:
-        with dvc.api.open(MODEL_PATH, repo=repo, rev=rev, mode="rb") as f:
+        with dvc.api.open(MODEL_PATH, repo=repo, rev=sha, mode="rb") as f:
             return f.read()
-    except RevError:
-        raise UserError(
-            f"{unknown} (not a commit, branch, tag or DVC experiment of this repository)"
-        ) from None
     except FileNotFoundError:
-        raise UserError(f"--rev {rev}: {MODEL_PATH} is not in that revision") from None
+        raise UserError(f"--rev {printable(rev)}: {MODEL_PATH} is not in that revision") from None
     except DvcException as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "unknown" in msg.lower() or "revision" in msg.lower():
-            raise UserError(f"{unknown} ({msg})") from None
-        raise UserError(f"--rev {rev}: cannot read {MODEL_PATH}: {msg}") from None
+        raise UserError(f"--rev {printable(rev)}: cannot read {MODEL_PATH}: {msg}") from None
 
 
 def predict_prepared(model: LoadedModel, items: list[tuple[str, Prepared]]) -> list[Prediction]:
@@ -116,6 +149,8 @@ def predict_prepared(model: LoadedModel, items: list[tuple[str, Prepared]]) -> l
     if not items:
         return []
     logits = predict(model.model, torch.from_numpy(np.stack([p.x for _, p in items])))
+    if not logits.isfinite().all():  # finite weights can still overflow: no nan in the JSON
+        raise UserError(f"{model.source}: the model's outputs are not finite numbers (inf or nan)")
     if logits.shape[1] == 1:
         p_first = logits[:, 0].sigmoid()
         probs = torch.stack([p_first, 1 - p_first], 1)
@@ -128,42 +163,63 @@ def predict_prepared(model: LoadedModel, items: list[tuple[str, Prepared]]) -> l
     ]
 
 
-def image_files(folder: Path) -> list[Path]:
+def _why(e: OSError) -> str:
+    return (e.strerror or type(e).__name__).lower()
+
+
+def image_files(folder: Path, errors: list[tuple[str, str]]) -> list[Path]:
     """A folder's images, recursively, in name order: not hidden, with an extension Pillow
-    knows (so notes and sidecar files in a photo folder are not errors)."""
+    knows (so notes and sidecar files in a photo folder are not errors). A sub-folder that
+    cannot be read is added to `errors`."""
     from PIL import Image
 
     known = {e.lower() for e in Image.registered_extensions()}
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in known
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    found = []
+
+    def unreadable(e: OSError) -> None:
+        errors.append((e.filename, _why(e)))
+
+    for top, dirs, names in os.walk(str(folder), onerror=unreadable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [
+            Path(top, n) for n in names if not n.startswith(".") and Path(n).suffix.lower() in known
+        ]
+    return sorted(found)
 
 
 def expand(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """The input files, folders expanded; (path, what is wrong) for what is missing or empty."""
-    files, errors = [], []
+    """The input files, folders expanded; (path, what is wrong) for each that is missing,
+    unreadable or an empty folder. A file is only opened later, if it is a regular file."""
+    files: list[Path] = []
+    errors: list[tuple[str, str]] = []
     for s in paths:
-        p = Path(s)
-        if p.is_dir():
-            found = image_files(p)
-            files += found
-            if not found:
-                errors.append((s, "a folder with no image files"))
-        elif p.exists():
-            files.append(p)
-        else:
+        try:
+            is_dir = stat.S_ISDIR(os.stat(s).st_mode)
+        except FileNotFoundError:
             errors.append((s, "no such file or folder"))
+            continue
+        except OSError as e:
+            errors.append((s, _why(e)))
+            continue
+        if not is_dir:
+            files.append(Path(s))
+            continue
+        before = len(errors)
+        found = image_files(Path(s), errors)
+        files += found
+        if not found and len(errors) == before:
+            errors.append((s, "a folder with no image files"))
     return files, errors
 
 
 def table(preds: list[Prediction], digits: tuple[int, ...]) -> str:
-    """The predictions as a terminal table: path, digit, then P(d) per class."""
+    """The predictions as a terminal table: path (escaped: one row per image), digit, then P(d)
+    per class."""
     head = ["image", "digit", *(f"P({d})" for d in digits)]
-    rows = [[p.path, str(p.digit), *(f"{p.probabilities[d]:.3f}" for d in digits)] for p in preds]
+    rows = [
+        [printable(p.path), str(p.digit), *(f"{p.probabilities[d]:.3f}" for d in digits)]
+        for p in preds
+    ]
     lines = [head, *rows]
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     return "\n".join(
@@ -171,18 +227,42 @@ def table(preds: list[Prediction], digits: tuple[int, ...]) -> str:
     )
 
 
-def write_shown(preds: list[Prediction], folder: Path) -> None:
-    """--show: each input's 28x28 image, named after its folder and stem, made unique."""
-    folder.mkdir(parents=True, exist_ok=True)
+def shown_paths(files: list[Path], folder: Path) -> list[Path]:
+    """--show: where each input's 28x28 image goes, named after its folder and stem, made
+    unique, always inside `folder`. Nothing is overwritten, so an existing one is refused here,
+    before any work."""
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--show {printable(str(folder))}: not a folder")
     taken: set[str] = set()
-    for p in preds:
-        base = "_".join(Path(p.path).with_suffix("").parts[-2:]).lstrip("._") or "image"
+    out = []
+    for f in files:
+        parts = [q for q in f.with_suffix("").parts if q not in (f.anchor, "..")]
+        base = "_".join(parts[-2:]).lstrip("._") or "image"  # no separator, not hidden
+        base = os.fsdecode(os.fsencode(base)[:200])  # a name (and its temporary) fits 255 bytes
         name, k = f"{base}.png", 1
         while name in taken:
             k += 1
             name = f"{base}-{k}.png"
         taken.add(name)
-        p.prepared.image().save(folder / name)
+        out.append(folder / name)
+        if os.path.lexists(out[-1]):
+            raise UserError(_exists(out[-1]))
+    return out
+
+
+def _exists(path: Path) -> str:
+    return f"--show: {printable(str(path))} exists; not overwritten (give a new or empty folder)"
+
+
+def write_shown(prepared: Prepared, target: Path) -> None:
+    """One --show image, written whole and never over a file made since shown_paths looked."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    prepared.image().save(buf, format="PNG")
+    try:
+        atomic.write_new(target, buf.getvalue())
+    except FileExistsError:
+        raise UserError(_exists(target)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -192,38 +272,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--rev",
         metavar="REV",
-        help="the model of this git revision, tag, branch or DVC experiment (default: the "
+        help="the model of this git commit, tag, branch or DVC experiment (default: the "
         "workspace's models/model.safetensors)",
     )
     add("--show", metavar="DIR", type=Path, help="write the 28x28 image the model saw per input")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument(
+        "--as-is",
+        action="store_true",
+        help="use every image as it is (28x28, light ink on black), never preprocessed",
+    )
+    how.add_argument(
+        "--preprocess",
+        action="store_true",
+        help="preprocess every image, even one already in MNIST's form (default: only others)",
+    )
 
 
-def _error(what: str) -> None:
-    print(f"predict: error: {what}", file=sys.stderr)
+def _error(path: str, what: str) -> None:
+    print(f"predict: error: {printable(path)}: {what}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     """Predict every input that can be read; exit status 2 if any cannot."""
     files, errors = expand(args.paths)
     for path, what in errors:
-        _error(f"{path}: {what}")
+        _error(path, what)
+    shown = shown_paths(files, args.show) if args.show is not None else [None] * len(files)
     model = load(args.rev)  # or a UserError, which the console script prints as one line
     import torch
 
     torch.set_num_threads(1)
-    items = []
-    for f in files:
+    as_is = True if args.as_is else False if args.preprocess else None
+    items, targets = [], []
+    for f, target in zip(files, shown, strict=True):
         try:
-            items.append((str(f), prepare(f)))
+            items.append((str(f), prepare(f, as_is)))
+            targets.append(target)
         except ImageError as e:
-            _error(f"{f}: {e}")
+            _error(str(f), str(e))
     preds = predict_prepared(model, items)
-    if args.show is not None and preds:
-        write_shown(preds, args.show)
+    for p, target in zip(preds, targets, strict=True):
+        if target is not None:
+            write_shown(p.prepared, target)
     if args.json:
         images = [p.as_json() for p in preds]
         doc = {"model": {"source": model.source, "spec": model.spec}, "images": images}
-        print(json.dumps(doc, indent=1))
+        print(json.dumps(doc, indent=1, allow_nan=False))
     elif preds:
         print(table(preds, model.digits))
     return 2 if errors or len(items) < len(files) else 0

@@ -12,8 +12,10 @@ fit a 20x20 box keeping its aspect ratio (antialiased, hence the grey levels), t
 5. scaled so the longer side is 20 pixels, keeping the aspect ratio (Lanczos, antialiased);
 6. pasted in 28x28 with its centre of mass at the centre.
 
-An image that is already 28x28 with a dark background (an MNIST PNG) is used as it is, so a
-prediction on the pipeline's own PNGs is the evaluate stage's.
+An image already in MNIST's own form (28x28, light ink on black within a 20x20 box, centred by
+mass to a pixel, as every MNIST digit is) is used as it is, so a prediction on the pipeline's own
+PNGs is the evaluate stage's; any other, a 28x28 digit filling its frame included, is brought to
+that form. A photo is first turned upright as its EXIF Orientation says.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_basics.errors import UserError
+from mnist_basics.atomic import open_regular
+from mnist_basics.errors import BadFile, UserError
 
 SIDE = 28
 BOX = 20  # MNIST's size-normalisation box
@@ -58,17 +61,25 @@ class Prepared:
 
 
 def open_image(source: Path | bytes) -> Image.Image:
-    """Open and decode an image, refusing non-images and, from the header before any pixel is
-    decoded (or by Pillow's own decompression-bomb check), images too large to be sane."""
+    """Open and decode an image, upright as its EXIF Orientation says: the one loader of `predict`
+    and `serve`. Refuses what is not a regular file (a fifo would hang), non-images and, from the
+    header before any pixel is decoded (or by Pillow's own decompression-bomb check), images too
+    large to be sane. ImageError's message names no path: the caller names its input."""
     too_large = f"too large (more than {MAX_PIXELS // 1_000_000} megapixels)"
     try:
-        with warnings.catch_warnings():
+        f = io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)
+    except BadFile as e:
+        raise ImageError(e.why) from None
+    try:
+        with f, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: the pixels as stored
+            im = Image.open(f)
             w, h = im.size
             if w * h > MAX_PIXELS:
                 raise ImageError(f"{w}x{h} pixels is {too_large}")
             im.load()
+            im = ImageOps.exif_transpose(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{too_large}: {e}") from None
     except UnidentifiedImageError:
@@ -113,13 +124,31 @@ def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
     return float((ys * a).sum() / total), float((xs * a).sum() / total)
 
 
-def to_mnist(im: Image.Image) -> Prepared:
-    """The image in MNIST's form (see the module doc); ImageError when there is no ink."""
+def in_mnist_form(a: np.ndarray) -> bool:
+    """28x28, light ink on black, the ink within a 20x20 box and its centre of mass within a
+    pixel of the centre: true of every MNIST digit, not of a digit that fills its frame."""
+    if a.shape != (SIDE, SIDE) or np.median(_border(a)) >= 128:
+        return False
+    ink = a > INK_THRESHOLD * 255
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    if not rows.size or rows[-1] - rows[0] >= BOX or cols[-1] - cols[0] >= BOX:
+        return False
+    cy, cx = centre_of_mass(a)
+    return max(abs(cy - (SIDE - 1) / 2), abs(cx - (SIDE - 1) / 2)) <= 1
+
+
+def to_mnist(im: Image.Image, as_is: bool | None = None) -> Prepared:
+    """The image in MNIST's form (see the module doc); ImageError when there is no ink.
+    `as_is` True uses a 28x28 image unchanged, False always preprocesses; None: as it is only
+    when it is in MNIST's form already."""
     a = greyscale(im)
-    background = float(np.median(_border(a))) if min(a.shape) > 2 else float(np.median(a))
-    mnist_like = a.shape == (SIDE, SIDE) and background < 128  # MNIST's own form: used as is
-    if mnist_like and im.mode in ("L", "1", "P", "RGB", "RGBA", "LA"):
+    if as_is is None:  # 16-bit and float images were stretched by greyscale: not as they are
+        as_is = in_mnist_form(a) and im.mode in ("L", "1", "P", "RGB", "RGBA", "LA")
+    if as_is:
+        if a.shape != (SIDE, SIDE):
+            raise ImageError(f"{im.width}x{im.height} pixels: only a 28x28 image is used as it is")
         return Prepared(np.clip(np.rint(a), 0, 255).astype(np.uint8), as_is=True, inverted=False)
+    background = float(np.median(_border(a))) if min(a.shape) > 2 else float(np.median(a))
     inverted = background >= 128
     if inverted:
         a, background = 255 - a, 255 - background
@@ -152,6 +181,6 @@ def to_mnist(im: Image.Image) -> Prepared:
     return Prepared(np.rint(out).astype(np.uint8), as_is=False, inverted=inverted)
 
 
-def prepare(source: Path | bytes) -> Prepared:
-    """Open `source` (a file or its bytes) and bring it to MNIST's form."""
-    return to_mnist(open_image(source))
+def prepare(source: Path | bytes, as_is: bool | None = None) -> Prepared:
+    """Open `source` (a file or its bytes) and bring it to MNIST's form (`as_is`: see to_mnist)."""
+    return to_mnist(open_image(source), as_is)

@@ -1,0 +1,332 @@
+"""`mnist-basics predict` against hostile input and careless use: it overwrites nothing, hangs on
+nothing, reads photos upright, preprocesses what is not in MNIST's own form, prints names that
+cannot forge a line, and refuses models it cannot trust, each with one line and the rest done."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from use_models import glyph_data, write_model
+
+from mnist_basics import atomic
+from mnist_basics import cli as console
+from mnist_basics.models import ModelSpec, build_model, save_tensors
+from mnist_basics.predict import shown_paths
+from mnist_basics.preprocess import in_mnist_form, prepare, to_mnist
+
+
+def seven(size=(300, 200), fg="black", bg="white", width=14, at=(60, 30)) -> Image.Image:
+    im = Image.new("L", size, bg)
+    x, y = at
+    ImageDraw.Draw(im).line([(x, y), (x + 90, y), (x + 35, y + 140)], fill=fg, width=width)
+    return im
+
+
+@pytest.fixture(scope="module")
+def model_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    write_model(path, list(range(10)))
+    return path.read_bytes()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch, model_bytes: bytes) -> Path:
+    """A folder with a ten-digit model at models/model.safetensors, as the current directory."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.safetensors").write_bytes(model_bytes)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = console.main(["predict", *args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def process(cwd: Path, *args: str, env: dict | None = None, unprivileged: bool = False):
+    """The command as its own process, its output as bytes. `unprivileged`: as root, without
+    the capabilities that let root read any file (so chmod 000 denies, as it does a user)."""
+    cmd = [sys.executable, "-m", "mnist_basics.cli", "predict", *args]
+    if unprivileged and os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if not setpriv:
+            pytest.skip("running as root, and no setpriv to drop root's right to read any file")
+        cmd = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *cmd]
+    env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, timeout=300, env=env)
+
+
+# --- --show never overwrites, never writes outside DIR ----------------------------------------
+
+
+def test_show_onto_the_input_itself_is_refused_up_front(workspace: Path, capsys) -> None:
+    seven().convert("RGB").save("any.jpg")
+    shutil.copy("any.jpg", "mydigit.png")  # a JPEG named .png, as `cp any.jpg mydigit.png`
+    before = Path("mydigit.png").read_bytes()
+    code, out, err = cli(capsys, "--show", ".", "mydigit.png")
+    assert code == 2 and out == ""
+    assert err == (
+        "predict: error: --show: mydigit.png exists; not overwritten (give a new or empty folder)\n"
+    )
+    assert Path("mydigit.png").read_bytes() == before
+
+
+def test_show_onto_an_existing_file_writes_nothing(workspace: Path, capsys) -> None:
+    (workspace / "imgs").mkdir()
+    seven().save("imgs/a.png")
+    seven(at=(100, 40)).save("imgs/b.png")
+    (workspace / "seen").mkdir()
+    Path("seen/imgs_b.png").write_bytes(b"mine")
+    code, out, err = cli(capsys, "--show", "seen", "imgs")
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "seen/imgs_b.png exists" in err
+    assert sorted(os.listdir("seen")) == ["imgs_b.png"]
+    assert Path("seen/imgs_b.png").read_bytes() == b"mine"
+
+
+def test_show_names_stay_inside_the_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "seen"
+    files = [Path("/x.png"), Path("../../y.png"), Path("/.hidden.png"), Path("a/../b/z.png")]
+    targets = shown_paths(files, folder)
+    assert [t.parent for t in targets] == [folder] * 4
+    assert [t.name for t in targets] == ["x.png", "y.png", "hidden.png", "b_z.png"]
+    long = Path("é" * 120, "ü" * 120 + ".png")  # 240 bytes each: joined, more than 255
+    [target] = shown_paths([long], folder)
+    assert len(os.fsencode(target.name)) <= 210 and target.name.startswith("é" * 100)
+
+
+def test_show_of_one_input_twice(workspace: Path, capsys) -> None:
+    seven().save("a.png")
+    code, _, err = cli(capsys, "--show", "seen", "a.png", "a.png")
+    assert code == 0, err
+    assert sorted(os.listdir("seen")) == ["a-2.png", "a.png"]
+
+
+def test_write_new_never_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "t.png"
+    target.write_bytes(b"old")
+    with pytest.raises(FileExistsError):
+        atomic.write_new(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["t.png"]  # no temporary left behind
+    atomic.write_new(tmp_path / "n.png", b"new")
+    assert (tmp_path / "n.png").read_bytes() == b"new"
+
+
+# --- EXIF orientation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("orientation", "stored_as"),
+    [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270)],
+)
+def test_exif_orientation_is_applied(tmp_path: Path, orientation, stored_as) -> None:
+    """A phone stores the sensor's pixels and says in EXIF how to turn them upright."""
+    upright = seven()
+    upright.save(tmp_path / "upright.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    photo = tmp_path / "photo.jpg"
+    upright.transpose(stored_as).save(photo, quality=95, exif=exif)
+    want = prepare(tmp_path / "upright.jpg").pixels.astype(int)
+    for got in (prepare(photo), prepare(photo.read_bytes())):  # predict's file, serve's bytes
+        assert np.abs(got.pixels.astype(int) - want).mean() < 2
+    sideways = to_mnist(Image.open(photo)).pixels.astype(int)  # without EXIF: another image
+    assert np.abs(sideways - want).mean() > 20
+
+
+def test_corrupt_exif_is_no_warning(workspace: Path) -> None:
+    exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08" + bytes(range(7, 47))  # entries cut short
+    seven().save("photo.jpg", exif=exif)
+    r = process(workspace, "photo.jpg")
+    assert (r.returncode, r.stderr) == (0, b"") and r.stdout.splitlines()[1].startswith(b"photo")
+
+
+# --- MNIST's own form, or preprocessed ------------------------------------------------------
+
+
+def filling_the_frame(im: Image.Image) -> Image.Image:
+    """A bright-on-dark digit cropped to its ink and scaled to fill a 28x28 frame."""
+    a = np.asarray(im)
+    ys, xs = np.nonzero(a > 128)
+    crop = Image.fromarray(a[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+    w = round(28 * crop.width / crop.height)
+    frame = Image.new("L", (28, 28), 0)
+    frame.paste(crop.resize((w, 28), Image.Resampling.LANCZOS), ((28 - w) // 2, 0))
+    return frame
+
+
+def test_a_digit_filling_its_28x28_frame_is_preprocessed() -> None:
+    page = seven(fg="white", bg="black")
+    frame = filling_the_frame(page)
+    assert not in_mnist_form(np.asarray(frame, np.float32))
+    p = to_mnist(frame)
+    assert not p.as_is
+    ys, xs = np.nonzero(p.pixels > 64)
+    assert ys.max() - ys.min() < 20 and xs.max() - xs.min() < 20  # in the 20x20 box
+    # as the same 7 on a big page is: what the model sees no longer depends on the framing
+    assert np.abs(p.pixels.astype(int) - to_mnist(page).pixels.astype(int)).mean() < 8
+
+
+def test_mnist_form_is_used_as_is() -> None:
+    x, _ = glyph_data([3, 7], n=5)  # the synthetic glyphs brought to MNIST's form
+    for row in x.numpy():
+        a = np.rint(row.reshape(28, 28) * 255).astype(np.uint8)
+        p = to_mnist(Image.fromarray(a))
+        assert p.as_is and np.array_equal(p.pixels, a)
+
+
+def test_real_mnist_digits_are_in_mnist_form(real_mnist: Path) -> None:
+    raw = gzip.decompress((real_mnist / "t10k-images-idx3-ubyte.gz").read_bytes())
+    images = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)
+    assert all(in_mnist_form(a.astype(np.float32)) for a in images)
+
+
+def test_as_is_and_preprocess_force_either_way(workspace: Path, capsys) -> None:
+    filling_the_frame(seven(fg="white", bg="black")).save("frame.png")
+    Image.fromarray(to_mnist(seven()).pixels).save("mnist.png")
+    seven().save("page.png")
+    runs = {}
+    for flag in ("--as-is", "--preprocess", None):
+        code, out, err = cli(capsys, "--json", *([flag] if flag else []), "frame.png", "mnist.png")
+        assert code == 0, err
+        runs[flag] = [img["preprocessed"] for img in json.loads(out)["images"]]
+    assert runs == {"--as-is": [False, False], "--preprocess": [True, True], None: [True, False]}
+    code, out, err = cli(capsys, "--as-is", "page.png", "mnist.png")
+    assert code == 2 and "mnist.png" in out
+    assert err == (
+        "predict: error: page.png: 300x200 pixels: only a 28x28 image is used as it is\n"
+    )
+    with pytest.raises(SystemExit) as e:
+        console.main(["predict", "--as-is", "--preprocess", "mnist.png"])
+    assert e.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+# --- names that cannot forge a line ----------------------------------------------------------
+
+
+def test_a_newline_in_a_name_forges_no_row_and_no_error_line(workspace: Path, capsys) -> None:
+    seven().save("a\nb.png 7 1.000", format="PNG")
+    Path("x\npredict: error: forged.png").write_text("not an image")
+    code, out, err = cli(capsys, "a\nb.png 7 1.000", "x\npredict: error: forged.png")
+    assert code == 2
+    assert len(out.splitlines()) == 2 and out.splitlines()[1].startswith("a\\nb.png 7 1.000 ")
+    assert err == ("predict: error: x\\npredict: error: forged.png: not an image Pillow can read\n")
+
+
+def test_a_name_that_is_not_utf8(workspace: Path) -> None:
+    name = os.fsdecode(b"\xff\x1b[2J.png")
+    seven().save(name, format="PNG")
+    r = process(workspace, name, env={"PYTHONIOENCODING": "utf-8"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1].startswith(b"\\xff\\x1b[2J.png ")
+    Path(name).write_text("x")
+    r = process(workspace, name, env={"PYTHONIOENCODING": "utf-8"})
+    assert r.returncode == 2
+    assert r.stderr == b"predict: error: \\xff\\x1b[2J.png: not an image Pillow can read\n"
+
+
+# --- models that cannot be trusted ----------------------------------------------------------
+
+
+def test_nan_weights_are_refused_and_json_has_no_nan(workspace: Path, capsys) -> None:
+    spec = ModelSpec("linear", tuple(range(10)), "cross_entropy")
+    model = build_model(spec)
+    with torch.no_grad():
+        model.weights.fill_(float("nan"))
+    save_tensors(model.state_dict(), spec, workspace / "models" / "model.safetensors")
+    seven().save("s.png")
+    code, out, err = cli(capsys, "--json", "s.png")
+    assert code == 2 and out == ""
+    assert err == (
+        "predict: error: models/model.safetensors: weights that are not finite numbers "
+        "(nan or inf)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("digits", "loss"),
+    [((3, 3), "cross_entropy"), ((3, 12), "cross_entropy"), ((1, 2, 3), "mnist_loss")],
+)
+def test_a_spec_with_bad_digits_is_refused(workspace: Path, capsys, digits, loss) -> None:
+    spec = ModelSpec("linear", digits, loss)
+    save_tensors(build_model(spec).state_dict(), spec, workspace / "models" / "model.safetensors")
+    seven().save("s.png")
+    code, out, err = cli(capsys, "s.png")
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert err.startswith("predict: error: models/model.safetensors: its spec metadata")
+    assert "digits" in err
+
+
+# --- what is not a regular file, or cannot be read ------------------------------------------
+
+
+def test_a_fifo_is_refused_and_the_rest_predicted(workspace: Path) -> None:
+    os.mkfifo("f.png")
+    (workspace / "dir").mkdir()
+    os.mkfifo("dir/g.png")
+    seven().save("ok.png")
+    seven().save("dir/ok2.png")
+    r = process(workspace, "f.png", "ok.png", "dir")
+    assert r.returncode == 2
+    assert r.stderr.decode().splitlines() == [
+        f"predict: error: {p}: not a regular file (a folder, fifo, socket or device)"
+        for p in ("f.png", "dir/g.png")
+    ]
+    rows = [line.split()[0] for line in r.stdout.decode().splitlines()[1:]]
+    assert rows == ["ok.png", "dir/ok2.png"]
+
+
+def test_a_fifo_as_the_model_is_refused(workspace: Path) -> None:
+    (workspace / "models" / "model.safetensors").unlink()
+    os.mkfifo(workspace / "models" / "model.safetensors")
+    seven().save("ok.png")
+    r = process(workspace, "ok.png")
+    assert r.returncode == 2 and r.stdout == b""
+    assert r.stderr == (
+        b"predict: error: models/model.safetensors: not a regular file (a folder, fifo, socket "
+        b"or device)\n"
+    )
+
+
+def test_unreadable_files_and_folders_are_reported_and_the_rest_predicted(
+    workspace: Path,
+) -> None:
+    for d in ("imgs/locked", "imgs/open", "shut"):
+        (workspace / d).mkdir(parents=True)
+    for f in ("imgs/locked/a.png", "imgs/open/b.png", "imgs/open/c.png", "d.png", "shut/e.png"):
+        seven().save(f)
+    for p in ("imgs/locked", "imgs/open/c.png", "d.png", "shut"):
+        os.chmod(p, 0)
+    try:
+        r = process(workspace, "imgs", "d.png", "shut/e.png", "shut", unprivileged=True)
+    finally:
+        for p in ("imgs/locked", "shut"):
+            os.chmod(p, 0o700)
+    assert r.returncode == 2
+    assert sorted(r.stderr.decode().splitlines()) == sorted(
+        f"predict: error: {p}: permission denied"
+        for p in ("d.png", "imgs/locked", "imgs/open/c.png", "shut", "shut/e.png")
+    )
+    assert [line.split()[0] for line in r.stdout.decode().splitlines()[1:]] == ["imgs/open/b.png"]
+
+
+def test_an_unreadable_model_is_permission_denied(workspace: Path) -> None:
+    seven().save("ok.png")
+    os.chmod("models/model.safetensors", 0)
+    r = process(workspace, "ok.png", unprivileged=True)
+    assert r.returncode == 2 and r.stdout == b""
+    assert r.stderr == b"predict: error: models/model.safetensors: permission denied\n"
