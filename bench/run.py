@@ -57,6 +57,27 @@ CNN10 = [
     "train.loss_func=cross_entropy",
     f"data.digits={TEN}",
 ]
+# README's other recipes: (row, project, flags), timed once each, no reference
+OTHER_RECIPES = [
+    ("simple_net_recipe", "proj", ["train.model=simple_net", "train.lr=0.1", "train.epochs=40"]),
+    ("linear_recipe", "proj", ["train.init_std=0.01", "train.epochs=40"]),
+    (
+        "linear10_recipe",
+        "ten",
+        ["train.init_std=0.01", "train.optimizer=adam", "train.lr=0.001", "train.shuffle=true"],
+    ),
+    (
+        "mlp10_recipe",
+        "ten",
+        [
+            "train.model=simple_net",
+            "train.hidden=256",
+            "train.optimizer=adam",
+            "train.lr=0.001",
+            "train.shuffle=true",
+        ],
+    ),
+]
 GIT_ID = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
 
 
@@ -233,7 +254,21 @@ def works(s: Scratch) -> list[Work]:
         sets = [x for kv in [*flags, f"train.kernels={kernels}"] for x in ("-S", kv)]
         return [["dvc", "exp", "run", "-q", *sets]]
 
+    others = [
+        Work(
+            name,
+            cwd,
+            ten_reset if cwd == "ten" else proj_reset,
+            [["dvc", "exp", "run", "-q", *(x for kv in flags for x in ("-S", kv))]],
+            None,
+            "-",
+            "README's recipe: " + " ".join(f"-S {kv}" for kv in flags),
+            accuracy=True,
+        )
+        for name, cwd, flags in OTHER_RECIPES
+    ]
     return [
+        *others,
         Work(
             "cnn37_recipe",
             "proj",
@@ -380,7 +415,8 @@ def row(w: Work, ours: list[tuple], ref: list[tuple]) -> str:
     note = w.note
     if w.accuracy:
         note += "; accuracy ours " + ", ".join(sorted({f"{a:.4f}" for _, _, a in ours}))
-        note += ", ref " + ", ".join(sorted({f"{a:.4f}" for _, _, a in ref}))
+        if ref:
+            note += ", ref " + ", ".join(sorted({f"{a:.4f}" for _, _, a in ref}))
     return f"| {w.name} | {fmt(ow)} | {rs} | {ratio} | {target} | {met} | {rss} | {note} |"
 
 
