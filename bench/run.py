@@ -465,8 +465,8 @@ def main() -> None:
                     cwd = getattr(s, w.cwd)
                     t, rss = timed(cmds, cwd)
                     metrics = cwd / "metrics" / "evaluate.json"
-                    a = json.loads(metrics.read_text())["accuracy"] if w.accuracy else None
-                    acc.append((t, rss, a))
+                    accuracy = json.loads(metrics.read_text())["accuracy"] if w.accuracy else None
+                    acc.append((t, rss, accuracy))
                     print(f"{w.name} {side} {i + 1}/{a.runs}: {acc[-1][0]:.2f} s", flush=True)
             lines.append(row(w, ours, ref))
             print(lines[-1], flush=True)

@@ -73,7 +73,7 @@ def test_floor_cnn_10(real_10_tensors: Path, tmp_path: Path) -> None:
     """README's ten-digit CNN, on MNIST's 10,000 test images."""
     m = _stage_accuracy(real_10_tensors, tmp_path, golden.TEN, CNN10)
     assert m["n_images"] == 10_000
-    assert m["accuracy"] >= 0.994
+    assert m["accuracy"] >= 0.993
 
 
 def test_same_params_give_identical_bytes(real_37_tensors: Path, tmp_path: Path) -> None:
