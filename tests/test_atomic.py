@@ -104,3 +104,18 @@ def test_one_output_alone_is_renamed_with_signals_held(
     with pytest.raises(KeyboardInterrupt), atomic.atomic_path(tmp_path / "out", is_dir=True) as tmp:
         (tmp / "new").write_bytes(b"new")
     assert _files(tmp_path) == {"out/new": b"new"}
+
+
+def test_clear_stale_removes_only_the_temporaries_atomic_path_makes(tmp_path: Path) -> None:
+    """A user's own `.train.my backup.tmp` beside an output is theirs, not a stale temporary."""
+    target = tmp_path / "train"
+    mine = tmp_path / ".train.my backup.tmp"
+    mine.write_bytes(b"mine")
+    with atomic.atomic_path(target) as tmp:
+        stale = tmp  # the name a run killed here (`kill -9`) leaves behind
+        tmp.write_bytes(b"half")
+        (tmp_path / "left").write_bytes(b"half")
+    (tmp_path / "left").rename(stale)
+    atomic.clear_stale(target)
+    assert mine.read_bytes() == b"mine"
+    assert not stale.exists()

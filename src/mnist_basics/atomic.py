@@ -26,8 +26,8 @@ def remove(path: Path) -> None:
 
 def clear_stale(target: Path) -> None:
     """Remove the `.<name>.<random>.tmp` temporaries a killed run (`kill -9`) left beside `target`:
-    nothing else would."""
-    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+    nothing else would. Only names of exactly that shape: a user's `.<name>.my backup.tmp` stays."""
+    for tmp in target.parent.glob(f".{target.name}.{'[0-9a-f]' * 16}.tmp"):
         remove(tmp)
 
 
