@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import signal
+import stat
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,21 @@ def test_clear_stale_removes_only_the_temporaries_atomic_path_makes(tmp_path: Pa
     atomic.clear_stale(target)
     assert mine.read_bytes() == b"mine"
     assert not stale.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_safetensors_outputs_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    """safetensors writes 0600: an output must get the mode of any other file the user makes."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    old = os.umask(umask)
+    try:
+        with atomic.atomic_path(tmp_path / "model.safetensors") as tmp:
+            save_file({"w": np.zeros(2)}, str(tmp))
+        with atomic.atomic_path(tmp_path / "tensors", is_dir=True) as tmp:
+            save_file({"w": np.zeros(2)}, str(tmp / "train.safetensors"))
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "model.safetensors", tmp_path / "tensors/train.safetensors"):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f

@@ -35,7 +35,18 @@ def clear_stale(target: Path) -> None:
 _held: list[list[tuple[Path, Path]]] = []
 
 
+def _follow_umask(tmp: Path) -> None:
+    """Give the files under `tmp` the mode any file of the user's gets (safetensors makes 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    files = [tmp] if not tmp.is_dir() else [p for p in tmp.rglob("*") if p.is_file()]
+    for f in files:
+        if not f.is_symlink():
+            f.chmod(0o666 & ~mask)
+
+
 def _rename(tmp: Path, target: Path) -> None:
+    _follow_umask(tmp)
     if tmp.is_dir() and not tmp.is_symlink():
         remove(target)
     os.replace(tmp, target)
