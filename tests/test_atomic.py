@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import signal
+import stat
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,36 @@ def test_one_output_alone_is_renamed_with_signals_held(
     with pytest.raises(KeyboardInterrupt), atomic.atomic_path(tmp_path / "out", is_dir=True) as tmp:
         (tmp / "new").write_bytes(b"new")
     assert _files(tmp_path) == {"out/new": b"new"}
+
+
+def test_clear_stale_removes_only_the_temporaries_atomic_path_makes(tmp_path: Path) -> None:
+    """A user's own `.train.my backup.tmp` beside an output is theirs, not a stale temporary."""
+    target = tmp_path / "train"
+    mine = tmp_path / ".train.my backup.tmp"
+    mine.write_bytes(b"mine")
+    with atomic.atomic_path(target) as tmp:
+        stale = tmp  # the name a run killed here (`kill -9`) leaves behind
+        tmp.write_bytes(b"half")
+        (tmp_path / "left").write_bytes(b"half")
+    (tmp_path / "left").rename(stale)
+    atomic.clear_stale(target)
+    assert mine.read_bytes() == b"mine"
+    assert not stale.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_safetensors_outputs_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    """safetensors writes 0600: an output must get the mode of any other file the user makes."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    old = os.umask(umask)
+    try:
+        with atomic.atomic_path(tmp_path / "model.safetensors") as tmp:
+            save_file({"w": np.zeros(2)}, str(tmp))
+        with atomic.atomic_path(tmp_path / "tensors", is_dir=True) as tmp:
+            save_file({"w": np.zeros(2)}, str(tmp / "train.safetensors"))
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "model.safetensors", tmp_path / "tensors/train.safetensors"):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f

@@ -196,7 +196,7 @@ def test_the_temporaries_of_a_killed_run_are_cleared_by_the_next(big_project: Pa
         group=False,
     )
     assert rc == -9
-    stale = big_project / "data/.tensors.abc123.tmp"  # as atomic_path names them
+    stale = big_project / "data/.tensors.0123456789abcdef.tmp"  # as atomic_path names them
     stale.mkdir()
     (stale / "train.safetensors").write_bytes(b"half")
     r = stage(big_project, "tensorize")

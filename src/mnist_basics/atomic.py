@@ -27,8 +27,8 @@ def remove(path: Path) -> None:
 
 def clear_stale(target: Path) -> None:
     """Remove the `.<name>.<random>.tmp` temporaries a killed run (`kill -9`) left beside `target`:
-    nothing else would."""
-    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+    nothing else would. Only names of exactly that shape: a user's `.<name>.my backup.tmp` stays."""
+    for tmp in target.parent.glob(f".{target.name}.{'[0-9a-f]' * 16}.tmp"):
         remove(tmp)
 
 
@@ -36,7 +36,18 @@ def clear_stale(target: Path) -> None:
 _held: list[list[tuple[Path, Path]]] = []
 
 
+def _follow_umask(tmp: Path) -> None:
+    """Give the files under `tmp` the mode any file of the user's gets (safetensors makes 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    files = [tmp] if not tmp.is_dir() else [p for p in tmp.rglob("*") if p.is_file()]
+    for f in files:
+        if not f.is_symlink():
+            f.chmod(0o666 & ~mask)
+
+
 def _rename(tmp: Path, target: Path) -> None:
+    _follow_umask(tmp)
     if tmp.is_dir() and not tmp.is_symlink():
         remove(target)
     os.replace(tmp, target)
