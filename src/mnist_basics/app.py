@@ -170,9 +170,21 @@ def create_app(repo: Path | str = ".") -> Starlette:
     )
 
 
+def _port(text: str) -> int:
+    """argparse's type for --port: its own one-line error for anything not 0..65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: a number 0..65535")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (8000; 0: any free one)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (127.0.0.1: this machine only; 0.0.0.0 lets anyone on the "
+        "network list the repo's branches, tags and experiments and run its models)",
+    )
+    parser.add_argument("--port", type=_port, default=8000, help="port (8000; 0: any free one)")
     parser.add_argument(
         "--repo", type=Path, default=Path("."), help="the project (default: the current folder)"
     )

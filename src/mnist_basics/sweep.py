@@ -11,6 +11,7 @@ with a task.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+MAX_RUNS = 10_000  # runs of one grid
 STEP_TIMEOUT = 3600.0  # seconds any one git or dvc command of a task may take
 STAGE_ERROR = re.compile(r"^[\w.-]+: error: ")
 DVC = [sys.executable, "-m", "dvc"]
@@ -64,11 +66,24 @@ def expand(params: list[str]) -> list[list[str]]:
         return [[]]
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.cli_parse import to_path_overrides
-    from dvc.utils.hydra import get_hydra_sweeps
+    from dvc.utils.hydra import get_hydra_sweeps, to_hydra_overrides
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+
+    def size(value: object) -> int:
+        if isinstance(value, RangeSweep):
+            return max(0, math.ceil((value.stop - value.start) / value.step))
+        return len(value.list) if isinstance(value, ChoiceSweep) else 1
 
     try:
-        sweeps = get_hydra_sweeps(to_path_overrides(params))
-    except (InvalidArgumentError, ValueError) as e:
+        overrides = to_path_overrides(params)
+        runs = math.prod(size(o.value()) for ovs in overrides.values()
+                         for o in to_hydra_overrides(ovs))
+        if runs > MAX_RUNS:  # counted before the grid is built: a range can be huge
+            raise SweepError(f"-S: the grid has {runs} runs; at most {MAX_RUNS} are allowed")
+        sweeps = get_hydra_sweeps(overrides)
+    except SweepError:
+        raise
+    except (InvalidArgumentError, ValueError, ZeroDivisionError) as e:
         raise SweepError(f"-S: {e}") from e
     except Exception as e:  # hydra's OverrideParseException and friends
         raise SweepError(f"-S: cannot parse {params}: {e}") from e
@@ -114,7 +129,7 @@ def run_one(spec: Spec) -> Outcome:
     repo = work / "repo"
     sets = [a for o in spec.overrides for a in ("-S", o)]
     steps = [
-        ("git clone", ["git", "clone", "-q", "--no-checkout", spec.origin, str(repo)], work),
+        ("git clone", ["git", "clone", "-q", "--no-checkout", "--", spec.origin, str(repo)], work),
         ("git checkout", ["git", "checkout", "-q", "--detach", spec.commit], repo),
         ("dvc pull", [*DVC, "pull"], repo),
         ("dvc exp run", [*DVC, "exp", "run", "-n", spec.name, *sets], repo),
@@ -147,6 +162,8 @@ def _git(repo: Path, *args: str, check: bool = True) -> str:
 
 def _origin(repo: Path, origin: str | None) -> tuple[str, str]:
     """(URL the tasks clone, what `dvc exp pull` here is given) for --origin or `origin`."""
+    if origin and origin.startswith("-"):
+        raise SweepError(f"--origin {origin!r}: a git URL or path, not an option")
     if origin:
         return origin, origin
     url = _git(repo, "remote", "get-url", "origin", check=False)
@@ -159,7 +176,7 @@ def _origin(repo: Path, origin: str | None) -> tuple[str, str]:
 
 def _check_on_origin(repo: Path, origin: str, commit: str) -> None:
     """The tasks clone the origin: HEAD must be one of its refs or below one."""
-    heads = {line.split()[0] for line in _git(repo, "ls-remote", origin).splitlines() if line}
+    heads = {line.split()[0] for line in _git(repo, "ls-remote", "--", origin).splitlines() if line}
     if commit not in heads and not any(
         _run(["git", "merge-base", "--is-ancestor", commit, sha], repo, 60).returncode == 0
         for sha in heads

@@ -1,0 +1,45 @@
+"""`mnist-basics sweep` refuses hostile arguments before it runs anything: real git, no Ray."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def sweep(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "mnist_basics.cli", "sweep", *args]
+    return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
+
+
+def git_repo(path: Path) -> Path:
+    path.mkdir()
+    for args in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=path,
+                       check=True)
+    return path
+
+
+def test_an_origin_that_is_a_git_option_is_refused_not_run(tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "repo")
+    pwned = tmp_path / "pwned"
+    r = sweep(repo, "--origin", f"--upload-pack=touch {pwned}")
+    assert r.returncode == 2, r.stderr
+    assert not pwned.exists()
+    assert "--origin" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_huge_grid_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "repo")
+    r = sweep(repo, "--origin", str(repo), "-S", "train.lr=range(0,100000000)")
+    assert r.returncode == 2, r.stderr
+    assert "100000000 runs; at most" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_serve_with_a_bad_port_says_so_in_one_line(tmp_path: Path) -> None:
+    for port in ("99999", "-1", "x"):
+        cmd = [sys.executable, "-m", "mnist_basics.cli", "serve", "--port", port]
+        r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert "is not a port" in r.stderr and "Traceback" not in r.stderr
