@@ -57,16 +57,16 @@ class Prepared:
         return Image.fromarray(self.pixels, mode="L")
 
 
-def open_image(source: Path | bytes) -> Image.Image:
+def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open and decode an image, refusing non-images and, from the header before any pixel is
     decoded (or by Pillow's own decompression-bomb check), images too large to be sane."""
-    too_large = f"too large (more than {MAX_PIXELS // 1_000_000} megapixels)"
+    too_large = f"too large (more than {max_pixels:,} pixels)"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
             w, h = im.size
-            if w * h > MAX_PIXELS:
+            if w * h > max_pixels:
                 raise ImageError(f"{w}x{h} pixels is {too_large}")
             im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -152,6 +152,6 @@ def to_mnist(im: Image.Image) -> Prepared:
     return Prepared(np.rint(out).astype(np.uint8), as_is=False, inverted=inverted)
 
 
-def prepare(source: Path | bytes) -> Prepared:
+def prepare(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Prepared:
     """Open `source` (a file or its bytes) and bring it to MNIST's form."""
-    return to_mnist(open_image(source))
+    return to_mnist(open_image(source, max_pixels))
