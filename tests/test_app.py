@@ -154,7 +154,6 @@ def test_a_branch_moved_by_a_commit_serves_its_new_model(repo: Path, tmp_path: P
 def test_predict_endpoint(server: Server) -> None:
     from test_predict import seven
 
-    from mnist_basics import app
     from mnist_basics.predict import load, predict_prepared
     from mnist_basics.preprocess import prepare
 
