@@ -170,8 +170,18 @@ def test_predict_endpoint(server: Server) -> None:
     assert (status, d["empty"]) == (200, True)
     status, d = server.post("predict", b"not a png")
     assert status == 400 and "not an image" in d["error"]
-    status, d = server.post("predict?model=nope", body)
-    assert status == 404 and "unknown revision" in d["error"]
+    blob = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"],
+        cwd=server.repo,
+        input="x\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    for name in ("nope", "workspace%00", "HEAD:models", "HEAD%5E%7Btree%7D", blob, "x" * 1024):
+        status, d = server.post(f"predict?model={name}", body)
+        assert status == 404 and d["error"].startswith("unknown model"), (name, d)
+        assert "\n" not in d["error"] and len(d["error"]) < 200
 
 
 def test_a_huge_image_in_a_small_body_is_refused_before_decoding(server: Server) -> None:
