@@ -154,7 +154,6 @@ def test_a_branch_moved_by_a_commit_serves_its_new_model(repo: Path, tmp_path: P
 def test_predict_endpoint(server: Server) -> None:
     from test_predict import seven
 
-    from mnist_basics import app
     from mnist_basics.predict import load, predict_prepared
     from mnist_basics.preprocess import prepare
 
@@ -171,10 +170,46 @@ def test_predict_endpoint(server: Server) -> None:
     assert (status, d["empty"]) == (200, True)
     status, d = server.post("predict", b"not a png")
     assert status == 400 and "not an image" in d["error"]
-    status, d = server.post("predict?model=nope", body)
-    assert status == 404 and "unknown revision" in d["error"]
-    too_large = app.answer(server.repo, "v1", bytes(app.MAX_BODY + 1))  # before any model is read
-    assert too_large == (413, {"error": "image larger than 5000000 bytes"})
+    blob = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"],
+        cwd=server.repo,
+        input="x\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    for name in ("nope", "workspace%00", "HEAD:models", "HEAD%5E%7Btree%7D", blob, "x" * 1024):
+        status, d = server.post(f"predict?model={name}", body)
+        assert status == 404 and d["error"].startswith("unknown model"), (name, d)
+        assert "\n" not in d["error"] and len(d["error"]) < 200
+
+
+def test_a_huge_image_in_a_small_body_is_refused_before_decoding(server: Server) -> None:
+    """6000x6000 RGBA: about 150 kB of PNG, 144 MB once decoded."""
+    body = png(Image.new("RGBA", (6000, 6000), (255, 255, 255, 0)))
+    assert len(body) < 1_000_000
+    status, d = server.post("predict", body)
+    assert status == 400 and "6000x6000 pixels is too large" in d["error"]
+
+
+def test_a_chunked_body_past_the_cap_is_refused_before_it_ends(server: Server) -> None:
+    """The body never ends: the answer comes once the cap is passed, not after the whole."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from mnist_basics import app
+
+    u = urlsplit(server.url)
+    with socket.create_connection((u.hostname, u.port), timeout=60) as s:
+        s.sendall(
+            f"POST /predict HTTP/1.1\r\nHost: {u.netloc}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        chunk = b"%x\r\n%s\r\n" % (1 << 16, bytes(1 << 16))
+        for _ in range(app.MAX_BODY // (1 << 16) + 1):  # no closing 0-chunk is ever sent
+            s.sendall(chunk)
+        answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
 
 
 def canvas_png(page) -> bytes:
@@ -255,3 +290,37 @@ def test_host_option_and_missing_extra_message(repo: Path) -> None:
     a = ap.parse_args([])
     assert (a.host, a.port) == ("127.0.0.1", 8000)
     assert ap.parse_args(["--host", "0.0.0.0", "--port", "9"]).host == "0.0.0.0"
+
+
+def _raw(server: Server, method: str, path: str, headers: dict[str, str], body: bytes = b""):
+    """(status, body) of one request with exactly these Host/Origin headers."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(server.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn.putrequest(method, path, skip_host=True)
+    for k, v in {**headers, "Content-Length": str(len(body))}.items():
+        conn.putheader(k, v)
+    conn.endheaders(body)
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+def test_other_host_names_and_foreign_origins_are_refused(server: Server) -> None:
+    """DNS rebinding: a page under another name reaches 127.0.0.1 but sends its own Host."""
+    port = server.url.rstrip("/").rsplit(":", 1)[1]
+    status, body = _raw(server, "GET", "/models", {"Host": "evil.example"})
+    assert status == 421 and b"main" not in body and b"evil.example" in body
+    assert _raw(server, "GET", "/models", {"Host": f"evil.example:{port}"})[0] == 421
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        assert _raw(server, "GET", "/models", {"Host": host})[0] == 200
+    own = {"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"}
+    assert _raw(server, "GET", "/models", own)[0] == 200
+    foreign = {
+        "Host": f"127.0.0.1:{port}",
+        "Origin": "http://evil.example",
+        "Content-Type": "text/plain",
+    }
+    status, body = _raw(server, "POST", "/predict", foreign, b"x")
+    assert status == 403 and b"Origin" in body

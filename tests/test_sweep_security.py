@@ -15,8 +15,9 @@ def sweep(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def git_repo(path: Path) -> Path:
     path.mkdir()
     for args in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "x"]):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=path,
-                       check=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=path, check=True
+        )
     return path
 
 

@@ -5,7 +5,7 @@ draws on a canvas with pointer events (mouse, pen or finger) and POSTs the canva
 /predict while you draw. The answer: the guessed digit, each class's probability (drawn as bars)
 and the 28x28 image the model saw, brought to MNIST's form by mnist_basics.preprocess exactly as
 `mnist-basics predict` does. Two selectors pick the models of any experiment or git revision
-(from `dvc exp list`, git branches and tags, plus the workspace), so two models can be compared
+(DVC's experiment refs, git branches and tags, plus the workspace), so two models can be compared
 on one drawing. The page loads nothing from outside the machine: no CDN, no web font, no
 telemetry. Install with `pip install -e '.[app]'`.
 """
@@ -17,7 +17,7 @@ import base64
 import contextlib
 import functools
 import io
-import shutil
+import re
 import subprocess
 import sys
 import threading
@@ -36,9 +36,9 @@ if TYPE_CHECKING:  # imported only to serve: the missing `app` extra is then one
     from starlette.applications import Starlette
 
 MAX_BODY = 5_000_000  # bytes of one posted PNG
+MAX_PIXELS = 4_000_000  # of one posted drawing (the page's pad is 280x280): checked before decoding
 CACHED_MODELS = 8
 TOO_LARGE = {"error": f"image larger than {MAX_BODY} bytes"}
-DVC = shutil.which("dvc", path=Path(sys.executable).parent) or "dvc"  # ours, else PATH's
 
 
 def _lines(args: list[str], cwd: Path) -> list[str]:
@@ -52,21 +52,59 @@ def _lines(args: list[str], cwd: Path) -> list[str]:
     return [s.strip() for s in r.stdout.splitlines() if s.strip()] if r.returncode == 0 else []
 
 
-def list_revisions(repo: Path) -> list[dict]:
-    """What the selectors offer: the workspace, then DVC experiments (of every commit), git
-    branches and tags. Each entry: {"id": the --rev, "kind": workspace|experiment|branch|tag}."""
-    refs = ["git", "for-each-ref", "--format=%(refname:short)"]
-    commands = {
-        "experiment": [DVC, "exp", "list", "--all-commits", "--name-only"],
-        "branch": [*refs, "refs/heads"],
-        "tag": [*refs, "refs/tags"],
-    }
-    out = [{"id": WORKSPACE, "kind": "workspace"}]
-    for kind, command in commands.items():
-        for name in _lines(command, repo):
-            if all(r["id"] != name for r in out):
-                out.append({"id": name, "kind": kind})
+EXP_REF = re.compile(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/(.+)")  # where DVC keeps experiments
+KINDS = {"refs/heads/": "branch", "refs/tags/": "tag"}
+
+
+def _refs(repo: Path) -> tuple[str, ...]:
+    """Every ref and its commit (tags peeled): one cheap git call, the key of the caches below,
+    which hold until a commit, tag, branch or experiment changes."""
+    fmt = "--format=%(*objectname) %(objectname) %(refname)"
+    return tuple(_lines(["git", "for-each-ref", fmt], repo))
+
+
+@functools.lru_cache(maxsize=4)
+def _revisions(refs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
+    """{name: (kind, commit)}: the workspace, DVC experiments (of every commit), git branches
+    and tags, the first of each name kept."""
+    out: dict[str, tuple[str, str | None]] = {WORKSPACE: ("workspace", None)}
+    for line in refs:
+        commit, ref = line.split()[0], line.split()[-1]
+        kind = next((k for prefix, k in KINDS.items() if ref.startswith(prefix)), None)
+        if m := EXP_REF.fullmatch(ref):
+            out.setdefault(m[1], ("experiment", commit))
+        elif kind:
+            out.setdefault(ref.split("/", 2)[2], (kind, commit))
     return out
+
+
+def list_revisions(repo: Path) -> list[dict]:
+    """What the selectors offer. Each entry: {"id": the --rev, "kind": workspace|experiment|
+    branch|tag}."""
+    return [{"id": n, "kind": k} for n, (k, _) in _revisions(_refs(repo)).items()]
+
+
+@functools.lru_cache(maxsize=256)
+def _commit(repo: Path, rev: str, refs: tuple[str, ...]) -> str | None:
+    found = _lines(
+        ["git", "rev-parse", "-q", "--verify", "--end-of-options", f"{rev}^{{commit}}"], repo
+    )
+    return found[0] if found else None
+
+
+def commit_of(rev: str, repo: Path) -> str:
+    """The commit a listed name or a commit's hex id names now; any other name is refused
+    before git is asked (a re-run experiment or a moved branch names a new commit)."""
+    refs = _refs(repo)
+    listed = _revisions(refs).get(rev)
+    commit = listed[1] if listed else None
+    if not listed and re.fullmatch(r"[0-9a-f]{4,40}", rev):
+        commit = _commit(repo, rev, refs)
+    if not commit:
+        raise UserError(
+            f"unknown model {rev[:60]!r}: allowed: a name GET /models lists, or a commit's id"
+        )
+    return commit
 
 
 _loading = threading.Lock()
@@ -78,23 +116,16 @@ def _cached_load(rev: str, repo: str, stamp: object) -> LoadedModel:
     return load(rev, repo)
 
 
-def _stamp(rev: str, repo: Path) -> object:
-    """What changes when `rev`'s model may have: the workspace file's inode, mtime and size
-    (`dvc repro` rewrote it), or the commit a branch or tag names (a commit moved it)."""
+def model_at(rev: str, repo: Path) -> LoadedModel:
+    """Loaded one at a time (DVC is not re-entered), keyed by what it is read from: the
+    workspace file's inode, mtime and size (`dvc repro` rewrote it), else the commit."""
+    stamp = None
     if rev == WORKSPACE:
         with contextlib.suppress(OSError):
             st = (repo / MODEL_PATH).stat()
-            return st.st_ino, st.st_mtime_ns, st.st_size
-        return None
-    commit = _lines(
-        ["git", "rev-parse", "-q", "--verify", "--end-of-options", f"{rev}^{{commit}}"], repo
-    )
-    return commit[0] if commit else None  # a DVC experiment: its name stays with its run
-
-
-def model_at(rev: str, repo: Path) -> LoadedModel:
-    """Loaded one at a time: DVC is not re-entered, and a model asked for twice is read once."""
-    stamp = _stamp(rev, repo)
+            stamp = st.st_ino, st.st_mtime_ns, st.st_size
+    else:
+        rev = commit_of(rev, repo)
     with _loading:
         return _cached_load(rev, str(repo), stamp)
 
@@ -107,14 +138,12 @@ def png_data_url(image: Image.Image) -> str:
 
 def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:
     """(HTTP status, JSON) for one posted drawing and revision `rev`'s model."""
-    if len(body) > MAX_BODY:
-        return 413, TOO_LARGE
     try:
         model = model_at(rev, repo)
     except UserError as e:
         return 404, {"error": str(e)}
     try:
-        prepared = prepare(body)
+        prepared = prepare(body, max_pixels=MAX_PIXELS)
     except ImageError as e:
         if str(e).startswith("no ink"):
             return 200, {"empty": True, "model": rev, "digits": list(model.digits)}
@@ -131,10 +160,25 @@ def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:
     }
 
 
-def create_app(repo: Path | str = ".") -> Starlette:
+def refusal(host: str, origin: str | None, listen: str, server: tuple[str, int]) -> str | None:
+    """Why a request is refused, if it is: a Host other than the names of this server (a
+    DNS-rebinding page under another name), or an Origin other than its own (a cross-site POST).
+    """
+    addr, port = server
+    names = {"127.0.0.1", "localhost", "[::1]", listen, f"[{addr}]" if ":" in addr else addr}
+    if host not in {f"{n}:{port}" for n in names}:
+        return f"Host {host!r} is not this server's; allowed: {sorted(names)} with port {port}"
+    if origin is not None and origin != f"http://{host}":
+        return f"Origin {origin!r} is another site's; only http://{host} may use this server"
+    return None
+
+
+def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> Starlette:
     """The ASGI app: GET / (the page), GET /models, POST /predict?model=REV (body: a PNG)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
+    from starlette.middleware import Middleware
+    from starlette.middleware.base import BaseHTTPMiddleware
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
@@ -153,20 +197,37 @@ def create_app(repo: Path | str = ".") -> Starlette:
         if size.isdigit() and int(size) > MAX_BODY:  # refused before it is read
             return JSONResponse(TOO_LARGE, 413)
         rev = request.query_params.get("model", WORKSPACE)
-        body = await request.body()
+        body = bytearray()
+        async for chunk in request.stream():  # chunked bodies too: refused once past the cap
+            body += chunk
+            if len(body) > MAX_BODY:
+                return JSONResponse(TOO_LARGE, 413, headers={"Connection": "close"})
+        body = bytes(body)
         status, data = await run_in_threadpool(answer, repo, rev, body)
         return JSONResponse(data, status)
 
     async def no_favicon(request: Request) -> Response:  # no 404 in the browser's console
         return Response(status_code=204)
 
+    async def guard(request: Request, call_next) -> Response:
+        why = refusal(
+            request.headers.get("host", ""),
+            request.headers.get("origin"),
+            host,
+            request.scope["server"],
+        )
+        if why:
+            return JSONResponse({"error": why}, 421 if why.startswith("Host") else 403)
+        return await call_next(request)
+
     return Starlette(
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)],
         routes=[
             Route("/", page),
             Route("/models", revisions),
             Route("/predict", predict, methods=["POST"]),
             Route("/favicon.ico", no_favicon),
-        ]
+        ],
     )
 
 
@@ -200,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(1)
-    app = create_app(args.repo)
+    app = create_app(args.repo, args.host)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)
     threading.Thread(target=announce, args=(server,), daemon=True).start()

@@ -60,12 +60,12 @@ class Prepared:
         return Image.fromarray(self.pixels, mode="L")
 
 
-def open_image(source: Path | bytes) -> Image.Image:
+def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open and decode an image, upright as its EXIF Orientation says: the one loader of `predict`
     and `serve`. Refuses what is not a regular file (a fifo would hang), non-images and, from the
     header before any pixel is decoded (or by Pillow's own decompression-bomb check), images too
     large to be sane. ImageError's message names no path: the caller names its input."""
-    too_large = f"too large (more than {MAX_PIXELS // 1_000_000} megapixels)"
+    too_large = f"too large (more than {max_pixels:,} pixels)"
     try:
         f = io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)
     except BadFile as e:
@@ -76,7 +76,7 @@ def open_image(source: Path | bytes) -> Image.Image:
             warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: the pixels as stored
             im = Image.open(f)
             w, h = im.size
-            if w * h > MAX_PIXELS:
+            if w * h > max_pixels:
                 raise ImageError(f"{w}x{h} pixels is {too_large}")
             im.load()
             im = ImageOps.exif_transpose(im)
@@ -181,6 +181,8 @@ def to_mnist(im: Image.Image, as_is: bool | None = None) -> Prepared:
     return Prepared(np.rint(out).astype(np.uint8), as_is=False, inverted=inverted)
 
 
-def prepare(source: Path | bytes, as_is: bool | None = None) -> Prepared:
+def prepare(
+    source: Path | bytes, as_is: bool | None = None, max_pixels: int = MAX_PIXELS
+) -> Prepared:
     """Open `source` (a file or its bytes) and bring it to MNIST's form (`as_is`: see to_mnist)."""
-    return to_mnist(open_image(source), as_is)
+    return to_mnist(open_image(source, max_pixels), as_is)

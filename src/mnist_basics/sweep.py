@@ -76,8 +76,9 @@ def expand(params: list[str]) -> list[list[str]]:
 
     try:
         overrides = to_path_overrides(params)
-        runs = math.prod(size(o.value()) for ovs in overrides.values()
-                         for o in to_hydra_overrides(ovs))
+        runs = math.prod(
+            size(o.value()) for ovs in overrides.values() for o in to_hydra_overrides(ovs)
+        )
         if runs > MAX_RUNS:  # counted before the grid is built: a range can be huge
             raise SweepError(f"-S: the grid has {runs} runs; at most {MAX_RUNS} are allowed")
         sweeps = get_hydra_sweeps(overrides)
