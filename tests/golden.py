@@ -163,7 +163,7 @@ def _print_fingerprints(kernels: str) -> None:
     logits = torch.randn(256, 10, generator=g)
     show("cross_entropy", F.cross_entropy(logits, torch.randint(0, 10, (256,), generator=g)))
     p = torch.nn.Parameter(torch.randn(1000, generator=g))
-    opt = torch.optim.Adam([p], lr=0.01)
+    opt = torch.optim.Adam([p], lr=0.01, fused=True)  # as optim.make_optimizer makes it
     for _ in range(3):
         p.square().sum().backward()
         opt.step()

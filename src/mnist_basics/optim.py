@@ -37,5 +37,9 @@ def make_optimizer(
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        params = list(params)
+        # torch's fused kernel, on the CPU: the other path's sqrt is MKL's vector math, whose
+        # results differ between Intel and AMD CPUs whatever the kernel pins.
+        fused = all(p.device.type in ("cpu", "cuda") for p in params)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
     raise ValueError(f"unknown optimizer {name!r}")
