@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -54,7 +52,7 @@ def tensors(mnist: Path, out: Path) -> Path:
 def run(name: str, tens: Path, out: Path) -> dict:
     from mnist_basics.train import train
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = params.parse((ROOT / "params.yaml").read_text())
     raw["data"]["digits"] = TEN
     raw["train"].update(RECIPES[name.removesuffix("_aug")], loss_func="cross_entropy")
     if name.endswith("_aug"):

@@ -7,6 +7,8 @@ temp project whose outputs exist from a previous run; a bad param must leave the
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +70,10 @@ BAD = [
     ("train", "train", "lr", "-0.5", ["train.lr = -0.5", "a number > 0"]),
     ("train", "train", "lr", '"abc"', ['train.lr = "abc"', "a number > 0"]),
     ("train", "train", "lr", ".inf", ["train.lr = .inf", "finite"]),
-    ("train", "train", "lr", "yes", ["train.lr = true", "not a number", "a number > 0"]),
+    ("train", "train", "lr", "yes", ['train.lr = "yes"', "not a number", "a number > 0"]),
+    ("train", "train", "lr", "1e-3x", ['train.lr = "1e-3x"', "not a number"]),
+    ("train", "train", "shuffle", "on", ['train.shuffle = "on"', "true or false"]),
+    ("train", "train", "seed", "20:00", ['train.seed = "20:00"', "not an integer"]),
     ("train", "train", "epochs", "0", ["train.epochs = 0", "an integer >= 1, <= 100,000"]),
     ("train", "train", "epochs", "2.5", ["train.epochs = 2.5", "an integer >= 1"]),
     (
@@ -92,7 +97,7 @@ BAD = [
     ("download", "data", "digits", "[3, 3]", ["data.digits = [3, 3]", "must be distinct"]),
     ("download", "data", "digits", "[3, 10]", ["data.digits = [3, 10]", "entry 10", "0-9"]),
     ("train", "data", "digits", "[3, -1]", ["data.digits = [3, -1]", "entry -1", "0-9"]),
-    ("download", "data", "sources", "[ftp://x.org/a.tgz]", ["ftp://x.org/a.tgz", "http"]),
+    ("download", "data", "sources", '["ftp://x.org/a.tgz"]', ["ftp://x.org/a.tgz", "http"]),
     ("download", "data", "sources", "[]", ["data.sources = []", "at least 1"]),
     ("download", "data", "sources", "fastai", ['data.sources = "fastai"', "not a list"]),
     ("download", "data", "timeout", "0", ["data.timeout = 0", "> 0, <= 600"]),
@@ -142,7 +147,7 @@ def test_bad_param_is_one_line_exit_2_outputs_untouched(
     words: list[str],
 ) -> None:
     text = _bad_yaml(synthetic_37, section, key, value)
-    assert yaml.safe_load(text)[section][key] == yaml.safe_load(value)
+    assert params_mod.parse(text)[section][key] == params_mod.parse(value)
     _fails_cleanly_with(done, stage, text, words)
 
 
@@ -205,12 +210,61 @@ def test_an_alias_bomb_is_shown_short_and_at_once() -> None:
     assert len(str(e.value)) < 1000
 
 
-def test_yaml_1_1_text_numbers_are_numbers() -> None:
-    """PyYAML reads `1e-3` as text; a number key takes it as the number the user meant."""
-    raw = yaml.safe_load("train: {lr: 1e-3, init_std: 2E-1}")
-    assert isinstance(raw["train"]["lr"], str)
-    p = params_mod.validate(raw)
-    assert p.train.lr == 0.001 and p.train.init_std == 0.2
+# YAML 1.1 (PyYAML) and YAML 1.2 (ruamel, DVC) read these differently
+YAML_1_1_VS_1_2 = [
+    "010",
+    "0o10",
+    "0x1F",
+    "1_000",
+    "1e-3",
+    "yes",
+    "on",
+    "off",
+    "20:00",
+    "~",
+    "!!str 1",
+]
+
+
+@pytest.mark.parametrize("value", YAML_1_1_VS_1_2)
+def test_params_are_read_as_dvc_reads_them(value: str) -> None:
+    """The stage's value is the one `dvc exp show` and dvc.lock record."""
+    from dvc.utils.serialize import parse_yaml
+
+    text = f"train:\n  seed: {value}\n"
+    assert params_mod.parse(text) == parse_yaml(text, "params.yaml")
+
+
+def test_a_seed_of_010_trains_with_seed_10(done: Path, tmp_path: Path) -> None:
+    """YAML 1.1 would read 010 as octal 8, while dvc records 10."""
+    models = []
+    for seed in ("010", "10"):
+        project = tmp_path / seed
+        shutil.copytree(done, project, symlinks=True)
+        text = (project / "params.yaml").read_text().replace("seed: 42", f"seed: {seed}")
+        (project / "params.yaml").write_text(text)
+        assert run_stage(project, "train").returncode == 0
+        models.append((project / "models" / "model.safetensors").read_bytes())
+    assert models[0] == models[1]
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda p: p.symlink_to("/dev/zero"), ["params.yaml", "not a regular file"]),
+        (lambda p: os.mkfifo(p), ["params.yaml", "not a regular file"]),
+        (lambda p: p.write_text("# x\n" * 300_000), ["params.yaml", "more than 1,048,576 bytes"]),
+        (lambda p: p.write_bytes(b"train: {model: \xff}\n"), ["params.yaml", "not UTF-8"]),
+    ],
+    ids=["dev-zero", "fifo", "huge", "not-utf8"],
+)
+def test_a_params_file_that_is_no_text_file_is_one_line(
+    tmp_path: Path, make, words: list[str]
+) -> None:
+    make(tmp_path / "params.yaml")
+    r = run_stage(tmp_path, "download", timeout=30)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1 and all(w in r.stderr for w in words), r.stderr
 
 
 def test_every_schema_key_is_in_params_yaml_and_back(project_root: Path) -> None:

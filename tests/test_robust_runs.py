@@ -268,6 +268,20 @@ def test_a_failed_repro_keeps_every_output(
     assert temporaries(project.path) == []
 
 
+def test_a_section_no_stage_reads_is_named_by_the_next_repro(
+    project: DvcProject, good: dict[str, str]
+) -> None:
+    """A typo in a section's name: evaluate depends on the whole file, so it reruns and says so."""
+    project.set_params(evalute={"gallery": 10})
+    r = project.dvc("repro", check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out, out
+    errors = _error_lines(out)
+    assert len(errors) == 1, out
+    assert errors[0].startswith("evaluate: error: params.yaml: unknown key evalute"), out
+    assert outputs(project.path) == good
+
+
 def test_a_failed_workspace_exp_run_keeps_every_output(
     project: DvcProject, good: dict[str, str]
 ) -> None:

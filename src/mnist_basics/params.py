@@ -1,106 +1,35 @@
-"""params.yaml as one typed config, checked once before a stage does any work.
+"""params.yaml as one typed config: a pydantic model, read as DVC reads it, checked once before a
+stage does any work.
 
 Every key has its default here and stands in params.yaml, so `dvc exp show` shows every value a
-run used. A bad value raises UserError with one line: the key, the value, why, what is allowed.
-README's params table is made from these classes (`python -m mnist_basics.params`).
-
-Frozen dataclasses with one rule per key, not pydantic: every stage is its own process, and
-pydantic's import and model build took longer than the evaluate stage's work
-(docs/performance.md has the figures).
+run used. The file is parsed as DVC parses it (ruamel.yaml's safe loader, YAML 1.2), so a stage
+uses each value exactly as `dvc exp show` records it: PyYAML's YAML 1.1 would read `010` as 8
+and `yes` as true. A bad value raises UserError with one line: the key, the value, why, what is
+allowed. docs/params.md's table is made from the schema (`python -m mnist_basics.params`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import operator
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from mnist_basics import atomic
 from mnist_basics.errors import UserError
 
 SOURCES = ("fastai", "mnist", "pypi")
-MAPPING = "a mapping of keys to values"
+MAX_BYTES = 1 << 20  # a params file is a few hundred bytes; refuse a link to /dev/zero at once
 
 
-@dataclass(frozen=True)
-class Rule:
-    """How one key is checked: `check` returns the value as used or raises ValueError(why)."""
-
-    check: Callable[[Any], Any]
-    allowed: str  # in words, for the error line and README's table
-
-
-def _num(v: float) -> str:
-    return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
-
-
-def _finite(v: str | int | float) -> float:
-    """A finite float from a number or its ASCII text (float() reads any script's digits)."""
-    if isinstance(v, str) and not v.isascii():
-        raise ValueError("not a number")
-    try:
-        f = float(v)
-    except (ValueError, OverflowError):
-        raise ValueError("not a number") from None
-    if not math.isfinite(f):
-        raise ValueError("not a finite number")
-    return f
-
-
-def number(integer: bool = False, **bounds: float) -> Rule:
-    """An integer (no bools, no floats), or a finite number (ints, floats, and text such as
-    PyYAML's `1e-3`, which YAML 1.1 reads as a string), within bounds like ge=0, lt=1."""
-    ops = {
-        "ge": (">=", operator.ge),
-        "gt": (">", operator.gt),
-        "le": ("<=", operator.le),
-        "lt": ("<", operator.lt),
-    }
-    limits = [(*ops[name], b) for name, b in bounds.items()]
-
-    def check(v: Any) -> Any:
-        kind = int if integer else str | int | float
-        if isinstance(v, bool) or not isinstance(v, kind):
-            raise ValueError("not an integer" if integer else "not a number")
-        v = v if integer else _finite(v)
-        for word, op, b in limits:
-            if not op(v, b):
-                raise ValueError(f"not {word} {_num(b)}")
-        return v
-
-    kind = "an integer" if integer else "a number"
-    return Rule(check, " ".join([kind, ", ".join(f"{w} {_num(b)}" for w, _, b in limits)]).strip())
-
-
-def one_of(*names: str, pattern: str = "", allowed: str = "") -> Rule:
-    """One of `names` (or text matching `pattern`)."""
-
-    def check(v: Any) -> str:
-        if isinstance(v, str) and (v in names or (pattern and re.fullmatch(pattern, v))):
-            return v
-        raise ValueError("no such choice")
-
-    return Rule(check, allowed or "one of " + ", ".join(names))
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError("not true or false")
-    return v
-
-
-def _list(v: Any, entry: Callable[[Any], str]) -> tuple:
-    """A list whose every entry passes `entry` (which returns why not, or "")."""
+def _list(v: Any, why_not: Any) -> tuple:
+    """A list whose every entry passes `why_not` (which returns why not, or "")."""
     if not isinstance(v, list):
         raise ValueError("not a list")
     for x in v:
-        if why := entry(x):
+        if why := why_not(x):
             raise ValueError(f"entry {_shown(x)}: {why}")
     return tuple(v)
 
@@ -128,132 +57,150 @@ def _sources(v: Any) -> tuple[str, ...]:
     return sources
 
 
-def key(default: Any, rule: Rule, doc: str) -> Any:
-    """A field of a params section: its default, its rule and what it does."""
-    return field(default=default, metadata={"rule": rule, "doc": doc})
+def key(default: Any, doc: str, allowed: str = "", **constraints: Any) -> Any:
+    """A field of a params section: its default, what it does, its bounds; `allowed` in words
+    where the type and bounds cannot say it."""
+    extra = {"allowed": allowed} if allowed else None
+    return Field(default, description=doc, json_schema_extra=extra, **constraints)
 
 
-@dataclass(frozen=True)
-class Data:
-    digits: tuple[int, ...] = key(
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Section(BaseModel):
+    # strict: a bool is no number and 2.5 no integer, as the user wrote them
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Data(Section):
+    digits: Annotated[tuple[int, ...], BeforeValidator(_digits)] = key(
         (3, 7),
-        Rule(_digits, "two or more distinct digits 0-9"),
         "Digits to classify; [3, 7] is the book's MNIST_SAMPLE. The first is the positive class "
         "of the two-digit models.",
+        "two or more distinct digits 0-9",
     )
-    sources: tuple[str, ...] = key(
+    sources: Annotated[tuple[str, ...], BeforeValidator(_sources)] = key(
         SOURCES,
-        Rule(
-            _sources,
-            "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or file:// URL",
-        ),
         "Where the images come from, tried in order; the first that delivers verified data serves.",
+        "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or file:// URL",
     )
-    timeout: float = key(
-        10.0, number(gt=0, le=600), "Seconds without progress before a source is given up."
+    timeout: Number = key(
+        10.0, "Seconds without progress before a source is given up.", gt=0, le=600
     )
 
 
-@dataclass(frozen=True)
-class Train:
-    model: str = key(
+class Train(Section):
+    model: Literal["linear", "simple_net", "cnn"] = key(
         "linear",
-        one_of("linear", "simple_net", "cnn"),
         "linear: the book's `linear1`; simple_net: 784-hidden-out with a ReLU; cnn: a small CNN.",
     )
-    hidden: int = key(30, number(True, ge=1, le=4096), "simple_net's hidden width (the book's 30).")
-    width: int = key(
-        16, number(True, ge=1, le=256), "cnn's channels in its first block; the next are 2x and 4x."
-    )
-    loss_func: str = key(
+    hidden: int = key(30, "simple_net's hidden width (the book's 30).", ge=1, le=4096)
+    width: int = key(16, "cnn's channels in its first block; the next are 2x and 4x.", ge=1, le=256)
+    loss_func: Literal["mnist_loss", "cross_entropy"] = key(
         "mnist_loss",
-        one_of("mnist_loss", "cross_entropy"),
         "mnist_loss: the book's, for two digits (one logit); cross_entropy: softmax over one "
         "logit per digit.",
     )
-    optimizer: str = key(
+    optimizer: Literal["basic", "sgd", "adam"] = key(
         "basic",
-        one_of("basic", "sgd", "adam"),
         "basic: the book's BasicOptim (`p -= p.grad * lr`); sgd: torch.optim.SGD; adam: "
         "torch.optim.Adam.",
     )
-    lr: float = key(1.0, number(gt=0), "Learning rate (the book's: 1.0 linear, 0.1 simple_net).")
-    epochs: int = key(
-        20, number(True, ge=1, le=100_000), "Epochs (the book's: 20 linear, 40 simple_net)."
+    lr: Number = key(1.0, "Learning rate (the book's: 1.0 linear, 0.1 simple_net).", gt=0)
+    epochs: int = key(20, "Epochs (the book's: 20 linear, 40 simple_net).", ge=1, le=100_000)
+    batch_size: int = key(256, "Mini-batch size (the book's).", ge=1, le=1_000_000)
+    init_std: Number = key(  # a bound the initial weights cannot pass learner.MAX_WEIGHT by
+        1.0, "Std of the book's `init_params` for the linear model.", gt=0, le=1e5
     )
-    batch_size: int = key(256, number(True, ge=1, le=1_000_000), "Mini-batch size (the book's).")
-    init_std: float = key(  # a bound the initial weights cannot pass learner.MAX_WEIGHT by
-        1.0, number(gt=0, le=1e5), "Std of the book's `init_params` for the linear model."
-    )
-    momentum: float = key(0.0, number(ge=0, lt=1), "Momentum of the sgd optimizer.")
-    weight_decay: float = key(0.0, number(ge=0, le=1), "Weight decay of sgd and adam.")
-    schedule: str = key(
+    momentum: Number = key(0.0, "Momentum of the sgd optimizer.", ge=0, lt=1)
+    weight_decay: Number = key(0.0, "Weight decay of sgd and adam.", ge=0, le=1)
+    schedule: Literal["constant", "one_cycle"] = key(
         "constant",
-        one_of("constant", "one_cycle"),
         "constant: lr throughout, as in the chapter; one_cycle: fastai's fit_one_cycle.",
     )
-    shuffle: bool = key(
-        False,
-        Rule(_bool, "true or false"),
-        "Shuffle the training set each epoch (the book does not).",
-    )
+    shuffle: bool = key(False, "Shuffle the training set each epoch (the book does not).")
     shift: int = key(
         0,
-        number(True, ge=0, le=8),
         "Random shift of each training image, pixels per axis (0: none, as in the book; 2 helps "
         "drawn digits).",
+        ge=0,
+        le=8,
     )
-    rotate: float = key(
+    rotate: Number = key(
         0.0,
-        number(ge=0, le=45),
         "Random rotation of each training image, degrees (0: none; 12 helps drawn digits).",
+        ge=0,
+        le=45,
     )
-    seed: int = key(42, number(True, ge=0, lt=2**32), "Seed of every random draw.")
+    seed: int = key(42, "Seed of every random draw.", ge=0, lt=2**32)
     threads: int = key(
         1,
-        number(True, ge=1, le=256),
         "CPU threads of the kernels; part of the result, so a param, never the machine's free "
         "cores.",
+        ge=1,
+        le=256,
     )
-    kernels: str = key(
+    kernels: Literal["portable", "native"] = key(
         "portable",
-        one_of("portable", "native"),
         "CPU kernels: portable gives the same bytes on every x86-64 CPU; native is the fastest "
         "this CPU has, the same bytes run after run on one CPU kind.",
     )
     device: str = key(
         "cpu",
-        one_of("cpu", "cuda", "mps", pattern=r"cuda:\d+", allowed="cpu, cuda, cuda:N or mps"),
         "Where to train; the same bytes are promised on the CPU.",
+        "cpu, cuda, cuda:N or mps",
+        pattern=r"^(cpu|cuda|mps|cuda:\d+)$",
     )
 
 
-@dataclass(frozen=True)
-class Evaluate:
-    gallery: int = key(36, number(True, ge=0, le=400), "Misclassified images in the gallery.")
+class Evaluate(Section):
+    gallery: int = key(36, "Misclassified images in the gallery.", ge=0, le=400)
 
 
-SECTIONS = {"data": Data, "train": Train, "evaluate": Evaluate}
+class Params(Section):
+    data: Data = Field(default_factory=Data)
+    train: Train = Field(default_factory=Train)
+    evaluate: Evaluate = Field(default_factory=Evaluate)
 
 
-@dataclass(frozen=True)
-class Params:
-    data: Data = field(default_factory=Data)
-    train: Train = field(default_factory=Train)
-    evaluate: Evaluate = field(default_factory=Evaluate)
+SECTIONS: dict[str, type[Section]] = {"data": Data, "train": Train, "evaluate": Evaluate}
 
 
-def _flow(v: Any) -> str:
-    """A value in YAML's one-line flow style, as params.yaml holds it."""
-    v = list(v) if isinstance(v, tuple) else v
-    return yaml.safe_dump(v, default_flow_style=True).removesuffix("...\n").strip()
+def _num(v: float) -> str:
+    return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
+
+
+BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+
+
+def allowed(schema: dict) -> str:
+    """What a field allows, in words, from its JSON schema."""
+    if "allowed" in schema:
+        return schema["allowed"]
+    if "enum" in schema:
+        return "one of " + ", ".join(schema["enum"])
+    if schema.get("type") == "boolean":
+        return "true or false"
+    kind = "an integer" if schema.get("type") == "integer" else "a number"
+    bounds = [f"{word} {_num(schema[b])}" for b, word in BOUNDS.items() if b in schema]
+    return " ".join([kind, ", ".join(bounds)]).strip()
+
+
+def _fields() -> dict[str, dict]:
+    """Each `section.key`'s JSON schema, in params.yaml's order."""
+    defs = Params.model_json_schema()["$defs"]
+    return {
+        f"{sec}.{name}": schema
+        for sec, cls in SECTIONS.items()
+        for name, schema in defs[cls.__name__]["properties"].items()
+    }
 
 
 def _shown(v: Any, limit: int = 300, within: tuple[list, ...] = ()) -> str:
     """A value as the user wrote it in params.yaml; text in quotes, so "1" is not 1. A long list
     ends in "...": YAML aliases can make a short file hold a list of a billion entries. A list
     that holds itself raises RecursionError, which `validate` names."""
-    if isinstance(v, list):
+    if isinstance(v, list | tuple):
         if any(v is outer for outer in within):
             raise RecursionError("a list that contains itself")
         parts: list[str] = []
@@ -264,56 +211,70 @@ def _shown(v: Any, limit: int = 300, within: tuple[list, ...] = ()) -> str:
             parts.append(_shown(x, limit, (*within, v)))
             limit -= len(parts[-1]) + 2
         return "[" + ", ".join(parts) + "]"
-    return json.dumps(v, ensure_ascii=False) if isinstance(v, str) else _flow(v)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_shown(k)}: {_shown(x, limit)}" for k, x in v.items()) + "}"
+    if isinstance(v, bool) or v is None:
+        return json.dumps(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return {math.inf: ".inf", -math.inf: "-.inf"}.get(v, ".nan")
+    return json.dumps(v, ensure_ascii=False) if isinstance(v, str) else str(v)
 
 
-def _invalid(key: str, value: Any, why: str, allowed: str) -> UserError:
-    return UserError(f"params.yaml: {key} = {_shown(value)} is invalid ({why}); allowed: {allowed}")
+WHY = {
+    "int_type": "not an integer",
+    "float_type": "not a number",
+    "finite_number": "not a finite number",
+    "bool_type": "not true or false",
+    "literal_error": "no such choice",
+    "string_pattern_mismatch": "no such choice",
+    "string_type": "not text",
+    "model_type": "not a mapping",
+    "greater_than": "not > {gt:g}",
+    "greater_than_equal": "not >= {ge:g}",
+    "less_than": "not < {lt:g}",
+    "less_than_equal": "not <= {le:g}",
+}
 
 
-def _unknown(raw: dict, known: list[str], prefix: str = "") -> None:
-    for k, v in raw.items():
-        if k not in known:
-            name = k if isinstance(k, str) and k else _shown(k)
-            allowed = ", ".join(prefix + n for n in known)
-            raise UserError(
-                f"params.yaml: unknown key {prefix}{name} (= {_shown(v)}); allowed: {allowed}"
-            )
+def _line(err: dict) -> str:
+    """One pydantic error as the line the user reads."""
+    name = ".".join(str(x) for x in err["loc"])
+    if err["type"] == "extra_forbidden":
+        prefix = name.rpartition(".")[0]
+        known = SECTIONS[prefix].model_fields if prefix else SECTIONS
+        allowed_keys = ", ".join(f"{prefix}.{k}" if prefix else k for k in known)
+        return f"unknown key {name} (= {_shown(err['input'])}); allowed: {allowed_keys}"
+    if err["type"] == "model_type":
+        return f"{name} = {_shown(err['input'])} is invalid (not a mapping); allowed: {MAPPING}"
+    why = str(err["ctx"]["error"]) if err["type"] == "value_error" else WHY.get(err["type"])
+    why = why.format(**err.get("ctx", {})) if why else err["msg"]
+    return (
+        f"{name} = {_shown(err['input'])} is invalid ({why}); allowed: {allowed(_fields()[name])}"
+    )
 
 
-def _section(name: str, raw: Any) -> Any:
-    """One section's dataclass from its mapping: each key's rule, then any unknown key."""
-    if not isinstance(raw, dict):
-        raise _invalid(name, raw, "not a mapping", MAPPING)
-    keys = fields(SECTIONS[name])
-    values = {}
-    for f in keys:
-        if f.name in raw:
-            try:
-                values[f.name] = f.metadata["rule"].check(raw[f.name])
-            except ValueError as e:
-                key = f"{name}.{f.name}"
-                raise _invalid(key, raw[f.name], str(e), f.metadata["rule"].allowed) from None
-    _unknown(raw, [f.name for f in keys], f"{name}.")
-    return SECTIONS[name](**values)
-
-
-def _checked(raw: Any) -> Params:
-    """Each section by its rules, then any unknown section."""
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise _invalid("the file", raw, "not a mapping", MAPPING)
-    p = Params(**{name: _section(name, raw[name]) for name in SECTIONS if name in raw})
-    _unknown(raw, list(SECTIONS))
-    return p
+MAPPING = "a mapping of keys to values"
 
 
 def validate(raw: Any) -> Params:
     """Params from the parsed YAML; UserError naming the first bad key."""
+    raw = {} if raw is None else raw
     try:
-        p = _checked(raw)
+        if not isinstance(raw, dict):
+            raise UserError(
+                f"the file = {_shown(raw)} is invalid (not a mapping); allowed: {MAPPING}"
+            )
+        try:
+            p = Params.model_validate(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            if first["type"] == "recursion_loop":
+                raise RecursionError from None
+            raise UserError(_line(first)) from None
     except RecursionError:  # a YAML alias inside its own anchor: `digits: &a [3, *a]`
         raise UserError("params.yaml: a value contains itself (a YAML alias)") from None
+    except UserError as e:
+        raise UserError(f"params.yaml: {e}") from None
     n = len(p.data.digits)
     if p.train.loss_func == "mnist_loss" and n != 2:  # one logit tells two digits apart, no more
         raise UserError(
@@ -323,25 +284,47 @@ def validate(raw: Any) -> Params:
     return p
 
 
-def load(path: str | Path = "params.yaml") -> Params:
-    """Read and check params.yaml (defaults for what it leaves out)."""
-    p = Path(path)
+def parse(text: str) -> Any:
+    """params.yaml's text as DVC reads it; UserError with the line and column if it is no YAML."""
+    from ruamel.yaml import YAML, YAMLError
+
     try:
-        raw = yaml.safe_load(p.read_text()) if p.exists() else {}
-    except (yaml.YAMLError, ValueError) as e:  # PyYAML's constructors raise ValueError too
+        return YAML(typ="safe").load(text)
+    except (YAMLError, ValueError) as e:  # a timestamp like 2024-13-01 raises ValueError
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise UserError(f"params.yaml: not valid YAML: {where}{getattr(e, 'problem', e)}") from None
-    return validate(raw)
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    """Read and check params.yaml (defaults for what it leaves out, or all of them without one)."""
+    try:
+        with atomic.open_regular(Path(path)) as f:
+            data = f.read(MAX_BYTES + 1)
+    except UserError as e:
+        if isinstance(e.__cause__, FileNotFoundError):
+            return validate({})
+        raise
+    if len(data) > MAX_BYTES:
+        raise UserError(f"{path}: more than {MAX_BYTES:,} bytes; a params file is a few hundred")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    return validate(parse(text))
 
 
 def markdown_table() -> str:
-    """README's params reference, made from the classes above."""
+    """docs/params.md's params reference, made from the schema."""
+    import yaml
+
+    def flow(v: Any) -> str:
+        v = list(v) if isinstance(v, tuple) else v
+        return yaml.safe_dump(v, default_flow_style=True).removesuffix("...\n").strip()
+
     rows = [
-        f"| `{sec}.{f.name}` | `{_flow(f.default)}` | {f.metadata['rule'].allowed} | "
-        f"{f.metadata['doc']} |"
-        for sec, cls in SECTIONS.items()
-        for f in fields(cls)
+        f"| `{name}` | `{flow(s['default'])}` | {allowed(s)} | {s['description']} |"
+        for name, s in _fields().items()
     ]
     return "\n".join(["| key | default | allowed | what it does |", "|---|---|---|---|", *rows])
 
@@ -349,10 +332,7 @@ def markdown_table() -> str:
 def defaults() -> dict[str, dict[str, Any]]:
     """params.yaml with every default, as a plain dict."""
     return {
-        sec: {
-            f.name: list(f.default) if isinstance(f.default, tuple) else f.default
-            for f in fields(cls)
-        }
+        sec: {k: list(v) if isinstance(v, tuple) else v for k, v in cls().model_dump().items()}
         for sec, cls in SECTIONS.items()
     }
 
