@@ -99,20 +99,49 @@ def together() -> Iterator[None]:
         _held.remove(held)
 
 
+# Ctrl-C and SIGTERM, handled one way for the whole process: the stage runner installs the handler,
+# and an output's renames hold it back. None outside `_signals_held()`; inside, what came meanwhile.
+_held_signals: list[int] | None = None
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """The first Ctrl-C or SIGTERM raises KeyboardInterrupt (after the renames under way); one
+    that follows (a second Ctrl-C, a job manager's SIGTERM after its SIGINT) is ignored, so it
+    cannot break into the cleanup."""
+    if _held_signals is not None:
+        _held_signals.append(signum)
+        return
+    ignore_signals()
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def handle_signals() -> None:
+    for s in SIGNALS:
+        signal.signal(s, _on_signal)
+
+
+def ignore_signals() -> None:
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM (and the stage's own stop when `dvc` dies, which comes as SIGINT) wait
     until the block ends, then take effect: a folder output is never left removed and not yet
-    replaced."""
-    if threading.current_thread() is not threading.main_thread():
+    replaced. Outside a stage (no handler of ours yet) ours stands in for the block."""
+    global _held_signals
+    if threading.current_thread() is not threading.main_thread() or _held_signals is not None:
         yield
         return
-    got: list[int] = []
-    names = (signal.SIGINT, signal.SIGTERM)
-    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in names}
+    old = {s: signal.getsignal(s) for s in SIGNALS}
+    handle_signals()
+    _held_signals = []
     try:
         yield
     finally:
+        got, _held_signals = _held_signals, None
         for s, handler in old.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
         if got:

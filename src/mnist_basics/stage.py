@@ -13,7 +13,6 @@ import _thread
 import contextlib
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -26,18 +25,6 @@ from mnist_basics.errors import UserError
 
 log = logging.getLogger("mnist_basics")
 SHELLS = {"sh", "bash", "dash", "zsh"}
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    """The first Ctrl-C or SIGTERM ends the stage; one that follows (a second Ctrl-C, a job
-    manager's SIGTERM after its SIGINT) is ignored, so it cannot break into the cleanup."""
-    _ignore_signals()
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _ignore_signals() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def watch_parent() -> None:
@@ -76,7 +63,7 @@ def end_children() -> None:
 
 def _exit(code: int, line: str = "") -> None:
     """Print `line`, then end at once: the cleanup has run; skip the slow teardown of torch."""
-    _ignore_signals()
+    atomic.ignore_signals()
     if line:
         print(line, file=sys.stderr)
     logging.shutdown()
@@ -91,8 +78,7 @@ def run_stage(
     """Check params, clear the stale temporaries of `outputs`, run `main(params)`; turn a user's
     mistake into one line and exit 2, an interruption into exit 130."""
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s", stream=sys.stderr)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    atomic.handle_signals()
     try:
         watch_parent()
         p = params.load("params.yaml")
