@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from mnist_basics.errors import UserError
-from mnist_basics.learner import Learner, batches
-from mnist_basics.models import ModelSpec, build_model, loss_func, targets_for
+from mnist_basics.learner import MAX_WEIGHT, Learner, accuracy, batches
+from mnist_basics.models import (
+    ModelSpec,
+    build_model,
+    loss_func,
+    predict,
+    predict_classes,
+    targets_for,
+)
 from mnist_basics.optim import make_optimizer
 
 
@@ -84,6 +91,41 @@ def test_divergence_with_a_finite_loss_stops_too() -> None:
         UserError, match=r"weights reached .*e\+3\d .* in epoch 1: training diverged"
     ):
         learn.fit(3)
+
+
+@pytest.mark.parametrize("lr", [100.0, 1000.0, 1e6])
+def test_every_sigmoid_saturated_has_diverged(lr: float) -> None:
+    """The weights stay below the limit and the loss is finite, yet every image gets one answer."""
+    learn = _learner("linear", lr=lr, seed=1, shuffle=True)
+    learn.fit(3)
+    logits = predict(learn.model, learn.valid_x)
+    assert max(p.abs().max() for p in learn.model.parameters()) < MAX_WEIGHT
+    assert predict_classes(logits).unique().numel() == 1
+    with pytest.raises(UserError, match=r"sigmoid is saturated \(0 or 1\) after the last epoch"):
+        learn.check_saturated(logits)
+
+
+def test_saturated_is_diverged_even_when_right_and_a_model_that_learned_little_is_not() -> None:
+    learn = _learner("linear", seed=1, shuffle=True)
+    learn.check_saturated(predict(learn.model, learn.valid_x))  # untrained: a result, no error
+    learn.fit(3)
+    learn.check_saturated(predict(learn.model, learn.valid_x))
+    with torch.no_grad():
+        for p in learn.model.parameters():
+            p.mul_(1e4)
+    logits = predict(learn.model, learn.valid_x)
+    assert accuracy(logits, learn.valid_y) > 0.9
+    with pytest.raises(UserError, match=r"\(valid accuracy 0\.9\d+\): training diverged"):
+        learn.check_saturated(logits)
+
+
+def test_a_saturated_softmax_has_diverged() -> None:
+    learn = _learner("linear")
+    logits = torch.zeros(len(learn.valid_x), 10)
+    learn.check_saturated(logits)
+    logits[:, 3] = 1e4
+    with pytest.raises(UserError, match=r"every valid image's softmax is saturated"):
+        learn.check_saturated(logits)
 
 
 def test_calc_grad_is_the_books_backward() -> None:

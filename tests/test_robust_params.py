@@ -186,6 +186,15 @@ def test_mnist_loss_with_three_digits_is_a_params_error(tmp_path: Path, syntheti
     assert_one_line_error(r, "train", ["train.loss_func = mnist_loss", "3 digits", "cross_entropy"])
 
 
+def test_label_smoothing_with_mnist_loss_is_a_params_error(
+    tmp_path: Path, synthetic_37: Path
+) -> None:
+    p = _params("train", "label_smoothing", 0.1, synthetic_37)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    r = run_stage(tmp_path, "train")
+    assert_one_line_error(r, "train", ["train.label_smoothing = 0.1", "mnist_loss", "allowed: 0"])
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from dvc_fixtures import DvcProject, in_sessions, make_project
@@ -251,8 +252,9 @@ def _changed(project: DvcProject) -> list[str]:
         ({"lr": -1}, "train: error: params.yaml: train.lr = -1 is invalid"),
         ({"model": "simple_net", "lr": 1e30}, "train: error: loss became"),
         ({"lr": 1e38}, "train: error: weights reached"),
+        ({"lr": 1e6}, "train: error: every valid image's sigmoid is saturated"),
     ],
-    ids=["bad-param", "nan", "finite-divergence"],
+    ids=["bad-param", "nan", "finite-divergence", "one-answer-for-all"],
 )
 def test_a_failed_repro_keeps_every_output(
     project: DvcProject, good: dict[str, str], train: dict, error: str
@@ -380,6 +382,51 @@ def test_a_broken_input_file_is_one_clear_line_in_every_stage_that_reads_it(
         errors = _error_lines(r.stderr)
         assert len(errors) == 1 and errors[0].startswith(f"{name}: error: {victim}: "), r.stderr
         assert "writes it again" in errors[0]
+
+
+def _relabel_all_as_the_first(a: dict) -> dict:
+    return {**a, "labels": np.full_like(a["labels"], a["labels"].min())}
+
+
+WRONG_CONTENT = {
+    "shape": lambda a: {**a, "images": np.zeros((10, 100), np.uint8)},
+    "short-labels": lambda a: {**a, "labels": a["labels"][:-1]},
+    "no-images": lambda a: {k: v[:0] for k, v in a.items()},
+    "label-12": lambda a: {
+        **a,
+        "labels": np.where(np.arange(len(a["labels"])) == 0, 12, a["labels"]),
+    },
+    "float": lambda a: {**a, "images": a["images"].astype(np.float32) / 255},
+    "nan": lambda a: {**a, "images": np.full(a["images"].shape, np.nan, np.float32)},
+    "one-digit": _relabel_all_as_the_first,
+}
+
+
+@pytest.mark.parametrize("damage", list(WRONG_CONTENT))
+def test_well_formed_tensors_of_the_wrong_content_are_one_clear_line(
+    project: DvcProject, good: dict[str, str], damage: str
+) -> None:
+    """A safetensors file that reads fine but holds what tensorize never writes: each reading
+    stage names the file and the fault instead of failing deep inside torch or NumPy."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    path = project.path / "data/tensors/valid.safetensors"
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata()
+    arrays = WRONG_CONTENT[damage](load_file(path))
+    path.unlink()  # DVC's cache copy is read-only: never write through it
+    save_file(arrays, path, metadata=meta)
+    # evaluate compares its logits with valid's labels only: one digit throughout is still a split
+    for name in ["baseline", "train"] + ([] if damage == "one-digit" else ["evaluate"]):
+        r = stage(project.path, name)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (name, r.stderr)
+        errors = _error_lines(r.stderr)
+        assert len(errors) == 1 and errors[0].startswith(f"{name}: error: data/tensors"), r.stderr
+        assert "`dvc repro -f tensorize` writes" in errors[0], r.stderr
+    assert {k: v for k, v in outputs(project.path).items() if "tensors" not in k} == {
+        k: v for k, v in good.items() if "tensors" not in k
+    }
 
 
 def test_an_edit_in_place_never_reaches_the_cache(project: DvcProject, good: dict[str, str]):

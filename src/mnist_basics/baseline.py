@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from mnist_basics import atomic, images
-from mnist_basics.data import Split, load_split
+from mnist_basics.data import Split, load_splits
 
 
 def mnist_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -58,10 +58,7 @@ def accuracies(pred: torch.Tensor, labels: torch.Tensor, digits: list[int]) -> d
 def run_baseline(tensors: Path, metrics_path: Path, plots_dir: Path) -> dict:
     """Ideal digits from train, nearest-ideal accuracy on valid; metrics JSON and ideal PNGs."""
     log = logging.getLogger("mnist_basics")
-    train, valid = (
-        load_split(tensors / "train.safetensors"),
-        load_split(tensors / "valid.safetensors"),
-    )
+    train, valid = load_splits(tensors)
     digits = train.digits
     ideals = ideal_digits(train, digits)
     metrics: dict = {
@@ -72,7 +69,7 @@ def run_baseline(tensors: Path, metrics_path: Path, plots_dir: Path) -> dict:
     with atomic.together(), atomic.atomic_path(plots_dir, is_dir=True) as tmp:
         for d, ideal in zip(digits, ideals, strict=True):
             images.save_png(images.grey(ideal.numpy()), tmp / f"ideal_{d}.png")
-        atomic.write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+        atomic.write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     log.info(
         "L1: accuracy %.4f, per digit %s; RMSE: accuracy %.4f",
         metrics["l1"]["accuracy"],

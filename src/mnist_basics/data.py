@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 from mnist_basics.atomic import read_safetensors
+from mnist_basics.errors import UserError
+from mnist_basics.tensorize import check_split
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,21 @@ class Split:
 def load_split(path: Path, device: torch.device | str = "cpu") -> Split:
     """Read one split's safetensors and scale pixels as the book does (`.float() / 255`)."""
     tensors, _ = read_safetensors(path, "a tensors", "tensorize", ("images", "labels"))
+    check_split(tensors, path)
     x = (tensors["images"].to(device).float() / 255).view(-1, 28 * 28).contiguous()
     return Split(x=x, labels=tensors["labels"].to(device))
+
+
+def load_splits(folder: Path, device: torch.device | str = "cpu") -> tuple[Split, Split]:
+    """The train and valid splits, which must hold the same digits (the ideal digits, the
+    classes and the metrics of one are the other's)."""
+    train, valid = (load_split(folder / f"{s}.safetensors", device) for s in ("train", "valid"))
+    if train.digits != valid.digits:
+        raise UserError(
+            f"{folder}: the train split holds digits {train.digits}, the valid split "
+            f"{valid.digits}; `dvc repro -f tensorize` writes both again"
+        )
+    return train, valid
 
 
 def class_targets(labels: torch.Tensor, digits: list[int]) -> torch.Tensor:

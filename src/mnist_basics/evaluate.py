@@ -16,6 +16,7 @@ import numpy as np
 
 from mnist_basics import atomic, images
 from mnist_basics.errors import BadFile, UserError
+from mnist_basics.tensorize import check_split
 
 
 def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
@@ -31,6 +32,8 @@ def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
             raise ValueError(f"digits {digits}")
         if logits.ndim != 2 or logits.shape[1] not in (1, len(digits)):
             raise ValueError(f"logits of shape {list(logits.shape)} for digits {digits}")
+        if not np.isfinite(logits).all():
+            raise ValueError("logits that are not all finite numbers")
     except (ValueError, TypeError, KeyError) as e:
         what = f"no {e} in it" if isinstance(e, KeyError) else str(e)
         why = f"not a logits file as the train stage writes it (its spec: {what})"
@@ -94,6 +97,7 @@ def evaluate(
     valid, _ = atomic.read_safetensors(
         tensors / "valid.safetensors", "a tensors", "tensorize", ("images", "labels"), "np"
     )
+    check_split(valid, tensors / "valid.safetensors")
     pixels, labels = valid["images"], valid["labels"]
     lut = np.full(10, -1)
     lut[digits] = np.arange(len(digits))  # digit -> class index, in data.digits' order
@@ -126,7 +130,7 @@ def evaluate(
     with atomic.together(), atomic.atomic_path(plots_dir, is_dir=True) as tmp:
         images.save_png(images.labelled_grid(tiles, captions), tmp / "misclassified.png")
         atomic.write_text(confusion_path, json.dumps(rows, separators=(",", ":")) + "\n")
-        atomic.write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+        atomic.write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     logging.getLogger("mnist_basics").info(
         "accuracy %.4f on %d valid images (%d wrong), per digit %s",
         metrics["accuracy"],

@@ -131,6 +131,20 @@ class Learner:
         if what is not None:
             raise UserError(f"{what} in epoch {epoch}: training diverged; try a lower train.lr")
 
+    def check_saturated(self, logits: torch.Tensor) -> None:
+        """After the last epoch, from the model's valid logits: a run can diverge with a finite
+        loss and weights below the limit, every image's output within float32's epsilon of 0 or
+        1 (the sigmoid, or the top softmax probability), where no gradient is left; it then calls
+        every image one digit. A run that learned little (a low lr, few epochs) is a result."""
+        one = logits.shape[1] == 1
+        p = torch.sigmoid(logits) if one else torch.softmax(logits, 1).amax(1)
+        if bool((p * (1 - p) < torch.finfo(p.dtype).eps).all()):
+            raise UserError(
+                f"every valid image's {'sigmoid' if one else 'softmax'} is saturated (0 or 1) "
+                f"after the last epoch (valid accuracy {accuracy(logits, self.valid_y):.4f}): "
+                "training diverged; try a lower train.lr"
+            )
+
     def fit(self, epochs: int) -> list[EpochStats]:
         """Train for `epochs`, one log line per epoch; the history of every epoch."""
         history = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -113,9 +114,13 @@ def batch_accuracy(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
     return correct.float().mean()
 
 
-def loss_func(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_func(
+    name: str, label_smoothing: float = 0.0
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The loss by its params name."""
-    return mnist_loss if name == "mnist_loss" else F.cross_entropy
+    if name == "mnist_loss":
+        return mnist_loss
+    return partial(F.cross_entropy, label_smoothing=label_smoothing)
 
 
 @torch.no_grad()

@@ -112,6 +112,9 @@ class Train(Section):
     init_std: Number = key(  # a bound the initial weights cannot pass learner.MAX_WEIGHT by
         1.0, "Std of the book's `init_params` for the linear model.", gt=0, le=1e5
     )
+    label_smoothing: Number = key(
+        0.0, "cross_entropy's label smoothing (0: none; 0.1 helps the ten-digit CNN).", ge=0, lt=1
+    )
     momentum: Number = key(0.0, "Momentum of the sgd optimizer.", ge=0, lt=1)
     weight_decay: Number = key(0.0, "Weight decay of sgd and adam.", ge=0, le=1)
     schedule: Literal["constant", "one_cycle"] = key(
@@ -280,6 +283,11 @@ def validate(raw: Any) -> Params:
         raise UserError(
             f"params.yaml: train.loss_func = mnist_loss is invalid with {n} digits in "
             "data.digits; allowed: cross_entropy (mnist_loss needs exactly two digits)"
+        )
+    if p.train.loss_func == "mnist_loss" and p.train.label_smoothing:
+        raise UserError(
+            f"params.yaml: train.label_smoothing = {p.train.label_smoothing} is invalid with "
+            "train.loss_func = mnist_loss; allowed: 0 (label smoothing is cross_entropy's)"
         )
     return p
 

@@ -13,6 +13,30 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from mnist_basics import atomic, rawzip
+from mnist_basics.errors import BadFile
+
+
+def check_split(arrays: dict, path: Path) -> None:
+    """One clear line unless `arrays` (NumPy's or torch's) hold what tensorize writes: uint8
+    images [N, 28, 28] with N >= 1 and one int64 label 0-9 per image. Float pixels, NaN, a label
+    12 or a short label list are some other program's file, and would fail deep inside a stage."""
+    x, y = arrays["images"], arrays["labels"]
+    kind = {name: str(a.dtype).removeprefix("torch.") for name, a in arrays.items()}
+    if kind["images"] != "uint8" or len(x.shape) != 3 or tuple(x.shape[1:]) != (28, 28):
+        why = f"images {kind['images']} {list(x.shape)}, not uint8 [N, 28, 28]"
+    elif len(x) == 0:
+        why = "no images"
+    elif kind["labels"] != "int64" or tuple(y.shape) != (len(x),):
+        why = f"labels {kind['labels']} {list(y.shape)}, not int64 [{len(x)}], one per image"
+    elif not 0 <= int(y.min()) <= int(y.max()) <= 9:
+        why = f"a label {int(y.max()) if y.max() > 9 else int(y.min())} that is no digit 0-9"
+    else:
+        return
+    raise BadFile(
+        path,
+        f"not a tensors file as the tensorize stage writes it ({why})",
+        "`dvc repro -f tensorize` writes it again",
+    )
 
 
 def tensorize(raw_zip: Path, out_dir: Path) -> None:

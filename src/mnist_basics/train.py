@@ -14,7 +14,7 @@ import torch
 
 from mnist_basics import atomic, images, numerics
 from mnist_basics.augment import augment
-from mnist_basics.data import class_targets, load_split
+from mnist_basics.data import class_targets, load_splits
 from mnist_basics.errors import UserError
 from mnist_basics.learner import EpochStats, Learner, one_cycle
 from mnist_basics.models import (
@@ -104,8 +104,7 @@ def train(p: Params) -> list[EpochStats]:
     tp, digits = p.train, list(p.data.digits)
     dev = device_for(tp.device)
     gen = seed_everything(tp, dev)
-    train_split = load_split(TENSORS / "train.safetensors", dev)
-    valid_split = load_split(TENSORS / "valid.safetensors", dev)
+    train_split, valid_split = load_splits(TENSORS, dev)
     if sorted(digits) != train_split.digits:
         raise UserError(
             f"params.yaml: data.digits = {digits} but data/tensors holds {train_split.digits}; "
@@ -121,7 +120,7 @@ def train(p: Params) -> list[EpochStats]:
         train_y=targets_for(spec, class_targets(train_split.labels, digits)),
         valid_x=valid_split.x,
         valid_y=targets_for(spec, class_targets(valid_split.labels, digits)),
-        loss_func=loss_func(tp.loss_func),
+        loss_func=loss_func(tp.loss_func, tp.label_smoothing),
         opt=make_optimizer(tp.optimizer, model.parameters(), tp.lr, tp.momentum, tp.weight_decay),
         batch_size=tp.batch_size,
         shuffle=tp.shuffle,
@@ -135,12 +134,14 @@ def train(p: Params) -> list[EpochStats]:
         f"{tp.threads} thread(s), {tp.kernels} kernels"
     )
     history = learn.fit(tp.epochs)
+    logits = predict(model, valid_split.x)
+    learn.check_saturated(logits)
     with atomic.together():  # the model, its logits, curves and picture: all new, or all old
         with atomic.atomic_path(LIVE, is_dir=True) as live_dir:
             write_curves(history, live_dir)
         with atomic.atomic_path(PLOTS, is_dir=True) as plots_dir:
             images.save_png(weights_picture(model, spec), plots_dir / "weights.png")
-        save_tensors({"logits": predict(model, valid_split.x)}, spec, LOGITS)
+        save_tensors({"logits": logits}, spec, LOGITS)
         save_tensors(model.state_dict(), spec, MODEL)
     return history
 
@@ -156,7 +157,7 @@ def write_curves(history: list[EpochStats], folder: Path) -> None:
         "valid": {"loss": last.valid_loss, "accuracy": last.valid_accuracy},
         "step": last.epoch,
     }
-    (folder / "metrics.json").write_text(json.dumps(summary, indent=4) + "\n")
+    (folder / "metrics.json").write_text(json.dumps(summary, indent=4, allow_nan=False) + "\n")
     for curve, field in (
         ("train/loss", "train_loss"),
         ("valid/loss", "valid_loss"),
