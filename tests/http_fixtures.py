@@ -6,6 +6,7 @@ Routes (NAME is a file registered with `server.files[NAME] = body`):
   /trunc/NAME     Content-Length of the whole body, half of it sent, then the connection closed
   /bad/NAME       a body of the same kind with other content (a .gz stays a valid gzip)
   /stall/NAME     headers sent, then nothing until the server stops
+  /trickle/NAME   headers sent, then a byte every 0.2 s (at most 100, then the connection closed)
   /ftp/NAME       a redirect to ftp://, which must not be followed
 Also helpers the download tests share: tar builders and a digest of a PNG tree or of data/raw.zip.
 """
@@ -93,6 +94,14 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
             elif route == "stall":
                 self._send(200, b"", length=len(body))
                 server.stop.wait(30)
+            elif route == "trickle":
+                self._send(200, b"", length=len(body))
+                for byte in body[:100]:
+                    if server.stop.wait(0.2):
+                        break
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                self.close_connection = True
             elif route == "ftp":
                 self.send_response(302)
                 self.send_header("Location", f"ftp://127.0.0.1/{name}")

@@ -143,6 +143,38 @@ def test_stall_is_abandoned_after_the_timeout(
     assert time.monotonic() - start < 5
 
 
+def test_a_trickle_is_abandoned_after_the_timeout(
+    tmp_path: Path, http_server: Server, sample_tgz: Archive, synthetic_37: Path
+) -> None:
+    """A byte every 0.2 s: each read is within the timeout, yet 1 s brings far less than a KiB."""
+    out = tmp_path / "raw.zip"
+    urls = _urls(http_server, "trickle", sample_tgz)
+    assert download([3, 7], ["fastai", str(synthetic_37)], 1, out, urls=urls) == str(synthetic_37)
+    with pytest.raises(UserError, match=r"fastai: .*too slow: \d bytes in 1 s"):
+        download([3, 7], ["fastai"], 1, out, urls=urls)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "too-big"])
+def test_a_local_source_that_is_no_archive_of_sane_size_is_refused(
+    tmp_path: Path, synthetic_37: Path, kind: str
+) -> None:
+    """A fifo would block the read for ever; a 2 GB (sparse) file would be read for minutes."""
+    import os
+
+    src = tmp_path / "big.tgz"
+    if kind == "fifo":
+        os.mkfifo(src)
+    else:
+        with src.open("wb") as f:
+            f.truncate(2 << 30)
+    out = tmp_path / "raw.zip"
+    with pytest.raises(UserError) as e:
+        download([3, 7], [str(src)], 1, out)
+    why = {"fifo": "not a regular file", "too-big": "2,147,483,648 bytes, more than the"}[kind]
+    assert why in str(e.value)
+    assert download([3, 7], [str(src), str(synthetic_37)], 1, out) == str(synthetic_37)
+
+
 def test_when_none_serves_the_error_names_every_source(
     tmp_path: Path, http_server: Server, sample_tgz: Archive
 ) -> None:

@@ -85,7 +85,10 @@ class Data(Section):
         "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or file:// URL",
     )
     timeout: Number = key(
-        10.0, "Seconds without progress before a source is given up.", gt=0, le=600
+        10.0,
+        "Seconds a source may go without progress (1 KiB) before it is given up.",
+        gt=0,
+        le=600,
     )
 
 

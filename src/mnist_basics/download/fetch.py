@@ -1,13 +1,15 @@
 """HTTP(S) and file:// downloads with urllib: a timeout on every read, a size cap, a temp name.
 
 Our machines reach no internet but the package index, so a source must fail in seconds, not hang:
-the socket timeout applies to the connect and to each read, so a stalled server is abandoned.
+the socket timeout applies to the connect and to each read, so a stalled server is abandoned,
+and a body must bring MIN_PROGRESS bytes in every `timeout` seconds, so a trickle is abandoned too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,6 +17,8 @@ from urllib.parse import urlsplit
 
 from mnist_basics.atomic import atomic_path
 from mnist_basics.errors import UserError
+
+MIN_PROGRESS = 1 << 10  # bytes per `timeout` seconds: a byte a second is no progress
 
 
 def scheme(url: str) -> str:
@@ -78,11 +82,16 @@ def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> None:
                 total = int(length) if length and length.isdigit() else None
                 if total is not None and total > max_bytes:
                     raise UserError(f"{total} bytes, more than the {max_bytes} expected")
-                while chunk := resp.read(1 << 20):
-                    got += len(chunk)
+                window, since = 0, time.monotonic()
+                while chunk := resp.read1(1 << 20):  # what has arrived: a trickle is seen
+                    got, window = got + len(chunk), window + len(chunk)
                     if got > max_bytes:
                         raise UserError(f"larger than the {max_bytes} bytes expected")
                     out.write(chunk)
+                    if time.monotonic() - since >= timeout:
+                        if window < MIN_PROGRESS:
+                            raise UserError(f"too slow: {window} bytes in {timeout:g} s")
+                        window, since = 0, time.monotonic()
             if total is not None and got != total:
                 raise UserError(f"truncated, got {got} of {total} bytes")
     except (UserError, OSError) as e:
