@@ -429,6 +429,34 @@ def test_well_formed_tensors_of_the_wrong_content_are_one_clear_line(
     }
 
 
+@pytest.mark.parametrize(("name", "limit"), [("tensorize", 16 << 10), ("train", 1 << 10)])
+def test_a_full_disk_is_one_line_and_loses_nothing(
+    project: DvcProject, good: dict[str, str], name: str, limit: int
+) -> None:
+    """Files capped at `limit` bytes (RLIMIT_FSIZE; Python ignores SIGXFSZ, so a write fails with
+    EFBIG as on a full disk with ENOSPC): the safetensors writes fail as any other write."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / f"{name}.py")],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=cap,
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    errors = _error_lines(r.stderr)
+    assert len(errors) == 1 and errors[0].startswith(f"{name}: error: "), r.stderr
+    assert "File too large" in errors[0], r.stderr
+    assert outputs(project.path) == good
+    assert temporaries(project.path) == []
+
+
 def test_an_edit_in_place_never_reaches_the_cache(project: DvcProject, good: dict[str, str]):
     """DVC's default cache type copies: appending to a workspace output leaves the cache whole,
     `dvc status` sees the change, and `dvc checkout` brings the good file back."""

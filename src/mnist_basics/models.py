@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from mnist_basics import atomic
@@ -149,8 +149,8 @@ def save_tensors(tensors: dict[str, torch.Tensor], spec: ModelSpec, path: Path) 
     interpret them: no pickle, byte-identical per seed. Used for the model's weights and for its
     valid logits (which the evaluate stage reads, so it needs no torch)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    with atomic.atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"spec": json.dumps(asdict(spec), sort_keys=True)})
+    # bytes written by Python: a full disk is an OSError (one line), not a SafetensorError
+    atomic.write_bytes(path, save(tensors, {"spec": json.dumps(asdict(spec), sort_keys=True)}))
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:

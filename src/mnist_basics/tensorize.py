@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from mnist_basics import atomic, rawzip
 from mnist_basics.errors import BadFile
@@ -45,11 +45,9 @@ def tensorize(raw_zip: Path, out_dir: Path) -> None:
     with atomic.atomic_path(out_dir, is_dir=True) as tmp:
         for name, s in splits.items():
             # one metadata key: safetensors orders several at random, and the bytes must not vary
-            save_file(
-                {"images": s.images, "labels": s.labels, "indices": s.indices},
-                tmp / f"{name}.safetensors",
-                metadata={"dataset": dataset},
-            )
+            arrays = {"images": s.images, "labels": s.labels, "indices": s.indices}
+            # written by Python: a full disk is an OSError (one line), not a SafetensorError
+            (tmp / f"{name}.safetensors").write_bytes(save(arrays, {"dataset": dataset}))
     for name, s in splits.items():
         for digit, n in zip(*np.unique(s.labels, return_counts=True), strict=True):
             logging.getLogger("mnist_basics").info("%s %ds: [%d, 28, 28]", name, digit, n)
