@@ -17,26 +17,44 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
-from mnist_basics import atomic, params
+from mnist_basics import atomic
 from mnist_basics.errors import UserError
+
+if TYPE_CHECKING:
+    from mnist_basics.params import Params
 
 log = logging.getLogger("mnist_basics")
 SHELLS = {"sh", "bash", "dash", "zsh"}
 
 
+def starter() -> psutil.Process | None:
+    """The process that started this stage, past any shell it ran us through: `dvc`, or a
+    terminal's. Init (pid 1) when dvc died before we looked and handed us to it."""
+    try:
+        parents = psutil.Process().parents()
+        return next((p for p in parents if p.name() not in SHELLS), parents[0] if parents else None)
+    except psutil.Error:
+        return None
+
+
+STARTER = starter()  # at import, before params' imports: dvc may die while the stage starts
+
+
 def watch_parent() -> None:
     """End the stage like Ctrl-C if `dvc` (past any shell it ran us through) dies, so no orphan
     trains on and writes its outputs later, racing the next run."""
-    try:
-        parents = psutil.Process().parents()
-        first = parents[0] if parents else None
-        parent = next((p for p in parents if p.name() not in SHELLS), first)
-    except psutil.Error:
+    parent = STARTER
+    if parent is None:
         return
-    if parent is None or parent.pid == 1:
+    if parent.pid == 1:  # init outlives us; unless it is dvc in a container, we are an orphan
+        with contextlib.suppress(psutil.Error):
+            if "dvc" not in " ".join(parent.cmdline()):
+                log.info("the process that started this stage is gone; stopping")
+                _thread.interrupt_main()
         return
 
     def watch() -> None:
@@ -73,7 +91,7 @@ def _exit(code: int, line: str = "") -> None:
 
 
 def run_stage(
-    name: str, main: Callable[[params.Params], None], outputs: Sequence[str | Path] = ()
+    name: str, main: Callable[[Params], None], outputs: Sequence[str | Path] = ()
 ) -> None:
     """Check params, clear the stale temporaries of `outputs`, run `main(params)`; turn a user's
     mistake into one line and exit 2, an interruption into exit 130."""
@@ -81,6 +99,8 @@ def run_stage(
     atomic.handle_signals()
     try:
         watch_parent()
+        from mnist_basics import params  # pydantic: after the watch has started
+
         p = params.load("params.yaml")
         for out in outputs:
             atomic.clear_stale(Path(out))
