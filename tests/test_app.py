@@ -132,6 +132,28 @@ def test_the_workspace_model_is_reloaded_once_rewritten(repo: Path, tmp_path: Pa
     assert after.digits == (1, 2) != before.digits
 
 
+def test_a_model_whose_outputs_overflow_is_a_json_422(repo: Path, tmp_path: Path) -> None:
+    """Finite weights of 3e38: every logit is inf. The page gets the reason, not a 500."""
+    from PIL import ImageDraw
+    from use_models import small_model
+
+    from mnist_basics import app
+    from mnist_basics.models import save_tensors
+    from mnist_basics.predict import MODEL_PATH, WORKSPACE
+
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy, symlinks=True)
+    model, spec = small_model([3, 7], steps=1)
+    for p in model.parameters():
+        p.data.fill_(3e38)
+    (copy / MODEL_PATH).unlink()
+    save_tensors(model.state_dict(), spec, copy / MODEL_PATH)
+    im = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(im).line(SEVEN, fill=0, width=20)
+    status, data = app.answer(copy, WORKSPACE, png(im))
+    assert status == 422 and "not finite" in data["error"], (status, data)
+
+
 def test_a_branch_moved_by_a_commit_serves_its_new_model(repo: Path, tmp_path: Path) -> None:
     """A branch or tag is cached by the commit it names, not by its name."""
     from use_models import DVC, run, write_model

@@ -148,7 +148,10 @@ def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:
         if str(e).startswith("no ink"):
             return 200, {"empty": True, "model": rev, "digits": list(model.digits)}
         return 400, {"error": str(e)}
-    pred = predict_prepared(model, [("drawing", prepared)])[0]
+    try:
+        pred = predict_prepared(model, [("drawing", prepared)])[0]
+    except UserError as e:  # a model whose outputs overflow: the revision's fault, not ours
+        return 422, {"error": str(e)}
     return 200, {
         "empty": False,
         "model": rev,
