@@ -1,4 +1,5 @@
-"""Stage baseline: pixel similarity (ideal digits, L1 and RMSE) -> metrics/baseline.json."""
+"""Stage baseline: pixel similarity (ideal digits, L1 and RMSE) -> metrics/baseline.json and
+plots/baseline/ideal_digits.png."""
 
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from mnist_basics.stage import run_stage
 TENSORS, METRICS, PLOTS = (
     Path("data/tensors"),
     Path("metrics/baseline.json"),
-    Path("plots/baseline"),
+    Path("plots/baseline/ideal_digits.png"),
 )
 
 

@@ -7,8 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-from mnist_basics.baseline import mnist_distance, nearest_ideal, rmse_distance, run_baseline
+from mnist_basics import images
+from mnist_basics.baseline import (
+    ideal_digits,
+    mnist_distance,
+    nearest_ideal,
+    rmse_distance,
+    run_baseline,
+)
+from mnist_basics.data import load_split
+from mnist_basics.download import download
+from mnist_basics.tensorize import tensorize
 
 
 def test_distances_broadcast_like_the_book() -> None:
@@ -31,12 +42,30 @@ def test_nearest_ideal_many_digits() -> None:
     assert nearest_ideal(x, ideals, rmse_distance).tolist() == [2, 1, 0]
 
 
+def test_the_ideal_digits_are_one_picture(synthetic_three: Path, tmp_path: Path) -> None:
+    """One file whatever the digits (none left over when the digits change), each ideal digit's
+    picture in it, left to right in the order of the digits."""
+    download([1, 4, 8], [str(synthetic_three)], 10, tmp_path / "raw.zip")
+    tensorize(tmp_path / "raw.zip", tmp_path / "tensors")
+    plots = tmp_path / "plots"
+    run_baseline(tmp_path / "tensors", tmp_path / "baseline.json", plots / "ideal_digits.png")
+    assert [p.name for p in plots.iterdir()] == ["ideal_digits.png"]
+    sheet = Image.open(plots / "ideal_digits.png").convert("RGB")
+    ideals = ideal_digits(load_split(tmp_path / "tensors" / "train.safetensors"), [1, 4, 8])
+    tiles = [images.grey(i.numpy()).convert("RGB") for i in ideals]
+    w, h = tiles[0].size
+    assert sheet.height < 2 * h < sheet.width  # one row
+    for k, tile in enumerate(tiles):  # labelled_grid: 8 px margins, a 16 px caption above
+        x, y = 8 + k * (w + 8), 8 + 16
+        assert sheet.crop((x, y, x + w, y + h)).tobytes() == tile.tobytes(), k
+
+
 @pytest.mark.realdata
 def test_baseline_reproduces_the_book_on_real_data(real_37_tensors: Path, tmp_path: Path) -> None:
     out = tmp_path / "baseline.json"
-    run_baseline(real_37_tensors, out, tmp_path / "p")
+    run_baseline(real_37_tensors, out, tmp_path / "ideal_digits.png")
     m = json.loads(out.read_text())
     assert m["l1"]["per_digit"] == {"3": 0.9168, "7": 0.9854}
     assert m["l1"]["mean_digit_accuracy"] == 0.9511
     assert m["n_valid"] == 2038
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["ideal_3.png", "ideal_7.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json", "ideal_digits.png"]

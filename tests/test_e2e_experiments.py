@@ -61,8 +61,7 @@ EXP_SHOW_COLUMNS = [
 
 # Every picture `dvc plots` shows for one revision (dvc.yaml's top-level plots).
 IMAGES = (
-    "plots/baseline/ideal_3.png",
-    "plots/baseline/ideal_7.png",
+    "plots/baseline/ideal_digits.png",
     "plots/train/weights.png",
     "plots/evaluate/misclassified.png",
 )

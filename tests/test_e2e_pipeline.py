@@ -41,7 +41,7 @@ def test_repro_writes_sane_metrics(pipeline: DvcProject) -> None:
     assert tr["step"] == 20 and 0 <= tr["valid"]["accuracy"] <= 1
     assert len(json.loads((pipeline.path / "metrics/evaluate/confusion.json").read_text())) == 24
     for png in (
-        "plots/baseline/ideal_3.png",
+        "plots/baseline/ideal_digits.png",
         "plots/train/weights.png",
         "plots/evaluate/misclassified.png",
     ):

@@ -55,8 +55,8 @@ def accuracies(pred: torch.Tensor, labels: torch.Tensor, digits: list[int]) -> d
     }
 
 
-def run_baseline(tensors: Path, metrics_path: Path, plots_dir: Path) -> dict:
-    """Ideal digits from train, nearest-ideal accuracy on valid; metrics JSON and ideal PNGs."""
+def run_baseline(tensors: Path, metrics_path: Path, plot_path: Path) -> dict:
+    """Ideal digits from train, nearest-ideal accuracy on valid; metrics JSON, the ideals' PNG."""
     log = logging.getLogger("mnist_basics")
     train, valid = load_splits(tensors)
     digits = train.digits
@@ -66,9 +66,9 @@ def run_baseline(tensors: Path, metrics_path: Path, plots_dir: Path) -> dict:
         for name, dist in DISTANCES.items()
     }
     metrics["n_valid"] = len(valid.labels)
-    with atomic.together(), atomic.atomic_path(plots_dir, is_dir=True) as tmp:
-        for d, ideal in zip(digits, ideals, strict=True):
-            images.save_png(images.grey(ideal.numpy()), tmp / f"ideal_{d}.png")
+    tiles, captions = [images.grey(i.numpy()) for i in ideals], [f"ideal {d}" for d in digits]
+    with atomic.together():
+        images.save_png(images.labelled_grid(tiles, captions, cols=len(digits)), plot_path)
         atomic.write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     log.info(
         "L1: accuracy %.4f, per digit %s; RMSE: accuracy %.4f",
