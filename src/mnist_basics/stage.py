@@ -50,9 +50,9 @@ def watch_parent() -> None:
     parent = STARTER
     if parent is None:
         return
-    if parent.pid == 1:  # init outlives us; unless it is dvc in a container, we are an orphan
-        with contextlib.suppress(psutil.Error):
-            if "dvc" not in " ".join(parent.cmdline()):
+    if parent.pid == 1:  # init outlives us; unless it is dvc or a shell (a container's), we
+        with contextlib.suppress(psutil.Error):  # were handed to it: an orphan already
+            if parent.name() not in SHELLS and "dvc" not in " ".join(parent.cmdline()):
                 log.info("the process that started this stage is gone; stopping")
                 _thread.interrupt_main()
         return
