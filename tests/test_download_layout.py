@@ -40,6 +40,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, tree: Path) -> None:
     (tree / "train/1/readme.md").write_text("hi")
     shutil.copy(tree / "train/1/0.png", tree / "train/1/007.png")
     shutil.copy(tree / "train/1/0.png", tree / "train/1/abc.png")
+    shutil.copy(tree / "train/1/0.png", tree / "train/1/99999999999999999999.png")  # > int64
     Image.new("L", (30, 28)).save(tree / "train/4/100001.png")
     Image.new("RGB", (28, 28)).save(tree / "train/4/100002.png")
     (tree / "train/4/100003.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
@@ -49,13 +50,14 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, tree: Path) -> None:
         download([1, 4, 8], [str(tree)], 1, tmp_path / "raw.zip")
     msg = str(e.value)
     for expected in (
-        "10 problem(s) in fast.ai's layout",
+        "11 problem(s) in fast.ai's layout",
         "valid: missing (no images)",
         "train/x: not a digit folder (0-9)",
         "train/notes.txt: a stray file",
         "train/1/readme.md: not an <index>.png file",
         "train/1/007.png: not an <index>.png file",
         "train/1/abc.png: not an <index>.png file",
+        "train/1/99999999999999999999.png: not an <index>.png file (an index of at most 18",
         "train/8: no images",
         "train/4/100001.png: PNG 30x28 mode L, not 28x28 mode L",
         "train/4/100002.png: PNG 28x28 mode RGB",

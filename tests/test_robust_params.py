@@ -196,6 +196,27 @@ def test_label_smoothing_with_mnist_loss_is_a_params_error(
 
 
 @pytest.mark.parametrize(
+    ("key", "optimizer", "owners"),
+    [
+        ("momentum", "basic", "sgd"),
+        ("momentum", "adam", "sgd"),
+        ("weight_decay", "basic", "sgd and"),
+    ],
+)
+def test_a_key_the_optimizer_ignores_is_a_params_error(
+    key: str, optimizer: str, owners: str
+) -> None:
+    """momentum with the book's BasicOptim would be a run that looks like a momentum run and is
+    not one."""
+    with pytest.raises(UserError) as e:
+        params_mod.validate({"train": {key: 0.5, "optimizer": optimizer}})
+    assert str(e.value) == (
+        f"params.yaml: train.{key} = 0.5 is invalid with train.optimizer = {optimizer}; "
+        f"allowed: 0 (it applies to {owners}{' adam' if owners == 'sgd and' else ''} only)"
+    )
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "bogus: &a [*a]\n",  # an unknown section that holds itself

@@ -51,8 +51,8 @@ def parse(parts: list[str]) -> tuple[str, int, int] | str:
         return "a stray file (only digit folders belong here)"
     if not re.fullmatch("[0-9]", parts[1]):
         return "not a digit folder (0-9)"
-    if len(parts) > 3 or not re.fullmatch(r"(0|[1-9][0-9]*)\.png", parts[2]):
-        return "not an <index>.png file"
+    if len(parts) > 3 or not re.fullmatch(r"(0|[1-9][0-9]{0,17})\.png", parts[2]):
+        return "not an <index>.png file (an index of at most 18 digits)"
     return split, int(parts[1]), int(parts[2][:-4])
 
 

@@ -287,11 +287,17 @@ def validate(raw: Any) -> Params:
             f"params.yaml: train.loss_func = mnist_loss is invalid with {n} digits in "
             "data.digits; allowed: cross_entropy (mnist_loss needs exactly two digits)"
         )
-    if p.train.loss_func == "mnist_loss" and p.train.label_smoothing:
-        raise UserError(
-            f"params.yaml: train.label_smoothing = {p.train.label_smoothing} is invalid with "
-            "train.loss_func = mnist_loss; allowed: 0 (label smoothing is cross_entropy's)"
-        )
+    t = p.train  # a key that would do nothing with the loss or optimizer chosen
+    for key, other, owners in (
+        ("label_smoothing", "loss_func", ("cross_entropy",)),
+        ("momentum", "optimizer", ("sgd",)),
+        ("weight_decay", "optimizer", ("sgd", "adam")),
+    ):
+        if getattr(t, key) and getattr(t, other) not in owners:
+            raise UserError(
+                f"params.yaml: train.{key} = {getattr(t, key)} is invalid with train.{other} = "
+                f"{getattr(t, other)}; allowed: 0 (it applies to {' and '.join(owners)} only)"
+            )
     return p
 
 
