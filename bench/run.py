@@ -52,9 +52,12 @@ CNN = [
 CNN37 = [*CNN, "train.epochs=6"]
 CNN10 = [
     *CNN,
-    "train.epochs=4",
+    "train.epochs=6",
     "train.lr=0.02",
     "train.loss_func=cross_entropy",
+    "train.shift=1",
+    "train.label_smoothing=0.1",
+    "train.weight_decay=0.0001",
     f"data.digits={TEN}",
 ]
 # README's other recipes: (row, project, flags), timed once each, no reference

@@ -49,7 +49,8 @@ def test_floor(real_37_tensors: Path, tmp_path: Path, overrides: dict, floor: fl
 CNN = {"model": "cnn", "optimizer": "adam", "shuffle": True, "schedule": "one_cycle"}
 NATIVE = {"kernels": "native", "threads": 2}
 CNN37 = CNN | NATIVE | {"lr": 0.01, "epochs": 6}
-CNN10 = CNN | NATIVE | {"lr": 0.02, "epochs": 4, "loss_func": "cross_entropy"}
+CNN10 = CNN | NATIVE | {"lr": 0.02, "epochs": 6, "loss_func": "cross_entropy"}
+CNN10 |= {"shift": 1, "label_smoothing": 0.1, "weight_decay": 1e-4}
 
 
 def _stage_accuracy(tensors: Path, tmp_path: Path, digits: list[int], train: dict) -> dict:
@@ -73,7 +74,7 @@ def test_floor_cnn_10(real_10_tensors: Path, tmp_path: Path) -> None:
     """README's ten-digit CNN, on MNIST's 10,000 test images."""
     m = _stage_accuracy(real_10_tensors, tmp_path, golden.TEN, CNN10)
     assert m["n_images"] == 10_000
-    assert m["accuracy"] >= 0.993
+    assert m["accuracy"] >= 0.994
 
 
 def test_same_params_give_identical_bytes(real_37_tensors: Path, tmp_path: Path) -> None:
