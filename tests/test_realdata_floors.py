@@ -46,6 +46,31 @@ def test_floor(real_37_tensors: Path, tmp_path: Path, overrides: dict, floor: fl
     assert m["accuracy"] >= floor
 
 
+def test_the_weights_picture_shows_what_training_changed(
+    real_37_tensors: Path, tmp_path: Path
+) -> None:
+    """The default run's picture: its "learned" tile (trained minus initial weights) follows the
+    mean 3 minus the mean 7, red for the 3's strokes and blue for the 7's; the weights themselves,
+    mostly their random start with the book's init_std 1.0, hardly do."""
+    import numpy as np
+    from PIL import Image
+
+    from mnist_basics.data import load_split
+
+    _run(real_37_tensors, tmp_path)
+    train = load_split(real_37_tensors / "train.safetensors")
+    ideal = {d: train.images[train.labels == d].mean(0).numpy() for d in (3, 7)}
+    pic = np.asarray(Image.open(tmp_path / "plots/train/weights.png").convert("RGB"), float)
+
+    def tile(left: int, top: int = 24, scale: int = 8) -> np.ndarray:  # labelled_grid's layout
+        cells = pic[top + scale // 2 :: scale, left + scale // 2 :: scale][:28, :28]
+        return (cells[..., 0] - cells[..., 2]).ravel()  # red minus blue
+
+    target = (ideal[3] - ideal[7]).ravel()
+    learned, weights = (np.corrcoef(tile(x), target)[0, 1] for x in (8, 8 + 224 + 8))
+    assert learned > 0.6 and weights < 0.4, (learned, weights)
+
+
 CNN = {"model": "cnn", "optimizer": "adam", "shuffle": True, "schedule": "one_cycle"}
 NATIVE = {"kernels": "native", "threads": 2}
 CNN37 = CNN | NATIVE | {"lr": 0.01, "epochs": 6}

@@ -9,7 +9,6 @@ import os
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mnist_basics import atomic, images, numerics
@@ -77,26 +76,33 @@ def augmenter(tp: Train):
     return partial(augment, generator=gen, max_shift=tp.shift, max_rotate=tp.rotate)
 
 
-def weights_picture(model: torch.nn.Module, spec: ModelSpec) -> images.Image.Image:
-    """What the first layer looks at: one 28x28 heat map per output (linear) or hidden unit."""
-    first = next(p for n, p in model.named_parameters() if "weight" in n).detach().cpu()
-    if spec.model == "linear":
-        maps = first.T.reshape(-1, 28, 28).numpy()
-        if spec.n_out == 1:
-            captions = [f"red: votes for {spec.digits[0]}, blue: for {spec.digits[1]}"]
-        else:
-            captions = [f"class {d}" for d in spec.digits]
-        scale = 8 if len(maps) == 1 else 4
-    elif spec.model == "simple_net":
-        maps = first.reshape(-1, 28, 28).numpy()[:36]
-        captions = [f"hidden {i}" for i in range(len(maps))]
-        scale = 4
-    else:
-        maps = first[:, 0].numpy()
-        captions = [f"conv1 {i}" for i in range(len(maps))]
-        scale = 24
-    tiles = [images.heat(np.asarray(m), scale) for m in maps]
-    return images.labelled_grid(tiles, captions, cols=1 if len(tiles) == 1 else 6)
+def weights_picture(model: torch.nn.Module, spec: ModelSpec, seed: int) -> images.Image.Image:
+    """What the first layer learned, per output (linear), hidden unit or conv kernel: the change
+    from the initial weights (drawn again from the seed, as train drew them) beside the weights.
+    With the book's init_std 1.0 the weights alone are mostly their random start."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        start = build_model(spec)
+    now, start = (
+        next(p for n, p in m.named_parameters() if "weight" in n).detach().cpu()
+        for m in (model, start)
+    )
+    if spec.model == "linear":  # weights [784, n_out]
+        maps, names = [w.T.reshape(-1, 28, 28) for w in (now, start)], list(spec.digits)
+        scale = 8 if spec.n_out == 1 else 4
+        if spec.n_out == 1:  # red votes for the first digit
+            names = [f"red {spec.digits[0]}, blue {spec.digits[1]}:"]
+    elif spec.model == "simple_net":  # [hidden, 784]
+        maps, names = [w.reshape(-1, 28, 28)[:18] for w in (now, start)], range(18)
+        names, scale = [f"hidden {i}" for i in names], 4
+    else:  # [width, 1, 3, 3]
+        maps, scale = [w[:, 0] for w in (now, start)], 24
+        names = [f"conv1 {i}" for i in range(len(maps[0]))]
+    tiles, captions = [], []
+    for name, w, w0 in zip(names, *maps, strict=False):
+        tiles += [images.heat((w - w0).numpy(), scale), images.heat(w.numpy(), scale)]
+        captions += [f"{name} learned", f"{name} weights"]  # learned = trained - initial
+    return images.labelled_grid(tiles, captions, cols=min(len(tiles), 6))
 
 
 def train(p: Params) -> list[EpochStats]:
@@ -140,7 +146,7 @@ def train(p: Params) -> list[EpochStats]:
         with atomic.atomic_path(LIVE, is_dir=True) as live_dir:
             write_curves(history, live_dir)
         with atomic.atomic_path(PLOTS, is_dir=True) as plots_dir:
-            images.save_png(weights_picture(model, spec), plots_dir / "weights.png")
+            images.save_png(weights_picture(model, spec, tp.seed), plots_dir / "weights.png")
         save_tensors({"logits": logits}, spec, LOGITS)
         save_tensors(model.state_dict(), spec, MODEL)
     return history
