@@ -50,6 +50,17 @@ def test_repro_writes_sane_metrics(pipeline: DvcProject) -> None:
     assert '"accuracy"' in shown
 
 
+def test_the_report_leads_with_charts_on_whole_epochs(pipeline: DvcProject) -> None:
+    """`dvc plots show`: the curves and the confusion matrix first, then one picture each; the
+    curves' x axis (.dvc/plots/epochs.json) ticks whole epochs, never 2.5."""
+    plots = json.loads(pipeline.dvc("plots", "show", "--json").stdout)["data"]
+    kinds = [v[0]["type"] for v in plots.values()]
+    assert kinds == ["vega"] * 3 + ["image"] * 3, list(plots)
+    for name in ("Loss", "Accuracy"):
+        x = plots[name][0]["content"]["encoding"]["x"]
+        assert x["title"] == "epoch" and x["axis"] == {"tickMinStep": 1, "format": "d"}, x
+
+
 def test_metrics_are_in_git_not_in_the_cache(pipeline: DvcProject) -> None:
     tracked = pipeline.git("ls-files").stdout.split()
     for f in (
