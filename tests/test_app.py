@@ -293,6 +293,15 @@ def test_draw_in_chromium_offline(server: Server, repo: Path, chromium: Path, tm
         page.wait_for("window.predictions[1] && window.predictions[1].model === 'v1'")
         s1 = shown(page, 1)
         assert s1["prediction"]["digits"] == list(range(10)) and len(s1["bars"]) == 10
+        # each selector shows its whole label: the text's width, with room for the arrow
+        for text, room in page.evaluate(
+            "(() => { const c = document.createElement('canvas').getContext('2d');"
+            " return [...document.querySelectorAll('select.model')].map(s => {"
+            " c.font = getComputedStyle(s).font;"
+            " return [s.selectedOptions[0].text, s.clientWidth - c.measureText("
+            "s.selectedOptions[0].text).width]; }); })()"
+        ):
+            assert room >= 24, (text, room)
         assert s1["digit"] == str(s1["prediction"]["digit"])
         page.screenshot(tmp_path / "draw.png")
         assert Image.open(tmp_path / "draw.png").size == (1000, 700)
