@@ -284,7 +284,8 @@ else:
 # params that differ between the rows.
 
 # %% tags=["experiments"]
-exps = pd.DataFrame(dvc.api.exp_show())
+# convert_dtypes: an integer column with gaps shows epochs 20, not 20.0
+exps = pd.DataFrame(dvc.api.exp_show()).convert_dtypes()
 param_keys = set(flatten(params))
 metric_keys = set(flatten(metrics))
 
@@ -334,7 +335,8 @@ def figures_at(rev: str | None) -> tuple[dict, dict]:
 
 
 at = {label: figures_at(rev) for label, rev in revs.items()}
-side_metrics = pd.DataFrame({label: m for label, (m, _) in at.items()})
+# dtype object: a column of one revision's figures keeps epochs 20 an integer beside 0.9676
+side_metrics = pd.DataFrame({label: m for label, (m, _) in at.items()}, dtype=object)
 side_params = pd.DataFrame(
     {label: {k: str(v) for k, v in p.items()} for label, (_, p) in at.items()}
 )
