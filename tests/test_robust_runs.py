@@ -383,7 +383,7 @@ def test_a_stage_whose_dvc_is_killed_stops(
         ("models/valid_logits.safetensors", ["evaluate"]),
     ],
 )
-@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+@pytest.mark.parametrize("damage", ["truncated", "garbled", "huge"])
 def test_a_broken_input_file_is_one_clear_line_in_every_stage_that_reads_it(
     project: DvcProject, good: dict[str, str], victim: str, stages: list[str], damage: str
 ) -> None:
@@ -391,6 +391,9 @@ def test_a_broken_input_file_is_one_clear_line_in_every_stage_that_reads_it(
     data = path.read_bytes()
     path.unlink()  # DVC's cache copy is read-only: never write through it
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\xff" * len(data))
+    if damage == "huge":  # its header intact, 300 MB (sparse): refused before it is read
+        path.write_bytes(data)
+        os.truncate(path, 300 << 20)
     for name in stages:
         r = stage(project.path, name)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr

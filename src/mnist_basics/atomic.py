@@ -182,26 +182,32 @@ def open_regular(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+MAX_SAFETENSORS = 256 << 20  # of any one file; all of MNIST as tensors is 55 MB
+
+
 def read_safetensors(
     path: Path, what: str, stage: str, needs: tuple[str, ...] = (), framework: str = "pt"
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """All arrays (torch tensors, or NumPy's for framework="np") and the metadata of a
-    safetensors file that `stage` writes; one clear line if it is missing, cut short, garbled
-    or without an array it `needs`."""
+    safetensors file that `stage` writes; one clear line if it is missing, cut short, garbled,
+    too large to be one the project writes, or without an array it `needs`."""
     from safetensors import SafetensorError, safe_open
 
     try:
-        open_regular(path).close()
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
     except BadFile as e:
         if isinstance(e.__cause__, FileNotFoundError):
             raise UserError(f"{path}: missing; run `dvc repro {stage}` first") from None
         raise
     try:
+        if size > MAX_SAFETENSORS:
+            raise ValueError(f"{size:,} bytes, more than the {MAX_SAFETENSORS:,} it may have")
         with safe_open(str(path), framework=framework) as f:
             arrays, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}  # noqa: SIM118
         if missing := [k for k in needs if k not in arrays]:
             raise ValueError(f"no {', '.join(missing)} in it")
         return arrays, meta
-    except (SafetensorError, OSError, ValueError) as e:
-        why = f"not {what} file as the {stage} stage writes it ({e})"
+    except (SafetensorError, OSError, ValueError, MemoryError) as e:
+        why = f"not {what} file as the {stage} stage writes it ({e or type(e).__name__})"
         raise BadFile(path, why, f"`dvc repro -f {stage}` writes it again") from None

@@ -139,10 +139,11 @@ class Learner:
         one = logits.shape[1] == 1
         p = torch.sigmoid(logits) if one else torch.softmax(logits, 1).amax(1)
         if bool((p * (1 - p) < torch.finfo(p.dtype).eps).all()):
+            loss = self.loss_func(logits, self.valid_y).item()
             raise UserError(
                 f"every valid image's {'sigmoid' if one else 'softmax'} is saturated (0 or 1) "
-                f"after the last epoch (valid accuracy {accuracy(logits, self.valid_y):.4f}): "
-                "training diverged; try a lower train.lr"
+                f"after the last epoch (valid loss {loss:.4g}, accuracy "
+                f"{accuracy(logits, self.valid_y):.4f}): training diverged; try a lower train.lr"
             )
 
     def fit(self, epochs: int) -> list[EpochStats]:
