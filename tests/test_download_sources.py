@@ -154,6 +154,25 @@ def test_a_trickle_is_abandoned_after_the_timeout(
         download([3, 7], ["fastai"], 1, out, urls=urls)
 
 
+@pytest.mark.parametrize(
+    ("route", "why"),
+    [
+        ("slowhead", r"no complete response headers within 2 s"),
+        ("headers", r"HTTPException: got more than 100 headers"),
+    ],
+)
+def test_headers_that_never_end_are_abandoned(
+    tmp_path: Path, http_server: Server, sample_tgz: Archive, route: str, why: str
+) -> None:
+    """A header trickled a byte at a time resets the socket's timeout with every byte; a flood
+    of header lines is http.client's own error: each is one line of the source's failure."""
+    with pytest.raises(UserError, match=rf"fastai: .*{why}"):
+        download(
+            [3, 7], ["fastai"], 1, tmp_path / "raw.zip", urls=_urls(http_server, route, sample_tgz)
+        )
+    assert leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize("kind", ["fifo", "too-big"])
 def test_a_local_source_that_is_no_archive_of_sane_size_is_refused(
     tmp_path: Path, synthetic_37: Path, kind: str
@@ -170,7 +189,9 @@ def test_a_local_source_that_is_no_archive_of_sane_size_is_refused(
     out = tmp_path / "raw.zip"
     with pytest.raises(UserError) as e:
         download([3, 7], [str(src)], 1, out)
-    why = {"fifo": "not a regular file", "too-big": "2,147,483,648 bytes, more than the"}[kind]
+    why = {"fifo": "a fifo, socket or device", "too-big": "2,147,483,648 bytes, more than the"}[
+        kind
+    ]
     assert why in str(e.value)
     assert download([3, 7], [str(src), str(synthetic_37)], 1, out) == str(synthetic_37)
 

@@ -8,11 +8,14 @@ and a body must bring MIN_PROGRESS bytes in every `timeout` seconds, so a trickl
 from __future__ import annotations
 
 import hashlib
+import http.client
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from mnist_basics.atomic import atomic_path
@@ -65,6 +68,28 @@ def describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
 
 
+def _open(opener: urllib.request.OpenerDirector, url: str, timeout: float) -> Any:
+    """opener.open, with its status line and headers due within twice `timeout`: each byte of a
+    server that trickles its headers would reset the socket's timeout. The thread of a server
+    that never ends them is left to the process's end."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["resp"] = opener.open(url, timeout=timeout)
+        except BaseException as e:  # raised again in the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=work, daemon=True, name="fetch-headers")
+    thread.start()
+    thread.join(2 * timeout)
+    if thread.is_alive():
+        raise UserError(f"no complete response headers within {2 * timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["resp"]
+
+
 def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> None:
     """Download `url` to `dest` via a temporary name.
 
@@ -77,7 +102,7 @@ def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> None:
     try:
         with atomic_path(dest) as tmp:
             opener = urllib.request.build_opener(_SafeRedirect)
-            with opener.open(url, timeout=timeout) as resp, tmp.open("wb") as out:
+            with _open(opener, url, timeout) as resp, tmp.open("wb") as out:
                 length = resp.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
                 if total is not None and total > max_bytes:
@@ -94,7 +119,7 @@ def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> None:
                         window, since = 0, time.monotonic()
             if total is not None and got != total:
                 raise UserError(f"truncated, got {got} of {total} bytes")
-    except (UserError, OSError) as e:
+    except (UserError, OSError, http.client.HTTPException) as e:
         host_failed = isinstance(e, urllib.error.URLError | TimeoutError | ConnectionError)
         down = host_failed and not isinstance(e, urllib.error.HTTPError)  # a 404 is one file
         raise FetchError(url, describe(e), unreachable=down) from e

