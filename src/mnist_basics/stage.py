@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -115,5 +116,9 @@ def run_stage(
             raise
         where = f"{e.filename}: " if e.filename else ""
         hint = "(MNIST_BASICS_TRACEBACK=1 shows the traceback)"
+        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):  # a write names no file
+            hint = (
+                f"writing its outputs: free space or raise the limit; the last good are kept {hint}"
+            )
         _exit(1, f"{name}: error: {where}{e.strerror or e} {hint}")
     _exit(0)
