@@ -470,7 +470,7 @@ def test_a_full_disk_is_one_line_and_loses_nothing(
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     errors = _error_lines(r.stderr)
     assert len(errors) == 1 and errors[0].startswith(f"{name}: error: "), r.stderr
-    assert "File too large" in errors[0], r.stderr
+    assert "File too large while writing (a full disk or a file-size limit)" in errors[0], r.stderr
     assert outputs(project.path) == good
     assert temporaries(project.path) == []
 

@@ -118,7 +118,7 @@ def run_stage(
         hint = "(MNIST_BASICS_TRACEBACK=1 shows the traceback)"
         if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):  # a write names no file
             hint = (
-                f"writing its outputs: free space or raise the limit; the last good are kept {hint}"
+                "while writing (a full disk or a file-size limit); the last good outputs are left"
             )
         _exit(1, f"{name}: error: {where}{e.strerror or e} {hint}")
     _exit(0)
