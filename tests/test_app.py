@@ -234,6 +234,30 @@ def test_a_chunked_body_past_the_cap_is_refused_before_it_ends(server: Server) -
     assert answer.startswith(b"HTTP/1.1 413"), answer
 
 
+def test_a_body_that_stops_or_trickles_costs_no_traceback_and_no_slot(repo: Path) -> None:
+    """A tab closed mid-upload: no traceback in the server's log. A body that never completes:
+    408 once BODY_SECONDS have passed, not a connection held for ever."""
+    import socket
+    from urllib.parse import urlsplit
+
+    s = Server(repo)
+    try:
+        u = urlsplit(s.url)
+        head = f"POST /predict HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Length: 100\r\n\r\n"
+        with socket.create_connection((u.hostname, u.port), timeout=60) as c:
+            c.sendall(head.encode() + b"xxxxx")
+            time.sleep(0.5)
+        with socket.create_connection((u.hostname, u.port), timeout=60) as c:
+            c.sendall(head.encode() + b"xxxxx")
+            answer = c.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert s.get("models")[0]["id"] == "workspace"  # and the server still answers
+    finally:
+        s.stop()
+    log = s.proc.stderr.read()
+    assert "Traceback" not in log, log
+
+
 def canvas_png(page) -> bytes:
     url = page.evaluate("document.getElementById('pad').toDataURL('image/png')")
     return base64.b64decode(url.split(",", 1)[1])

@@ -13,6 +13,7 @@ telemetry. Install with `pip install -e '.[app]'`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import functools
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # imported only to serve: the missing `app` extra is then one
     from starlette.applications import Starlette
 
 MAX_BODY = 5_000_000  # bytes of one posted PNG
+BODY_SECONDS = 10  # to receive one posted PNG; the page's are a few kB
 MAX_PIXELS = 4_000_000  # of one posted drawing (the page's pad is 280x280): checked before decoding
 CACHED_MODELS = 8
 TOO_LARGE = {"error": f"image larger than {MAX_BODY} bytes"}
@@ -182,7 +184,7 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> Starlette:
     from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
     from starlette.middleware.base import BaseHTTPMiddleware
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
@@ -201,10 +203,17 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> Starlette:
             return JSONResponse(TOO_LARGE, 413)
         rev = request.query_params.get("model", WORKSPACE)
         body = bytearray()
-        async for chunk in request.stream():  # chunked bodies too: refused once past the cap
-            body += chunk
-            if len(body) > MAX_BODY:
-                return JSONResponse(TOO_LARGE, 413, headers={"Connection": "close"})
+        try:
+            async with asyncio.timeout(BODY_SECONDS):  # a body a byte at a time holds no slot
+                async for chunk in request.stream():  # chunked too: refused once past the cap
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        return JSONResponse(TOO_LARGE, 413, headers={"Connection": "close"})
+        except TimeoutError:
+            why = {"error": f"the body did not arrive within {BODY_SECONDS} s"}
+            return JSONResponse(why, 408, headers={"Connection": "close"})
+        except ClientDisconnect:  # the page was closed mid-upload: nobody to answer
+            return Response(status_code=400)
         body = bytes(body)
         status, data = await run_in_threadpool(answer, repo, rev, body)
         return JSONResponse(data, status)
@@ -265,7 +274,9 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     app = create_app(args.repo, args.host)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="warning", limit_concurrency=64
+    )
     server = uvicorn.Server(config)
     threading.Thread(target=announce, args=(server,), daemon=True).start()
     server.run()
