@@ -116,7 +116,9 @@ def test_saturated_is_diverged_even_when_right_and_a_model_that_learned_little_i
     logits = predict(learn.model, learn.valid_x)
     assert accuracy(logits, learn.valid_y) > 0.9
     with pytest.raises(
-        UserError, match=r"\(valid loss [\d.e+]+, accuracy 0\.9\d+\): training diverged"
+        UserError,
+        match=r"\(valid loss [\d.e+]+, accuracy 0\.9\d+\): training diverged; try a lower "
+        r"train.lr \(or train.init_std, if it started so\)",
     ):
         learn.check_saturated(logits)
 

@@ -143,7 +143,8 @@ class Learner:
             raise UserError(
                 f"every valid image's {'sigmoid' if one else 'softmax'} is saturated (0 or 1) "
                 f"after the last epoch (valid loss {loss:.4g}, accuracy "
-                f"{accuracy(logits, self.valid_y):.4f}): training diverged; try a lower train.lr"
+                f"{accuracy(logits, self.valid_y):.4f}): training diverged; try a lower train.lr "
+                "(or train.init_std, if it started so)"
             )
 
     def fit(self, epochs: int) -> list[EpochStats]:
