@@ -9,6 +9,7 @@ Routes (NAME is a file registered with `server.files[NAME] = body`):
   /trickle/NAME   headers sent, then a byte every 0.2 s (at most 100, then the connection closed)
   /slowhead/NAME  the status line, then one byte of a header every 0.2 s (at most 100, then closed)
   /headers/NAME   the status line, then 200 header lines at once (more than http.client takes)
+  /slowchunk/NAME a chunked body whose first chunk-size line comes a digit every 0.2 s
   /ftp/NAME       a redirect to ftp://, which must not be followed
 Also helpers the download tests share: tar builders and a digest of a PNG tree or of data/raw.zip.
 """
@@ -104,14 +105,16 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(bytes([byte]))
                     self.wfile.flush()
                 self.close_connection = True
-            elif route in ("slowhead", "headers"):
+            elif route in ("slowhead", "headers", "slowchunk"):
                 self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                if route == "slowchunk":
+                    self.wfile.write(b"Transfer-Encoding: chunked\r\n\r\n")
                 if route == "headers":
                     self.wfile.write(b"X-A: b\r\n" * 200)
-                for _ in range(100 if route == "slowhead" else 0):
+                for _ in range(0 if route == "headers" else 100):
                     if server.stop.wait(0.2):
                         break
-                    self.wfile.write(b"b")
+                    self.wfile.write(b"b" if route == "slowhead" else b"0")
                     self.wfile.flush()
                 self.close_connection = True
             elif route == "ftp":

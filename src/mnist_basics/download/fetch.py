@@ -14,8 +14,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from mnist_basics.atomic import atomic_path
@@ -68,57 +69,65 @@ def describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
 
 
-def _open(opener: urllib.request.OpenerDirector, url: str, timeout: float) -> Any:
-    """opener.open, with its status line and headers due within twice `timeout`: each byte of a
-    server that trickles its headers would reset the socket's timeout. The thread of a server
-    that never ends them is left to the process's end."""
-    box: dict[str, Any] = {}
+def _transfer(url: str, out: BinaryIO, timeout: float, max_bytes: int, got: list[int]) -> None:
+    """The download itself: headers, then the body into `out`, its bytes counted in got[0]."""
+    opener = urllib.request.build_opener(_SafeRedirect)
+    with opener.open(url, timeout=timeout) as resp:
+        length = resp.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        if total is not None and total > max_bytes:
+            raise UserError(f"{total} bytes, more than the {max_bytes} expected")
+        while chunk := resp.read1(1 << 20):  # what has arrived, so the count moves with it
+            got[0] += len(chunk)
+            if got[0] > max_bytes:
+                raise UserError(f"larger than the {max_bytes} bytes expected")
+            out.write(chunk)
+    if total is not None and got[0] != total:
+        raise UserError(f"truncated, got {got[0]} of {total} bytes")
 
-    def work() -> None:
+
+def _watched(work: Callable[[], None], got: list[int], timeout: float) -> None:
+    """Run `work` in a thread and give up once `timeout` seconds bring less than MIN_PROGRESS
+    bytes (twice that for the first, which holds the connect and the headers): each byte of a
+    trickle, in the headers, a chunk's size line or the body, resets the socket's timeout, a
+    watch of the count does not. A thread given up on ends with the process."""
+    box: dict[str, BaseException] = {}
+
+    def run() -> None:
         try:
-            box["resp"] = opener.open(url, timeout=timeout)
+            work()
         except BaseException as e:  # raised again in the caller's thread
             box["error"] = e
 
-    thread = threading.Thread(target=work, daemon=True, name="fetch-headers")
+    thread = threading.Thread(target=run, daemon=True, name="fetch")
     thread.start()
-    thread.join(2 * timeout)
-    if thread.is_alive():
-        raise UserError(f"no complete response headers within {2 * timeout:g} s")
+    seen, since, window = 0, time.monotonic(), 2 * timeout
+    while True:
+        thread.join(0.1)
+        if not thread.is_alive():
+            break
+        now = time.monotonic()
+        if got[0] - seen >= MIN_PROGRESS:
+            seen, since, window = got[0], now, timeout
+        elif now - since >= window:
+            raise UserError(f"too slow: {got[0] - seen} bytes in {window:g} s")
     if "error" in box:
         raise box["error"]
-    return box["resp"]
 
 
 def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> None:
     """Download `url` to `dest` via a temporary name.
 
-    Refuses a body shorter than its Content-Length (a dropped connection) or longer than
-    `max_bytes` (a wrong or hostile file). Any failure is a FetchError naming the URL,
-    `unreachable` when the host failed (DNS, refused, stalled) rather than one file.
+    Refuses a body shorter than its Content-Length (a dropped connection), longer than
+    `max_bytes` (a wrong or hostile file) or slower than MIN_PROGRESS a `timeout`. Any failure
+    is a FetchError naming the URL, `unreachable` when the host failed (DNS, refused, stalled)
+    rather than one file.
     """
     check_scheme(url)
-    got = 0
+    got = [0]
     try:
-        with atomic_path(dest) as tmp:
-            opener = urllib.request.build_opener(_SafeRedirect)
-            with _open(opener, url, timeout) as resp, tmp.open("wb") as out:
-                length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                if total is not None and total > max_bytes:
-                    raise UserError(f"{total} bytes, more than the {max_bytes} expected")
-                window, since = 0, time.monotonic()
-                while chunk := resp.read1(1 << 20):  # what has arrived: a trickle is seen
-                    got, window = got + len(chunk), window + len(chunk)
-                    if got > max_bytes:
-                        raise UserError(f"larger than the {max_bytes} bytes expected")
-                    out.write(chunk)
-                    if time.monotonic() - since >= timeout:
-                        if window < MIN_PROGRESS:
-                            raise UserError(f"too slow: {window} bytes in {timeout:g} s")
-                        window, since = 0, time.monotonic()
-            if total is not None and got != total:
-                raise UserError(f"truncated, got {got} of {total} bytes")
+        with atomic_path(dest) as tmp, tmp.open("wb") as out:
+            _watched(lambda: _transfer(url, out, timeout, max_bytes, got), got, timeout)
     except (UserError, OSError, http.client.HTTPException) as e:
         host_failed = isinstance(e, urllib.error.URLError | TimeoutError | ConnectionError)
         down = host_failed and not isinstance(e, urllib.error.HTTPError)  # a 404 is one file
