@@ -258,6 +258,29 @@ def test_a_body_that_stops_or_trickles_costs_no_traceback_and_no_slot(repo: Path
     assert "Traceback" not in log, log
 
 
+def test_headers_that_never_end_hold_no_slot(repo: Path) -> None:
+    """More trickling clients than uvicorn's 64 slots, each sending part of its headers: each is
+    closed once HEADER_SECONDS have passed, and the server answers again."""
+    import socket
+    from urllib.parse import urlsplit
+
+    s = Server(repo)
+    u = urlsplit(s.url)
+    slow = [socket.create_connection((u.hostname, u.port), timeout=30) for _ in range(70)]
+    try:
+        for c in slow:
+            c.sendall(b"GET /models HTTP/1.1\r\nHo")
+        for c in slow:
+            assert c.recv(4096) == b""  # closed by the server, not a timeout here
+        assert s.get("models")[0]["id"] == "workspace"
+    finally:
+        for c in slow:
+            c.close()
+        s.stop()
+    log = s.proc.stderr.read()
+    assert "Traceback" not in log, log
+
+
 def canvas_png(page) -> bytes:
     url = page.evaluate("document.getElementById('pad').toDataURL('image/png')")
     return base64.b64decode(url.split(",", 1)[1])

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # imported only to serve: the missing `app` extra is then one
 
 MAX_BODY = 5_000_000  # bytes of one posted PNG
 BODY_SECONDS = 10  # to receive one posted PNG; the page's are a few kB
+HEADER_SECONDS = 10  # to send a request's headers, from connecting or from the last answer
 MAX_PIXELS = 4_000_000  # of one posted drawing (the page's pad is 280x280): checked before decoding
 CACHED_MODELS = 8
 TOO_LARGE = {"error": f"image larger than {MAX_BODY} bytes"}
@@ -275,12 +276,40 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     app = create_app(args.repo, args.host)
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="warning", limit_concurrency=64
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        limit_concurrency=64,
+        http=headers_in_time(),
     )
     server = uvicorn.Server(config)
     threading.Thread(target=announce, args=(server,), daemon=True).start()
     server.run()
     return 0
+
+
+def headers_in_time() -> type:
+    """uvicorn's HTTP protocol, closing a connection whose request headers are not all in
+    HEADER_SECONDS: uvicorn waits for them for ever, so 64 trickling clients held every slot."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadersInTime(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self.deadline = self.loop.call_later(HEADER_SECONDS, self.close_if_no_request)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self.deadline.cancel()
+            self.deadline = self.loop.call_later(HEADER_SECONDS, self.close_if_no_request)
+
+        def close_if_no_request(self) -> None:
+            if self.conn.their_state is h11.IDLE:  # no request's headers complete
+                self.transport.close()
+
+    return HeadersInTime
 
 
 def announce(server: uvicorn.Server) -> None:
