@@ -107,6 +107,28 @@ def test_a_damaged_member_header_is_an_error_not_a_short_read(tmp_path: Path) ->
         archives.tar_entries(_write(tmp_path, bytes(gz)))
 
 
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME])
+def test_a_huge_extended_header_is_refused_before_it_is_read(tmp_path: Path, kind: bytes) -> None:
+    """A pax or long-name header of 128 KiB of zeros, a 226-byte .tgz: Python 3.11.7's tarfile
+    reads it whole and parses a pax header in quadratic time (22 s for this one, hours for a
+    few MB), before any member reaches the caps."""
+    h = tarfile.TarInfo("././@PaxHeader")
+    h.type, h.size = kind, 128 << 10
+    raw = h.tobuf(format=tarfile.USTAR_FORMAT) + b"0" * h.size + bytes(1024)
+    with pytest.raises(
+        UserError, match=r"a\.tgz: cannot read the archive: an extended header of 131,072 bytes"
+    ):
+        archives.tar_entries(_write(tmp_path, gzip.compress(raw, 9, mtime=0)))
+
+
+def test_a_pax_header_of_a_usual_size_is_read(tmp_path: Path) -> None:
+    """A long name, which tar writes as a pax header, still reads."""
+    name = "top/train/3/" + "d" * 150 + "/1.png"
+    assert [n for n, _ in archives.tar_entries(_write(tmp_path, tar_with([member(name)])))] == [
+        name
+    ]
+
+
 def test_a_failed_crc_past_the_last_member_is_an_error(tmp_path: Path) -> None:
     gz = bytearray(tar_with([member("top/train/3/1.png")]))
     gz[-8] ^= 1  # the stored CRC

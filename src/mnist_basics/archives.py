@@ -25,6 +25,9 @@ from mnist_basics.layout import Entry
 MAX_MEMBERS = 100_000  # fast.ai's mnist_png.tgz has about 70,000
 MAX_BYTES = 1 << 30
 MAX_MEMBER_BYTES = 1 << 20  # a 28x28 PNG is under 1 KB
+MAX_EXTENDED_HEADER = 8192  # a pax or GNU long-name header; a PNG member's is under 1 KB
+EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+EXTENDED += (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 M = TypeVar("M")
 
 
@@ -53,6 +56,11 @@ def _tar_kind(m: tarfile.TarInfo) -> str | None:
     return None if m.isfile() or m.isdir() else kinds.get(m.type, "device or fifo")
 
 
+class _Refused(Exception):
+    """A header refused unread: not a ReadError, which `tarfile.open` would retry as another
+    compression."""
+
+
 class _Header(tarfile.TarInfo):
     """A member header that says when it is damaged. tarfile itself ends the member list at the
     first header it cannot parse, with no error, so a corrupt archive would be read short: some
@@ -66,6 +74,13 @@ class _Header(tarfile.TarInfo):
             raise  # the archive's end: a zero block, or no more data
         except tarfile.HeaderError as e:
             raise tarfile.ReadError(f"a damaged member header ({e})") from None
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        # tarfile reads an extended header whole and parses it in quadratic time (before Python
+        # 3.11.10), before any member reaches the caps: a 2 MB .tgz could cost gigabytes and hours
+        if self.type in EXTENDED and self.size > MAX_EXTENDED_HEADER:
+            raise _Refused(f"an extended header of {self.size:,} bytes")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
 
 
 def _read_to_the_end(tf: tarfile.TarFile, where: str) -> None:
@@ -86,7 +101,7 @@ def tar_entries(path: Path) -> list[Entry]:
         entries = [(m.name, partial(_read_file, tf, m)) for m in members if m.isfile()]
         _read_to_the_end(tf, path.name)
         return entries
-    except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error) as e:
+    except (_Refused, tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error) as e:
         raise UserError(f"{path.name}: cannot read the archive: {e}") from e
 
 
