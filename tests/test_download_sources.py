@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import subprocess
+import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from http_fixtures import (
 from PIL import Image
 
 from mnist_basics import rawzip
-from mnist_basics.atomic import atomic_path
+from mnist_basics.atomic import atomic_path, clear_stale
 from mnist_basics.download import Archive, Urls, download
 from mnist_basics.errors import UserError
 from mnist_basics.layout import Split, dataset_name
@@ -152,6 +155,31 @@ def test_a_trickle_is_abandoned_after_the_timeout(
     assert download([3, 7], ["fastai", str(synthetic_37)], 1, out, urls=urls) == str(synthetic_37)
     with pytest.raises(UserError, match=r"fastai: .*too slow: \d+ bytes in 2 s"):
         download([3, 7], ["fastai"], 1, out, urls=urls)
+
+
+def test_a_killed_downloads_work_folder_is_cleared_by_the_next_run(
+    tmp_path: Path, http_server: Server, sample_tgz: Archive
+) -> None:
+    """kill -9 mid-download leaves the download's work folder (a partial archive of up to 1 GiB)
+    beside data/raw.zip: it has the name the stage's next run clears."""
+    out = tmp_path / "data" / "raw.zip"
+    urls = _urls(http_server, "trickle", sample_tgz)
+    code = (
+        "from mnist_basics.download import Archive, Urls, download; "
+        f"download([3, 7], ['fastai'], 30, {str(out)!r}, urls={urls!r})"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 20
+        while not list(out.parent.glob(".raw.zip.*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the trickle has begun into it
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [p.name for p in out.parent.iterdir()], "no work folder appeared"
+    clear_stale(out)
+    assert list(out.parent.iterdir()) == []
 
 
 @pytest.mark.parametrize(

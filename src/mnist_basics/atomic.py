@@ -25,6 +25,23 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def temporary(target: Path) -> Path:
+    """A fresh name beside `target`, of the one shape clear_stale removes."""
+    return target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+
+
+@contextlib.contextmanager
+def scratch_dir(target: Path) -> Iterator[Path]:
+    """A work folder beside `target`, removed when the block ends (by clear_stale after a
+    kill -9)."""
+    tmp = temporary(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        remove(tmp)
+
+
 def clear_stale(target: Path) -> None:
     """Remove the `.<name>.<random>.tmp` temporaries a killed run (`kill -9`) left beside `target`:
     nothing else would. Only names of exactly that shape: a user's `.<name>.my backup.tmp` stays."""
@@ -63,7 +80,7 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    tmp = temporary(target)
     if is_dir:
         tmp.mkdir()  # the user's usual mode, as for any folder they make (mkdtemp's is 0700)
     try:
@@ -161,7 +178,7 @@ def write_text(target: str | Path, text: str) -> None:
 def write_new(target: Path, data: bytes) -> None:
     """Write `data` to `target` whole, never over an existing file: to a temporary, then a hard
     link, which (unlike a rename) fails with FileExistsError when `target` exists."""
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    tmp = temporary(target)
     try:
         tmp.write_bytes(data)
         os.link(tmp, target)

