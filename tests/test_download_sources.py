@@ -304,6 +304,15 @@ def test_user_tgz_by_path_file_url_and_http(
         assert digest_zip(out, "mnist_sample")[0] == want
 
 
+def test_a_url_sources_failure_names_its_url_once(
+    tmp_path: Path, http_server: Server, sample_tgz: Archive
+) -> None:
+    url = http_server.url("404", "mnist_sample.tgz")
+    with pytest.raises(UserError) as e:
+        download([3, 7], [url], 2, tmp_path / "raw.zip")
+    assert str(e.value).splitlines()[1] == f"  {url}: HTTP 404 Not Found"
+
+
 def test_the_zip_is_byte_identical_across_builds_and_sources(
     tmp_path: Path, http_server: Server, sample_tgz: Archive, synthetic_37: Path
 ) -> None:

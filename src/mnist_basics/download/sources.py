@@ -195,7 +195,8 @@ def download(
                     n = rawzip.write(tmp, layout.dataset_name(digits_t), splits)
         except SOURCE_ERRORS as e:
             log.info("%s: skipped after %.1f s", source, time.monotonic() - start)
-            reasons.append(f"  {source}: " + describe(e).replace("\n", "\n  "))
+            why = describe(e).removeprefix(f"{source}: ")  # a URL source's error names it too
+            reasons.append(f"  {source}: " + why.replace("\n", "\n  "))
             continue
         log.info("%s: served in %.1f s (%s, %d PNGs)", source, time.monotonic() - start, detail, n)
         if reasons:
