@@ -1,9 +1,7 @@
 """The sources MNIST can come from, tried in order; the first that delivers verified data serves.
 
-A source returns the requested digits as one Split per split and a few words for the log, or
-raises: the next one is then tried. Its scratch files go in a temporary folder beside
-data/raw.zip, and the zip is renamed into place only when complete, so a failed source leaves
-nothing behind. When none serves, one UserError names every source and why it failed.
+A source returns one Split per split and a few words for the log, or raises: the next is tried.
+Its scratch files go in a temporary folder beside data/raw.zip, so a failed one leaves nothing.
 """
 
 from __future__ import annotations
@@ -81,8 +79,7 @@ class Job(NamedTuple):
 
 
 def fastai(job: Job) -> tuple[Splits, str]:
-    """fast.ai's own archive, its size and MD5 checked: mnist_sample.tgz holds exactly the 3s
-    and 7s, anything else needs mnist_png.tgz."""
+    """fast.ai's own archive, size and MD5 checked: mnist_sample.tgz for 3s and 7s, else all."""
     arc = job.urls.sample if set(job.digits) == {3, 7} else job.urls.full
     tgz = job.scratch / "fastai.tgz"
     fetch(arc.url, tgz, timeout=job.timeout, max_bytes=arc.size)
@@ -105,8 +102,7 @@ def _mirrors_failed(f: idx.IdxFile, why: dict[str, str]) -> UserError:
 
 
 def mnist(job: Job) -> tuple[Splits, str]:
-    """The four original IDX files from the public mirrors, MD5 of the content checked; each
-    from the first mirror that has it intact, and a host found down is not asked again."""
+    """The four IDX files, each from the first mirror that has it intact; a host down is dropped."""
     alive = list(job.urls.mirrors)
     contents = {}
     for f in idx.IDX_FILES:
@@ -177,10 +173,8 @@ def download(
     *,
     urls: Urls | None = None,
 ) -> str:
-    """Write out_zip from the first source in `sources` that serves; return that source.
-
-    Why each skipped source failed is said once: after the one that served, or in the error.
-    """
+    """Write out_zip from the first source in `sources` that serves; return that source. Why
+    each skipped source failed is said once: after the one that served, or in the error."""
     digits_t = tuple(sorted(set(digits)))
     out = Path(out_zip)
     made_parent = not out.parent.exists()
