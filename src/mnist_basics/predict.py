@@ -1,8 +1,7 @@
 """`mnist-basics predict PATH...`: the trained model's digit and class probabilities per image.
 
-The model is the workspace's, or with `--rev` any revision's or DVC experiment's, read through
-`dvc.api.open` without a checkout. A bad input is one line on stderr (`predict: error: <path>:
-<what is wrong>`, the path escaped) and exit status 2; the other inputs are still predicted.
+A bad input is one line on stderr (`predict: error: <path>: <what is wrong>`, the path escaped)
+and exit status 2; the other inputs are still predicted.
 """
 
 from __future__ import annotations
@@ -72,13 +71,11 @@ def _load_file(path: Path, source: str) -> LoadedModel:
 
     try:
         model, spec = load_model(path)
-    except UserError as e:
-        if source == WORKSPACE:
-            raise
-        why = e.why if isinstance(e, BadFile) else e  # its path is a temporary file's
-        raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({why})") from None
     except Exception as e:  # a corrupt or foreign safetensors file: one line, no traceback
-        raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({e})") from None
+        if source == WORKSPACE and isinstance(e, UserError):
+            raise
+        why = e.why if isinstance(e, BadFile) else e  # a BadFile's path is a temporary file's
+        raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({why})") from None
     if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):
         where = path if source == WORKSPACE else f"{source}: {MODEL_PATH}"
         raise UserError(f"{where}: weights that are not finite numbers (nan or inf)")
@@ -133,8 +130,7 @@ def read_at_rev(rev: str, repo: str | None = None) -> bytes:
 
 
 def predict_prepared(model: LoadedModel, items: list[tuple[str, Prepared]]) -> list[Prediction]:
-    """The digit and class probabilities of each item: one logit's sigmoid is P(first digit), as
-    the book's mnist_loss reads it; several logits, their softmax."""
+    """Digit and probabilities per item: one logit's sigmoid is P(first digit), as in mnist_loss."""
     import numpy as np
     import torch
 
@@ -214,8 +210,7 @@ def table(preds: list[Prediction], digits: tuple[int, ...]) -> str:
 
 
 def shown_paths(files: list[Path], folder: Path) -> list[Path]:
-    """--show: where each input's 28x28 image goes, named after its folder and stem, unique,
-    inside `folder`; an existing file is refused here, before any work."""
+    """--show: a unique file in `folder` per input, refused here, before any work, if it exists."""
     if os.path.lexists(folder) and not os.path.isdir(folder):
         raise UserError(f"--show {printable(str(folder))}: not a folder")
     taken: set[str] = set()
