@@ -55,8 +55,7 @@ def _rename(tmp: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `target`, renamed onto it only if the block (inside
-    `together()`, that block) succeeds; else removed, so nothing half-written is ever an output."""
+    """A temporary path beside `target`, renamed onto it if the block succeeds, else removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
@@ -151,8 +150,7 @@ def write_text(target: str | Path, text: str) -> None:
 
 
 def write_new(target: Path, data: bytes) -> None:
-    """Write `data` to `target` whole, never over an existing file: a hard link, unlike a rename,
-    fails with FileExistsError."""
+    """Write `data` to `target` whole, never over a file: a hard link, unlike a rename, fails."""
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
     try:
         tmp.write_bytes(data)
@@ -179,8 +177,7 @@ MAX_SAFETENSORS = 256 << 20  # of any one file; all of MNIST as tensors is 55 MB
 def read_safetensors(
     path: Path, what: str, stage: str, needs: tuple[str, ...] = (), framework: str = "pt"
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """All arrays (torch's, or NumPy's for framework="np") and the metadata of a safetensors file
-    `stage` writes; one line if it is missing, garbled, too large or without an array it `needs`."""
+    """The arrays and metadata of a safetensors file `stage` writes; one line if it is not."""
     from safetensors import SafetensorError, safe_open
 
     try:

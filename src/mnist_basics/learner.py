@@ -43,8 +43,7 @@ def batches(
 
 
 def one_cycle(progress: float, lr: float, warm: float = 0.25) -> float:
-    """fastai's fit_one_cycle schedule at `progress` in [0, 1]: cosine from lr/25 up to lr over
-    the first quarter, then cosine down to lr/250000."""
+    """fastai's fit_one_cycle schedule (cosine up from lr/25, then down) at `progress` in [0, 1]."""
 
     def cos(start: float, end: float, t: float) -> float:
         return end + (start - end) / 2 * (1 + math.cos(math.pi * t))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 
-KERNELS = ("portable", "native")
 # The user's own settings of these would change the bytes: they are dropped.
 DROPPED = (
     "ATEN_CPU_CAPABILITY",

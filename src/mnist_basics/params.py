@@ -57,8 +57,7 @@ def _sources(v: Any) -> tuple[str, ...]:
 
 
 def key(default: Any, doc: str, allowed: str = "", **constraints: Any) -> Any:
-    """A field of a params section: its default, what it does, its bounds; `allowed` in words
-    where the type and bounds cannot say it."""
+    """A params field: default, doc, bounds; `allowed` in words where the type cannot say it."""
     extra = {"allowed": allowed} if allowed else None
     return Field(default, description=doc, json_schema_extra=extra, **constraints)
 

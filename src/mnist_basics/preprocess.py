@@ -113,8 +113,7 @@ def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
 
 
 def in_mnist_form(a: np.ndarray) -> bool:
-    """28x28, light ink on black within a 20x20 box, centred by mass to a pixel: every MNIST
-    digit, not a digit that fills its frame."""
+    """28x28, light ink on black within a 20x20 box, centred by mass to a pixel, as MNIST's."""
     if a.shape != (SIDE, SIDE) or np.median(_border(a)) >= 128:
         return False
     ink = a > INK_THRESHOLD * 255

@@ -17,8 +17,7 @@ from mnist_basics.errors import BadFile
 
 
 def check_split(arrays: dict, path: Path) -> None:
-    """One clear line unless `arrays` (NumPy's or torch's) hold what tensorize writes: another
-    program's file would fail deep inside a stage."""
+    """One clear line unless `arrays` (NumPy's or torch's) hold what tensorize writes."""
     x, y = arrays["images"], arrays["labels"]
     kind = {name: str(a.dtype).removeprefix("torch.") for name, a in arrays.items()}
     if kind["images"] != "uint8" or len(x.shape) != 3 or tuple(x.shape[1:]) != (28, 28):

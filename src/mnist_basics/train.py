@@ -77,8 +77,7 @@ def augmenter(tp: Train):
 
 
 def weights_picture(model: torch.nn.Module, spec: ModelSpec, seed: int) -> images.Image.Image:
-    """What the first layer learned, per output, hidden unit or conv kernel: the change from the
-    initial weights (drawn again from the seed) beside the weights, mostly their random start."""
+    """The first layer's change from its initial weights (drawn again from the seed), beside it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         start = build_model(spec)
@@ -152,8 +151,7 @@ def train(p: Params) -> list[EpochStats]:
 
 
 def write_curves(history: list[EpochStats], folder: Path) -> None:
-    """The epochs' figures in dvclive's layout: metrics.json (the last epoch's) and a TSV per curve
-    under plots/metrics/. Not by dvclive, which costs more than the default run's training."""
+    """The epochs' figures in dvclive's layout; not by dvclive, which costs more than training."""
     last = history[-1]
     summary = {
         "train": {"loss": last.train_loss},

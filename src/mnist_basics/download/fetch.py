@@ -114,8 +114,7 @@ def _watched(work: Callable[[], None], got: list[int], timeout: float) -> None:
 
 
 def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> None:
-    """Download `url` to `dest` via a temporary name, refusing a body cut short, over `max_bytes`
-    or too slow: a FetchError, `unreachable` when the host failed rather than one file."""
+    """Download `url` to `dest` via a temporary name; a FetchError if it is short, long or slow."""
     check_scheme(url)
     got = [0]
     try:

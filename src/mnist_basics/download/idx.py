@@ -72,8 +72,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 
 def select(contents: dict[str, bytes], digits: tuple[int, ...]) -> dict[str, Split]:
-    """fast.ai's splits of `digits` from the four files: train from MNIST's training file, valid
-    from t10k, each image keeping its index in its file."""
+    """fast.ai's splits of `digits` (valid: t10k's), each image keeping its index in its file."""
     out = {}
     for split, images, labels in (
         ("train", TRAIN_IMAGES, TRAIN_LABELS),

@@ -173,8 +173,7 @@ def download(
     *,
     urls: Urls | None = None,
 ) -> str:
-    """Write out_zip from the first source in `sources` that serves; return that source. Why
-    each skipped source failed is said once: after the one that served, or in the error."""
+    """Write out_zip from the first source in `sources` that serves; return that source."""
     digits_t = tuple(sorted(set(digits)))
     out = Path(out_zip)
     made_parent = not out.parent.exists()
