@@ -100,8 +100,7 @@ def reason_of(output: str) -> str:
         lambda ln: ln.startswith("ERROR:"),
         lambda ln: "error" in ln.lower() or "fatal" in ln.lower(),
     ):
-        found = [ln for ln in lines if pick(ln)]
-        if found:
+        if found := [ln for ln in lines if pick(ln)]:
             return found[-1]
     return lines[-1] if lines else "no output"
 
