@@ -142,8 +142,7 @@ def _local(path: Path, job: Job) -> tuple[Splits, str]:
     if not stat.S_ISREG(st.st_mode):
         kinds = "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or file:// URL"
         raise UserError(f"a fifo, socket or device, not a file to read; a source is {kinds}")
-    size = st.st_size
-    if size > MAX_USER_ARCHIVE:
+    if (size := st.st_size) > MAX_USER_ARCHIVE:
         raise UserError(f"{size:,} bytes, more than the {MAX_USER_ARCHIVE:,} a source may have")
     splits = layout.read_tree(archives.tar_entries(path), path.name, job.digits)
     for arc in (FASTAI_SAMPLE, FASTAI_FULL):
