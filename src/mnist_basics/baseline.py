@@ -56,7 +56,6 @@ def accuracies(pred: torch.Tensor, labels: torch.Tensor, digits: list[int]) -> d
 
 def run_baseline(tensors: Path, metrics_path: Path, plot_path: Path) -> dict:
     """Ideal digits from train, nearest-ideal accuracy on valid; metrics JSON, the ideals' PNG."""
-    log = logging.getLogger("mnist_basics")
     train, valid = load_splits(tensors)
     digits = train.digits
     ideals = ideal_digits(train, digits)
@@ -70,7 +69,7 @@ def run_baseline(tensors: Path, metrics_path: Path, plot_path: Path) -> dict:
         images.save_png(images.labelled_grid(tiles, captions, cols=len(digits)), plot_path)
         atomic.write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     l1, rmse = metrics["l1"], metrics["rmse"]
-    log.info(
+    logging.getLogger("mnist_basics").info(
         f"L1: accuracy {l1['accuracy']:.4f}, per digit {l1['per_digit']}; "
         f"RMSE: accuracy {rmse['accuracy']:.4f}"
     )
