@@ -1,9 +1,8 @@
 """The archive-safety rules: what a .tgz, a zip or a folder may hold before a byte of it is read.
 
-An archive may come from a user's URL. Nothing is ever extracted to disk (members are read into
-memory and decoded), and still a member that could point outside its folder (an absolute path,
-`..`), a link, a device or fifo is refused by name, and member count and sizes are capped, so a
-hostile or broken archive is one clear error, not a filled disk.
+An archive may come from a user's URL. Nothing is extracted to disk, and still a member that could
+point outside its folder, a link, a device or fifo is refused by name, and counts and sizes are
+capped: a hostile archive is one clear error, not a filled disk.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ M = TypeVar("M")
 
 
 def _checked(where: str, members: Iterable[tuple[str, int, str | None, M]]) -> Iterator[M]:
-    """Each (name, size, why its kind is refused or None, member), checked as it comes, so an
-    archive bomb is stopped before it fills memory."""
+    """Each (name, size, why its kind is refused or None, member), checked as it comes: a bomb
+    is stopped before it fills memory."""
     total = 0
     for count, (name, size, why, member) in enumerate(members, 1):
         total += max(size, 0)
@@ -116,8 +115,7 @@ def zip_entries(zf: zipfile.ZipFile, where: str) -> list[Entry]:
 
 
 def folder_entries(folder: Path) -> list[Entry]:
-    """The files under a user's folder, by their paths relative to it, under the same caps as an
-    archive's members (a folder picked by mistake, a home folder, is one line, not a long read)."""
+    """The files under a user's folder under an archive's caps (a home folder is one line)."""
 
     def walk() -> Iterator[tuple[str, int, str | None, Entry]]:
         for root, dirs, files in os.walk(folder):
@@ -126,12 +124,7 @@ def folder_entries(folder: Path) -> list[Entry]:
                 name = p.relative_to(folder).as_posix()
                 st = p.stat() if p.exists() else None  # a dangling link: read fails later
                 # a fifo would block the read for ever, a link to /dev/zero never end it
-                odd = st is not None and not stat.S_ISREG(st.st_mode)
-                yield (
-                    name,
-                    st.st_size if st else 0,
-                    "device or fifo" if odd else None,
-                    (name, p.read_bytes),
-                )
+                odd = "device or fifo" if st and not stat.S_ISREG(st.st_mode) else None
+                yield name, st.st_size if st else 0, odd, (name, p.read_bytes)
 
     return list(_checked(str(folder), walk()))

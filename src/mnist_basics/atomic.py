@@ -72,12 +72,7 @@ def _rename(tmp: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds
-    (inside `together()`: only when that block succeeds).
-
-    On any exception (Ctrl-C and SIGTERM included) the temporary is removed and `target` is left
-    as it was, so nothing half-written ever sits under an output path.
-    """
+    """A temporary path beside `target`, renamed onto it if the block succeeds, else removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary(target)
@@ -97,9 +92,7 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def together() -> Iterator[None]:
-    """The outputs a block writes with `atomic_path` all replace their targets when it succeeds,
-    or none does: a stage that fails on its last output (a full disk) or is interrupted leaves
-    no new file beside old ones. The renames run with Ctrl-C and SIGTERM held back."""
+    """The outputs a block writes with `atomic_path` all replace their targets, or none does."""
     held: list[tuple[Path, Path]] = []
     _held.append(held)
     try:
@@ -123,9 +116,8 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _on_signal(signum: int, frame: object) -> None:
-    """The first Ctrl-C or SIGTERM raises KeyboardInterrupt (after the renames under way); one
-    that follows (a second Ctrl-C, a job manager's SIGTERM after its SIGINT) is ignored, so it
-    cannot break into the cleanup."""
+    """The first Ctrl-C or SIGTERM raises KeyboardInterrupt (after the renames under way); the
+    next (a job manager's SIGTERM after its SIGINT) is ignored: it cannot break the cleanup."""
     if _held_signals is not None:
         _held_signals.append(signum)
         return
@@ -145,9 +137,8 @@ def ignore_signals() -> None:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM (and the stage's own stop when `dvc` dies, which comes as SIGINT) wait
-    until the block ends, then take effect: a folder output is never left removed and not yet
-    replaced. Outside a stage (no handler of ours yet) ours stands in for the block."""
+    """Ctrl-C and SIGTERM (and the stop when `dvc` dies) wait until the block ends: a folder
+    output is never left removed and not yet replaced. Outside a stage, ours stands in."""
     global _held_signals
     if threading.current_thread() is not threading.main_thread() or _held_signals is not None:
         yield
@@ -176,8 +167,7 @@ def write_text(target: str | Path, text: str) -> None:
 
 
 def write_new(target: Path, data: bytes) -> None:
-    """Write `data` to `target` whole, never over an existing file: to a temporary, then a hard
-    link, which (unlike a rename) fails with FileExistsError when `target` exists."""
+    """Write `data` to `target` whole, never over a file: a hard link, unlike a rename, fails."""
     tmp = temporary(target)
     try:
         tmp.write_bytes(data)
@@ -187,8 +177,7 @@ def write_new(target: Path, data: bytes) -> None:
 
 
 def open_regular(path: Path) -> BinaryIO:
-    """`path` opened for reading if it is a regular file, else BadFile(path, why): missing,
-    unreadable, or a fifo (which would block forever), a device (never end) or a folder."""
+    """`path` opened for reading if it is a regular file (a fifo would block), else BadFile."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a fifo: no wait
     except OSError as e:
@@ -205,9 +194,7 @@ MAX_SAFETENSORS = 256 << 20  # of any one file; all of MNIST as tensors is 55 MB
 def read_safetensors(
     path: Path, what: str, stage: str, needs: tuple[str, ...] = (), framework: str = "pt"
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """All arrays (torch tensors, or NumPy's for framework="np") and the metadata of a
-    safetensors file that `stage` writes; one clear line if it is missing, cut short, garbled,
-    too large to be one the project writes, or without an array it `needs`."""
+    """The arrays and metadata of a safetensors file `stage` writes; one line if it is not."""
     from safetensors import SafetensorError, safe_open
 
     try:

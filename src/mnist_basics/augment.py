@@ -1,10 +1,7 @@
 """Data augmentation for training: random shifts and small rotations, one draw per image.
 
-MNIST's digits are centred by their centre of mass and upright; digits drawn by people (on the
-serve page) or rendered from fonts are off by a pixel or two and a few degrees. A model that has
-seen only MNIST's exact placement pays for that (README, "Use the model": the font-digit figures).
-`augment` moves every image of a batch by its own random affine map, drawn from `generator`, so
-a seeded generator gives the same batch bit for bit on the CPU.
+Digits drawn by people or rendered from fonts are off MNIST's exact placement by a pixel or two
+and a few degrees (README, "Use the model"); a seeded generator gives the same batch bit for bit.
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ SIDE = 28
 def random_affine(
     n: int, generator: torch.Generator, max_shift: float, max_rotate: float
 ) -> torch.Tensor:
-    """n matrices [n, 2, 3] for `F.affine_grid`: a rotation about the centre by up to
-    `max_rotate` degrees, then a shift by up to `max_shift` pixels per axis (all uniform)."""
+    """n uniform random rotations (degrees) then shifts (pixels), [n, 2, 3] for F.affine_grid."""
     u = torch.rand(n, 3, generator=generator, dtype=torch.float64) * 2 - 1
     angle = u[:, 0] * math.radians(max_rotate)
     # affine_grid maps output coordinates in [-1, 1] to input ones: one pixel is 2/SIDE.
@@ -33,8 +29,7 @@ def random_affine(
 def augment(
     xb: torch.Tensor, generator: torch.Generator, max_shift: int = 2, max_rotate: float = 10.0
 ) -> torch.Tensor:
-    """xb [B, 784] in [0, 1] (on any device), each image moved by its own `random_affine`,
-    bilinear, black outside; unchanged when max_shift and max_rotate are 0."""
+    """xb [B, 784] in [0, 1], each image moved by its own `random_affine`, black outside."""
     if xb.ndim != 2 or xb.shape[1] != SIDE * SIDE:
         raise ValueError(f"augment wants [B, {SIDE * SIDE}] images, got {list(xb.shape)}")
     if len(xb) == 0 or (max_shift == 0 and max_rotate == 0):

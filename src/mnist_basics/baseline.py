@@ -36,8 +36,7 @@ def ideal_digits(split: Split, digits: list[int]) -> torch.Tensor:
 
 
 def nearest_ideal(x: torch.Tensor, ideals: torch.Tensor, distance) -> torch.Tensor:
-    """Index of the nearest ideal for each image; with two digits, the book's `is_3` rule
-    (first digit only when strictly nearer)."""
+    """Index of the nearest ideal per image; two digits: the book's `is_3` (first when nearer)."""
     dists = torch.stack([distance(x, ideal) for ideal in ideals], dim=1)
     if len(ideals) == 2:
         return (dists[:, 0] >= dists[:, 1]).long()
@@ -57,7 +56,6 @@ def accuracies(pred: torch.Tensor, labels: torch.Tensor, digits: list[int]) -> d
 
 def run_baseline(tensors: Path, metrics_path: Path, plot_path: Path) -> dict:
     """Ideal digits from train, nearest-ideal accuracy on valid; metrics JSON, the ideals' PNG."""
-    log = logging.getLogger("mnist_basics")
     train, valid = load_splits(tensors)
     digits = train.digits
     ideals = ideal_digits(train, digits)
@@ -70,10 +68,9 @@ def run_baseline(tensors: Path, metrics_path: Path, plot_path: Path) -> dict:
     with atomic.together():
         images.save_png(images.labelled_grid(tiles, captions, cols=len(digits)), plot_path)
         atomic.write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    log.info(
-        "L1: accuracy %.4f, per digit %s; RMSE: accuracy %.4f",
-        metrics["l1"]["accuracy"],
-        metrics["l1"]["per_digit"],
-        metrics["rmse"]["accuracy"],
+    l1, rmse = metrics["l1"], metrics["rmse"]
+    logging.getLogger("mnist_basics").info(
+        f"L1: accuracy {l1['accuracy']:.4f}, per digit {l1['per_digit']}; "
+        f"RMSE: accuracy {rmse['accuracy']:.4f}"
     )
     return metrics

@@ -1,9 +1,5 @@
 """The `mnist-basics` console script: each subcommand is a module with `add_arguments(parser)`
-and `run(args) -> int`; a UserError it raises is one `<command>: error: ...` line (escaped: a
-file name in it can forge no line), exit 2.
-
-    mnist-basics predict digit.png
-    mnist-basics serve --port 8000
+and `run(args) -> int`; a UserError it raises is one escaped `<command>: error: ...` line, exit 2.
 """
 
 from __future__ import annotations

@@ -38,8 +38,7 @@ def load_split(path: Path, device: torch.device | str = "cpu") -> Split:
 
 
 def load_splits(folder: Path, device: torch.device | str = "cpu") -> tuple[Split, Split]:
-    """The train and valid splits, which must hold the same digits (the ideal digits, the
-    classes and the metrics of one are the other's)."""
+    """The train and valid splits, which must hold the same digits."""
     train, valid = (load_split(folder / f"{s}.safetensors", device) for s in ("train", "valid"))
     if train.digits != valid.digits:
         raise UserError(
@@ -51,8 +50,6 @@ def load_splits(folder: Path, device: torch.device | str = "cpu") -> tuple[Split
 
 def class_targets(labels: torch.Tensor, digits: list[int]) -> torch.Tensor:
     """Class index of each label in `digits` order (digits[0] -> 0, digits[1] -> 1, ...)."""
-    lut = torch.full((10,), -1, dtype=torch.int64, device=labels.device)
-    lut[torch.tensor(digits, device=labels.device)] = torch.arange(
-        len(digits), device=labels.device
-    )
-    return lut[labels]
+    lut = torch.full((10,), -1, dtype=torch.int64)
+    lut[digits] = torch.arange(len(digits))
+    return lut.to(labels.device)[labels]

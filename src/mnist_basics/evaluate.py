@@ -1,9 +1,5 @@
-"""The evaluate stage's work: the trained model's logits on the valid split, as metrics, a
-confusion matrix that `dvc plots` draws, and a gallery of the images it gets wrong.
-
-Plain NumPy: the train stage hands over the final model's logits for the valid split
-(models/valid_logits.safetensors, written by models.save_tensors), so this stage needs no torch,
-whose import alone costs longer than all of its work.
+"""The evaluate stage's work: the model's valid logits as metrics, a confusion matrix for `dvc
+plots` and a gallery of its mistakes. Plain NumPy: torch's import costs more than all the work.
 """
 
 from __future__ import annotations
@@ -51,16 +47,14 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 def predicted_classes(logits: np.ndarray) -> np.ndarray:
-    """Class index per image, as models.predict_classes: for one logit, 0 (the positive digit)
-    when its sigmoid > 0.5, that is when the logit > 0."""
+    """Class index per image, as models.predict_classes (one logit: 0 when it is > 0)."""
     if logits.shape[1] == 1:
         return (logits[:, 0] <= 0).astype(np.int64)
     return logits.argmax(1)
 
 
 def mean_loss(logits: np.ndarray, classes: np.ndarray, loss: str) -> float:
-    """The training loss on these logits: the book's mnist_loss (target 1 for class 0), or
-    cross-entropy."""
+    """The training loss on these logits: the book's mnist_loss, or cross-entropy."""
     if loss == "mnist_loss":
         p = sigmoid(logits[:, 0].astype(np.float64))
         return float(np.where(classes == 0, 1 - p, p).mean())
@@ -132,10 +126,7 @@ def evaluate(
         atomic.write_text(confusion_path, json.dumps(rows, separators=(",", ":")) + "\n")
         atomic.write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     logging.getLogger("mnist_basics").info(
-        "accuracy %.4f on %d valid images (%d wrong), per digit %s",
-        metrics["accuracy"],
-        metrics["n_images"],
-        metrics["n_wrong"],
-        metrics["per_digit"],
+        f"accuracy {metrics['accuracy']:.4f} on {len(classes)} valid images "
+        f"({metrics['n_wrong']} wrong), per digit {metrics['per_digit']}"
     )
     return metrics

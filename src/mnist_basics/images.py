@@ -25,8 +25,7 @@ def grey(pixels: np.ndarray, scale: int = 4) -> Image.Image:
 
 
 def heat(weights: np.ndarray, scale: int = 8) -> Image.Image:
-    """A 2-D array (28x28 weights, a 3x3 kernel) as a diverging heat map, each cell scale pixels
-    wide: red for positive, blue for negative, white at 0."""
+    """A 2-D array as a heat map, each cell scale pixels wide: red +, blue -, white at 0."""
     m = float(np.abs(weights).max()) or 1.0
     v = np.clip(weights / m, -1, 1)[..., None]
     red, white, blue = np.array([178, 24, 43]), np.array([247, 247, 247]), np.array([33, 102, 172])

@@ -1,10 +1,8 @@
 """fast.ai's layout and names, in one place: `<split>/<digit>/<index>.png`.
 
-`train/3/10.png` is MNIST training image #10; `valid/` holds the test set (fast.ai's
-mnist_png.tgz calls them training/ and testing/). A tree in this layout, whatever holds it (a
-folder, a .tgz, data/raw.zip), is read here into one uint8 array per split, in canonical order:
-digit, then MNIST index. Every fault is found and named at once, up to MAX_LISTED, since a
-user's own tree has no checksum to hold it to.
+`train/3/10.png` is MNIST training image #10; `valid/` holds the test set. A tree in this layout
+(a folder, a .tgz, data/raw.zip) is read into one uint8 array per split, by digit then index;
+every fault is named at once, up to MAX_LISTED, since a user's own tree has no checksum.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Our own Learner: the chapter's training loop, one for every model, loss and optimiser.
 
-`calc_grad`, `train_epoch` and `validate_epoch` are the book's, as a reader writes them:
-predictions, loss, `loss.backward()`, the optimiser's `step` and `zero_grad`. One change of
-machinery: a batch is a slice of a contiguous tensor already on the device, not an item of a
-DataLoader over a Python list of (x, y) pairs; the math and the order are the same.
+`calc_grad`, `train_epoch` and `validate_epoch` are the book's. One change of machinery: a batch
+is a slice of a contiguous tensor on the device, not a DataLoader's item; the math and order stay.
 """
 
 from __future__ import annotations
@@ -45,8 +43,7 @@ def batches(
 
 
 def one_cycle(progress: float, lr: float, warm: float = 0.25) -> float:
-    """fastai's fit_one_cycle schedule at `progress` in [0, 1]: cosine from lr/25 up to lr over
-    the first quarter, then cosine down to lr/250000."""
+    """fastai's fit_one_cycle schedule (cosine up from lr/25, then down) at `progress` in [0, 1]."""
 
     def cos(start: float, end: float, t: float) -> float:
         return end + (start - end) / 2 * (1 + math.cos(math.pi * t))
@@ -97,8 +94,7 @@ class Learner:
         return loss
 
     def train_epoch(self, epoch: int = 0, epochs: int = 1) -> float:
-        """One pass over the training set (epoch counts from 0, for the lr schedule); returns the
-        mean loss per image."""
+        """One pass over the training set (epoch from 0, for the schedule); mean loss per image."""
         self.model.train()
         x, y = self.train_x, self.train_y
         if self.shuffle:
@@ -132,10 +128,9 @@ class Learner:
             raise UserError(f"{what} in epoch {epoch}: training diverged; try a lower train.lr")
 
     def check_saturated(self, logits: torch.Tensor) -> None:
-        """After the last epoch, from the model's valid logits: a run can diverge with a finite
-        loss and weights below the limit, every image's output within float32's epsilon of 0 or
-        1 (the sigmoid, or the top softmax probability), where no gradient is left; it then calls
-        every image one digit. A run that learned little (a low lr, few epochs) is a result."""
+        """Stop if every valid image's sigmoid (or top softmax probability) is within float32's
+        epsilon of 0 or 1: a run that diverged with a finite loss and weights below the limit, no
+        gradient left. A run that learned little (a low lr, few epochs) is a result."""
         one = logits.shape[1] == 1
         p = torch.sigmoid(logits) if one else torch.softmax(logits, 1).amax(1)
         if bool((p * (1 - p) < torch.finfo(p.dtype).eps).all()):
@@ -157,13 +152,8 @@ class Learner:
             self.check_diverged(epoch, (train_loss, valid_loss))
             stats = EpochStats(epoch, train_loss, valid_loss, valid_acc, time.perf_counter() - t0)
             log.info(
-                "epoch %d/%d: train loss %.4f, valid loss %.4f, valid accuracy %.4f (%.2f s)",
-                epoch,
-                epochs,
-                train_loss,
-                valid_loss,
-                valid_acc,
-                stats.seconds,
+                f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, valid loss "
+                f"{valid_loss:.4f}, valid accuracy {valid_acc:.4f} ({stats.seconds:.2f} s)"
             )
             history.append(stats)
         return history

@@ -1,8 +1,7 @@
-"""The chapter's models, and those beyond it, plus their losses, metrics and safetensors files.
+"""The chapter's models (under the book's names) and those beyond it, their losses and files.
 
-Names follow the book: `init_params`, `linear1`, `mnist_loss`, `batch_accuracy`, `simple_net`.
-Every model maps x [N, 784] (pixels in [0, 1]) to one logit per image (two digits, the book's
-setup) or one logit per class (more digits, softmax and cross-entropy).
+Every model maps x [N, 784] in [0, 1] to one logit per image (two digits, the book's setup) or
+one per class (more digits, softmax and cross-entropy).
 """
 
 from __future__ import annotations
@@ -145,9 +144,8 @@ def targets_for(spec: ModelSpec, classes: torch.Tensor) -> torch.Tensor:
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], spec: ModelSpec, path: Path) -> None:
-    """Tensors as safetensors with the spec as JSON metadata, what a reader needs to rebuild or
-    interpret them: no pickle, byte-identical per seed. Used for the model's weights and for its
-    valid logits (which the evaluate stage reads, so it needs no torch)."""
+    """Tensors as safetensors (no pickle, the same bytes per seed), the spec as JSON metadata: the
+    model's weights, and its valid logits for the evaluate stage, which needs no torch."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     # bytes written by Python: a full disk is an OSError (one line), not a SafetensorError
     atomic.write_bytes(path, save(tensors, {"spec": json.dumps(asdict(spec), sort_keys=True)}))

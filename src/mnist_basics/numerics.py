@@ -1,17 +1,10 @@
 """Which CPU kernels run, chosen by the `train.kernels` param, so the bytes depend on params only.
 
-PyTorch picks its kernels by the CPU it runs on: ATen's vectorised ops (sigmoid, sums, batch norm,
-Adam) by instruction set (ATEN_CPU_CAPABILITY), MKL's matrix products by its own dispatch, oneDNN
-and NNPACK their convolutions, and every parallel sum by the thread count. Each choice changes the
-order of float additions and so the trained bytes.
-
-- `portable` (the default): the baseline code path every x86-64 CPU runs. The default pipeline's
-  model is the same bytes on every CPU kind the project has seen.
-- `native`: the fastest kernels this CPU has (AVX-512 or AVX2, oneDNN convolutions). The bytes are
-  the same run after run on one CPU kind, not across kinds.
-
-Either way the user's own settings of these variables are dropped and the thread count is the
-param's. docs/reproducibility.md has what holds on which CPUs, measured; tests/golden/ the hashes.
+PyTorch picks its kernels (ATen's, MKL's, oneDNN's, NNPACK's) by CPU and sums by thread count, and
+each choice changes the order of float additions, so the trained bytes. `portable` (the default)
+is the baseline path every x86-64 CPU runs, the same bytes on every CPU kind seen; `native` the
+fastest this CPU has, the same bytes only on one CPU kind. The user's own settings of these
+variables are dropped. docs/reproducibility.md has what holds on which CPUs, measured.
 """
 
 from __future__ import annotations
@@ -19,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 
-KERNELS = ("portable", "native")
 # The user's own settings of these would change the bytes: they are dropped.
 DROPPED = (
     "ATEN_CPU_CAPABILITY",

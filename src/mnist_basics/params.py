@@ -1,11 +1,8 @@
-"""params.yaml as one typed config: a pydantic model, read as DVC reads it, checked once before a
-stage does any work.
+"""params.yaml as one typed config (a pydantic model), checked once before a stage does any work.
 
 Every key has its default here and stands in params.yaml, so `dvc exp show` shows every value a
-run used. The file is parsed as DVC parses it (ruamel.yaml's safe loader, YAML 1.2), so a stage
-uses each value exactly as `dvc exp show` records it: PyYAML's YAML 1.1 would read `010` as 8
-and `yes` as true. A bad value raises UserError with one line: the key, the value, why, what is
-allowed. docs/params.md's table is made from the schema (`python -m mnist_basics.params`).
+run used. It is parsed as DVC parses it (YAML 1.2): PyYAML's YAML 1.1 would read `010` as 8 and
+`yes` as true. docs/params.md's table is made from the schema (`python -m mnist_basics.params`).
 """
 
 from __future__ import annotations
@@ -24,22 +21,26 @@ SOURCES = ("fastai", "mnist", "pypi")
 MAX_BYTES = 1 << 20  # a params file is a few hundred bytes; refuse a link to /dev/zero at once
 
 
-def _list(v: Any, why_not: Any) -> tuple:
-    """A list whose every entry passes `why_not` (which returns why not, or "")."""
+def _list(v: Any, why_not: Any, least: int, too_few: str) -> tuple:
+    """A list of `least` or more entries that each pass `why_not` (which returns why not, or "")."""
     if not isinstance(v, list):
         raise ValueError("not a list")
     for x in v:
         if why := why_not(x):
             raise ValueError(f"entry {_shown(x)}: {why}")
+    if len(v) < least:
+        raise ValueError(too_few)
     return tuple(v)
 
 
+def _digit(d: Any) -> str:
+    return "" if type(d) is int and 0 <= d <= 9 else "not a digit 0-9"
+
+
 def _digits(v: Any) -> tuple[int, ...]:
-    ds = _list(v, lambda d: "" if type(d) is int and 0 <= d <= 9 else "not a digit 0-9")
+    ds = _list(v, _digit, 2, "two or more digits are needed")
     if len(set(ds)) != len(ds):
         raise ValueError("the digits must be distinct")
-    if len(ds) < 2:
-        raise ValueError("two or more digits are needed")
     return ds
 
 
@@ -52,14 +53,11 @@ def _source(s: Any) -> str:
 
 
 def _sources(v: Any) -> tuple[str, ...]:
-    if not (sources := _list(v, _source)):
-        raise ValueError("at least 1 source is needed")
-    return sources
+    return _list(v, _source, 1, "at least 1 source is needed")
 
 
 def key(default: Any, doc: str, allowed: str = "", **constraints: Any) -> Any:
-    """A field of a params section: its default, what it does, its bounds; `allowed` in words
-    where the type and bounds cannot say it."""
+    """A params field: default, doc, bounds; `allowed` in words where the type cannot say it."""
     extra = {"allowed": allowed} if allowed else None
     return Field(default, description=doc, json_schema_extra=extra, **constraints)
 
@@ -219,11 +217,9 @@ def _shown(v: Any, limit: int = 300, within: tuple[list, ...] = ()) -> str:
         return "[" + ", ".join(parts) + "]"
     if isinstance(v, dict):
         return "{" + ", ".join(f"{_shown(k)}: {_shown(x, limit)}" for k, x in v.items()) + "}"
-    if isinstance(v, bool) or v is None:
-        return json.dumps(v)
     if isinstance(v, float) and not math.isfinite(v):
         return {math.inf: ".inf", -math.inf: "-.inf"}.get(v, ".nan")
-    return json.dumps(v, ensure_ascii=False) if isinstance(v, str) else str(v)
+    return json.dumps(v, ensure_ascii=False) if isinstance(v, bool | str) or v is None else str(v)
 
 
 WHY = {
@@ -234,7 +230,6 @@ WHY = {
     "literal_error": "no such choice",
     "string_pattern_mismatch": "no such choice",
     "string_type": "not text",
-    "model_type": "not a mapping",
     "greater_than": "not > {gt:g}",
     "greater_than_equal": "not >= {ge:g}",
     "less_than": "not < {lt:g}",
@@ -336,7 +331,6 @@ def markdown_table() -> str:
     import yaml
 
     def flow(v: Any) -> str:
-        v = list(v) if isinstance(v, tuple) else v
         return yaml.safe_dump(v, default_flow_style=True).removesuffix("...\n").strip()
 
     rows = [
@@ -348,10 +342,7 @@ def markdown_table() -> str:
 
 def defaults() -> dict[str, dict[str, Any]]:
     """params.yaml with every default, as a plain dict."""
-    return {
-        sec: {k: list(v) if isinstance(v, tuple) else v for k, v in cls().model_dump().items()}
-        for sec, cls in SECTIONS.items()
-    }
+    return {sec: cls().model_dump(mode="json") for sec, cls in SECTIONS.items()}
 
 
 if __name__ == "__main__":

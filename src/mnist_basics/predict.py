@@ -1,12 +1,7 @@
-"""`mnist-basics predict PATH...`: the trained model's digit for each image, with the probability
-of every class it knows.
+"""`mnist-basics predict PATH...`: the trained model's digit and class probabilities per image.
 
-Images not in MNIST's form are brought to it first (mnist_basics.preprocess). The model is the
-workspace's models/model.safetensors, or with `--rev` any git revision, tag, branch or DVC
-experiment's, read through `dvc.api.open` without checking anything out. A bad input (missing,
-unreadable, not a regular file, not an image) is one line on stderr (`predict: error: <path>:
-<what is wrong>`, the path escaped so a name cannot forge a line) and exit status 2; the other
-inputs are still predicted.
+A bad input is one line on stderr (`predict: error: <path>: <what is wrong>`, the path escaped)
+and exit status 2; the other inputs are still predicted.
 """
 
 from __future__ import annotations
@@ -59,8 +54,7 @@ class Prediction:
 
 
 def load(rev: str | None = None, repo: str | None = None) -> LoadedModel:
-    """The workspace's model (rev None or "workspace"), or revision `rev`'s: the one way both
-    `predict` and `serve` get a model."""
+    """The workspace's model (rev None or "workspace"), or revision `rev`'s; `serve`'s too."""
     if rev in (None, WORKSPACE):
         path = Path(repo or ".") / MODEL_PATH
         if not path.exists():
@@ -77,13 +71,11 @@ def _load_file(path: Path, source: str) -> LoadedModel:
 
     try:
         model, spec = load_model(path)
-    except UserError as e:
-        if source == WORKSPACE:
-            raise
-        why = e.why if isinstance(e, BadFile) else e  # its path is a temporary file's
-        raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({why})") from None
     except Exception as e:  # a corrupt or foreign safetensors file: one line, no traceback
-        raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({e})") from None
+        if source == WORKSPACE and isinstance(e, UserError):
+            raise
+        why = e.why if isinstance(e, BadFile) else e  # a BadFile's path is a temporary file's
+        raise UserError(f"{source}: {MODEL_PATH} is not a readable model ({why})") from None
     if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):
         where = path if source == WORKSPACE else f"{source}: {MODEL_PATH}"
         raise UserError(f"{where}: weights that are not finite numbers (nan or inf)")
@@ -138,9 +130,7 @@ def read_at_rev(rev: str, repo: str | None = None) -> bytes:
 
 
 def predict_prepared(model: LoadedModel, items: list[tuple[str, Prepared]]) -> list[Prediction]:
-    """The digit (the pipeline's predict_classes) and class probabilities of each item: with one
-    logit (two-digit models) its sigmoid is P(first digit), as the book's mnist_loss reads it;
-    with several, their softmax."""
+    """Digit and probabilities per item: one logit's sigmoid is P(first digit), as in mnist_loss."""
     import numpy as np
     import torch
 
@@ -168,18 +158,14 @@ def _why(e: OSError) -> str:
 
 
 def image_files(folder: Path, errors: list[tuple[str, str]]) -> list[Path]:
-    """A folder's images, recursively, in name order: not hidden, with an extension Pillow
-    knows (so notes and sidecar files in a photo folder are not errors). A sub-folder that
-    cannot be read is added to `errors`."""
+    """A folder's images, recursively, in name order: not hidden, with an extension Pillow knows
+    (a photo folder's notes are no errors); a sub-folder that cannot be read goes to `errors`."""
     from PIL import Image
 
     known = {e.lower() for e in Image.registered_extensions()}
     found = []
-
-    def unreadable(e: OSError) -> None:
-        errors.append((e.filename, _why(e)))
-
-    for top, dirs, names in os.walk(str(folder), onerror=unreadable):
+    walk = os.walk(str(folder), onerror=lambda e: errors.append((e.filename, _why(e))))
+    for top, dirs, names in walk:
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found += [
             Path(top, n) for n in names if not n.startswith(".") and Path(n).suffix.lower() in known
@@ -188,18 +174,15 @@ def image_files(folder: Path, errors: list[tuple[str, str]]) -> list[Path]:
 
 
 def expand(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """The input files, folders expanded; (path, what is wrong) for each that is missing,
-    unreadable or an empty folder. A file is only opened later, if it is a regular file."""
+    """The input files, folders expanded, and (path, what is wrong) for each that cannot be."""
     files: list[Path] = []
     errors: list[tuple[str, str]] = []
     for s in paths:
         try:
             is_dir = stat.S_ISDIR(os.stat(s).st_mode)
-        except FileNotFoundError:
-            errors.append((s, "no such file or folder"))
-            continue
         except OSError as e:
-            errors.append((s, _why(e)))
+            missing = isinstance(e, FileNotFoundError)
+            errors.append((s, "no such file or folder" if missing else _why(e)))
             continue
         if not is_dir:
             files.append(Path(s))
@@ -213,8 +196,7 @@ def expand(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
 
 
 def table(preds: list[Prediction], digits: tuple[int, ...]) -> str:
-    """The predictions as a terminal table: path (escaped: one row per image), digit, then P(d)
-    per class."""
+    """The predictions as a terminal table: path (escaped), digit, then P(d) per class."""
     head = ["image", "digit", *(f"P({d})" for d in digits)]
     rows = [
         [printable(p.path), str(p.digit), *(f"{p.probabilities[d]:.3f}" for d in digits)]
@@ -228,9 +210,7 @@ def table(preds: list[Prediction], digits: tuple[int, ...]) -> str:
 
 
 def shown_paths(files: list[Path], folder: Path) -> list[Path]:
-    """--show: where each input's 28x28 image goes, named after its folder and stem, made
-    unique, always inside `folder`. Nothing is overwritten, so an existing one is refused here,
-    before any work."""
+    """--show: a unique file in `folder` per input, refused here, before any work, if it exists."""
     if os.path.lexists(folder) and not os.path.isdir(folder):
         raise UserError(f"--show {printable(str(folder))}: not a folder")
     taken: set[str] = set()

@@ -1,21 +1,10 @@
 """Any picture of a digit to the 28x28 form MNIST's digits have, the way MNIST itself was made.
 
-LeCun et al. made MNIST from NIST's black-and-white scans: each digit was size-normalised to
-fit a 20x20 box keeping its aspect ratio (antialiased, hence the grey levels), then placed in a
-28x28 field so that its centre of mass sits at the centre. Ink is light on a black background.
-`to_mnist` does the same to a photo, a scan or a drawing:
-
-1. greyscale (transparent pixels laid on white, or on black for light ink);
-2. inverted when the background is light (the median of the border pixels), so ink is light;
-3. the background level taken off and the contrast stretched to 0-255;
-4. cropped to the ink: the bounding box of the pixels above a threshold;
-5. scaled so the longer side is 20 pixels, keeping the aspect ratio (Lanczos, antialiased);
-6. pasted in 28x28 with its centre of mass at the centre.
-
-An image already in MNIST's own form (28x28, light ink on black within a 20x20 box, centred by
-mass to a pixel, as every MNIST digit is) is used as it is, so a prediction on the pipeline's own
-PNGs is the evaluate stage's; any other, a 28x28 digit filling its frame included, is brought to
-that form. A photo is first turned upright as its EXIF Orientation says.
+LeCun et al. size-normalised each digit to fit a 20x20 box keeping its aspect ratio (antialiased,
+hence the grey levels) and centred it by mass in a 28x28 field, light ink on black; `to_mnist`
+does the same to a photo, a scan or a drawing (docs/predict-and-serve.md has the steps). An image
+already in that form is used as it is, so a prediction on the pipeline's own PNGs is the evaluate
+stage's.
 """
 
 from __future__ import annotations
@@ -61,10 +50,9 @@ class Prepared:
 
 
 def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open and decode an image, upright as its EXIF Orientation says: the one loader of `predict`
-    and `serve`. Refuses what is not a regular file (a fifo would hang), non-images and, from the
-    header before any pixel is decoded (or by Pillow's own decompression-bomb check), images too
-    large to be sane. ImageError's message names no path: the caller names its input."""
+    """Open and decode an image, upright as its EXIF Orientation says; refuse a non-regular file (a
+    fifo would hang), a non-image and, from its header, one too large. ImageError names no path:
+    the caller names its input."""
     too_large = f"too large (more than {max_pixels:,} pixels)"
     try:
         f = io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)
@@ -125,8 +113,7 @@ def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
 
 
 def in_mnist_form(a: np.ndarray) -> bool:
-    """28x28, light ink on black, the ink within a 20x20 box and its centre of mass within a
-    pixel of the centre: true of every MNIST digit, not of a digit that fills its frame."""
+    """28x28, light ink on black within a 20x20 box, centred by mass to a pixel, as MNIST's."""
     if a.shape != (SIDE, SIDE) or np.median(_border(a)) >= 128:
         return False
     ink = a > INK_THRESHOLD * 255
@@ -138,9 +125,8 @@ def in_mnist_form(a: np.ndarray) -> bool:
 
 
 def to_mnist(im: Image.Image, as_is: bool | None = None) -> Prepared:
-    """The image in MNIST's form (see the module doc); ImageError when there is no ink.
-    `as_is` True uses a 28x28 image unchanged, False always preprocesses; None: as it is only
-    when it is in MNIST's form already."""
+    """The image in MNIST's form, or ImageError when there is no ink. `as_is` True uses a 28x28
+    image unchanged, False always preprocesses, None only when not in MNIST's form already."""
     a = greyscale(im)
     if as_is is None:  # 16-bit and float images were stretched by greyscale: not as they are
         as_is = in_mnist_form(a) and im.mode in ("L", "1", "P", "RGB", "RGBA", "LA")
@@ -170,9 +156,7 @@ def to_mnist(im: Image.Image, as_is: bool | None = None) -> Prepared:
     s = np.clip(np.asarray(small, dtype=np.float32), 0, 255)
     if s.sum() == 0:
         raise ImageError(NO_INK)
-    cy, cx = centre_of_mass(s)
-    top = int(np.rint((SIDE - 1) / 2 - cy))
-    left = int(np.rint((SIDE - 1) / 2 - cx))
+    top, left = (int(np.rint((SIDE - 1) / 2 - c)) for c in centre_of_mass(s))
     out = np.zeros((SIDE, SIDE), np.float32)
     # Paste s at (top, left), clipped to the field (a lopsided digit may not fit once centred).
     y0, x0 = max(0, top), max(0, left)

@@ -1,10 +1,8 @@
 """data/raw.zip: the PNG tree in fast.ai's layout as one file, the same bytes on every build.
 
-DVC checks each file of a directory output on every `dvc status` and `dvc exp run`; one archive
-costs one check (docs/data.md has the figures). Members are `<dataset>/<split>/<digit>/<index>.png`,
-stored (PNGs are compressed already) in canonical order, with a fixed date and mode, and every
-PNG is written by the same encoder whichever source served: the same pixels give the same zip,
-so dvc.lock's MD5 of it holds across sources and machines.
+One archive costs DVC one check per `dvc status`, a folder one per file (docs/data.md). Members
+are stored in canonical order, with a fixed date and mode, each PNG by the same encoder: the same
+pixels give the same zip, so dvc.lock's MD5 of it holds across sources and machines.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """What every stage script shares: params, logging, and a clean end on a mistake or a signal.
 
-A stage ends in one of three ways:
-  * it finishes (exit 0), its outputs written atomically;
-  * a user's mistake (a param, a file, a source): one `<stage>: error: ...` line, exit 2;
-  * Ctrl-C, SIGTERM or the death of the `dvc` that started it: the atomic writes remove their
-    temporaries, one line says so, exit 130. The last good outputs stay where they were.
+A stage exits 0 with its outputs written atomically; 2 with one `<stage>: error: ...` line on a
+user's mistake; 130 on Ctrl-C, SIGTERM or its `dvc`'s death, the last good outputs kept.
 """
 
 from __future__ import annotations
@@ -94,8 +91,7 @@ def _exit(code: int, line: str = "") -> None:
 def run_stage(
     name: str, main: Callable[[Params], None], outputs: Sequence[str | Path] = ()
 ) -> None:
-    """Check params, clear the stale temporaries of `outputs`, run `main(params)`; turn a user's
-    mistake into one line and exit 2, an interruption into exit 130."""
+    """Check params, clear the stale temporaries of `outputs`, run `main(params)`, then exit."""
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s", stream=sys.stderr)
     atomic.handle_signals()
     try:

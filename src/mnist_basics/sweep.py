@@ -1,11 +1,9 @@
 """`mnist-basics sweep`: a grid of `dvc exp run`s spread over a Ray cluster, one task per run.
 
-The grid expands as `dvc exp run --queue -S` expands it, and the runs are named NAME-1 ...
-NAME-N as a queued sweep's are. Each task clones the origin at this repo's HEAD, `dvc pull`s,
-runs `dvc exp run -n NAME-i -S ...` and `dvc exp push`es it; the finished runs are then
-`dvc exp pull`ed here. Without `--address`, a local Ray instance: the same command works on one
-machine. README ("Sweeps across machines") says what every node needs; no credential travels
-with a task.
+The grid and the run names (NAME-1 ... NAME-N) are a queued sweep's. Each task clones the origin
+at HEAD, `dvc pull`s, `dvc exp run`s and `dvc exp push`es; the runs are then `dvc exp pull`ed
+here. docs/sharing.md ("Sweeps across machines") says what every node needs; no credential
+travels with a task.
 """
 
 from __future__ import annotations
@@ -102,8 +100,7 @@ def reason_of(output: str) -> str:
         lambda ln: ln.startswith("ERROR:"),
         lambda ln: "error" in ln.lower() or "fatal" in ln.lower(),
     ):
-        found = [ln for ln in lines if pick(ln)]
-        if found:
+        if found := [ln for ln in lines if pick(ln)]:
             return found[-1]
     return lines[-1] if lines else "no output"
 
@@ -211,7 +208,6 @@ def _ray_init(address: str | None) -> Any:
                 where = address or "local"
                 raise SweepError(f"cannot reach the Ray cluster at {where}: {e}") from e
             time.sleep(2)
-    return ray
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

