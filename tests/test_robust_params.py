@@ -230,6 +230,12 @@ def test_a_value_that_holds_itself_is_one_line_anywhere(tmp_path: Path, text: st
         params_mod.load(tmp_path / "params.yaml")
 
 
+def test_a_value_with_braces_is_one_line() -> None:
+    """The value is quoted in the line, never read as a format string."""
+    with pytest.raises(UserError, match=r"data\.digits = \[\"\{a\}\"\] is invalid"):
+        params_mod.validate({"data": {"digits": ["{a}"]}})
+
+
 def test_an_alias_bomb_is_shown_short_and_at_once() -> None:
     """Nine lines of aliases make a list of a billion entries; the error shows its start."""
     lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]

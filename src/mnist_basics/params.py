@@ -247,8 +247,10 @@ def _line(err: dict) -> str:
         return f"unknown key {name} (= {_shown(err['input'])}); allowed: {allowed_keys}"
     if err["type"] == "model_type":
         return f"{name} = {_shown(err['input'])} is invalid (not a mapping); allowed: {MAPPING}"
-    why = str(err["ctx"]["error"]) if err["type"] == "value_error" else WHY.get(err["type"])
-    why = why.format(**err.get("ctx", {})) if why else err["msg"]
+    if err["type"] == "value_error":
+        why = str(err["ctx"]["error"])  # may hold the user's value: not a format string
+    else:
+        why = WHY[err["type"]].format(**err.get("ctx", {})) if err["type"] in WHY else err["msg"]
     return (
         f"{name} = {_shown(err['input'])} is invalid ({why}); allowed: {allowed(_fields()[name])}"
     )
