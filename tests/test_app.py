@@ -281,6 +281,80 @@ def test_headers_that_never_end_hold_no_slot(repo: Path) -> None:
     assert "Traceback" not in log, log
 
 
+def test_a_body_still_coming_after_the_answer_holds_no_slot(repo: Path) -> None:
+    """Requests the server answers without reading their body (a GET, a foreign Host's 421)
+    whose clients then send one more byte and wait: each is closed once HEADER_SECONDS have
+    passed (uvicorn's keep-alive timer stops at that byte), and the server answers again."""
+    import socket
+    from urllib.parse import urlsplit
+
+    s = Server(repo)
+    u = urlsplit(s.url)
+    hosts = [u.netloc] * 60 + ["evil.example"] * 10
+    slow = [socket.create_connection((u.hostname, u.port), timeout=30) for _ in hosts]
+    try:
+        for c, host in zip(slow, hosts, strict=True):
+            c.sendall(
+                f"GET /models HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000000\r\n\r\n".encode()
+            )
+        for c in slow:
+            assert c.recv(65536).startswith(b"HTTP/1.1 ")  # answered (200, 421 or 503)
+            c.sendall(b"x")
+        for c in slow:
+            while c.recv(65536):  # the rest of a long answer, then the close
+                pass
+        assert s.get("models")[0]["id"] == "workspace"
+    finally:
+        for c in slow:
+            c.close()
+        s.stop()
+    log = s.proc.stderr.read()
+    assert "Traceback" not in log, log
+
+
+def test_a_ref_name_that_is_not_utf8_is_listed_not_a_500(repo: Path, tmp_path: Path) -> None:
+    from test_predict import seven
+
+    odd = tmp_path / "odd"
+    shutil.copytree(repo, odd, symlinks=True)
+    subprocess.run([b"git", b"branch", b"--", b"caf\xe9"], cwd=odd, check=True)
+    s = Server(odd)
+    try:
+        ids = [r["id"] for r in s.get("models")]
+        assert "caf\ufffd" in ids and "main" in ids
+        assert s.post("predict?model=main", png(seven()))[0] == 200
+    finally:
+        s.stop()
+
+
+def peak_kb(pid: int) -> int:
+    """A process's peak resident memory (VmHWM), in kB."""
+    return int(Path(f"/proc/{pid}/status").read_text().split("VmHWM:")[1].split()[0])
+
+
+def test_drawings_posted_at_once_are_decoded_a_few_at_a_time(repo: Path) -> None:
+    """A 2000x2000 drawing is a 26 KB PNG and costs about 100 MB to decode and prepare: 16 at
+    once must not cost 16 times that."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import ImageDraw
+
+    im = Image.new("RGBA", (2000, 2000), "white")
+    ImageDraw.Draw(im).line([(300, 300), (1700, 300), (800, 1800)], fill="black", width=120)
+    body = png(im)
+    s = Server(repo)
+    try:
+        assert s.post("predict", body)[0] == 200  # the model loaded, one drawing's peak reached
+        before = peak_kb(s.proc.pid)
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda _: s.post("predict", body)[0], range(16)))
+        assert codes == [200] * 16
+        grew = peak_kb(s.proc.pid) - before
+        assert grew < 500_000, f"{grew // 1000} MB more at the peak"
+    finally:
+        s.stop()
+
+
 def canvas_png(page) -> bytes:
     url = page.evaluate("document.getElementById('pad').toDataURL('image/png')")
     return base64.b64decode(url.split(",", 1)[1])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import functools
 import io
@@ -41,18 +42,20 @@ BODY_SECONDS = 10  # to receive one posted PNG; the page's are a few kB
 HEADER_SECONDS = 10  # to send a request's headers, from connecting or from the last answer
 MAX_PIXELS = 4_000_000  # of one posted drawing (the page's pad is 280x280): checked before decoding
 CACHED_MODELS = 8
+# Drawings are decoded in these two threads only: each may cost 100+ MB, and every thread that
+# allocates it keeps its own malloc arena, so the pool's 40 threads would each hold that much.
+PREPARING = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="prepare")
 TOO_LARGE = {"error": f"image larger than {MAX_BODY} bytes"}
 
 
 def _lines(args: list[str], cwd: Path) -> list[str]:
     """A command's non-empty output lines; none if it fails (no DVC, not a git repository)."""
     try:
-        r = subprocess.run(
-            args, cwd=cwd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
-        )
+        r = subprocess.run(args, cwd=cwd, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         return []
-    return [s.strip() for s in r.stdout.splitlines() if s.strip()] if r.returncode == 0 else []
+    out = r.stdout.decode(errors="replace")  # a ref name need not be UTF-8
+    return [s.strip() for s in out.splitlines() if s.strip()] if r.returncode == 0 else []
 
 
 EXP_REF = re.compile(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/(.+)")  # where DVC keeps experiments
@@ -146,7 +149,7 @@ def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:
     except UserError as e:
         return 404, {"error": str(e)}
     try:
-        prepared = prepare(body, max_pixels=MAX_PIXELS)
+        prepared = PREPARING.submit(prepare, body, max_pixels=MAX_PIXELS).result()
     except ImageError as e:
         if str(e).startswith("no ink"):
             return 200, {"empty": True, "model": rev, "digits": list(model.digits)}
@@ -290,8 +293,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def headers_in_time() -> type:
-    """uvicorn's HTTP protocol, closing a connection whose request headers are not all in
-    HEADER_SECONDS: uvicorn waits for them for ever, so 64 trickling clients held every slot."""
+    """uvicorn's HTTP protocol, closing a connection with no request in progress HEADER_SECONDS
+    after it opened or was answered: uvicorn waits for headers, or for the rest of a body it did
+    not read, for ever, so 64 trickling clients held every slot."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -306,7 +310,9 @@ def headers_in_time() -> type:
             self.deadline = self.loop.call_later(HEADER_SECONDS, self.close_if_no_request)
 
         def close_if_no_request(self) -> None:
-            if self.conn.their_state is h11.IDLE:  # no request's headers complete
+            # IDLE: no request's headers complete; DONE: answered, the body it did not need
+            # still coming (uvicorn's keep-alive timer stops at its first byte)
+            if self.conn.our_state in (h11.IDLE, h11.DONE):
                 self.transport.close()
 
     return HeadersInTime
