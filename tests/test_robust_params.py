@@ -160,6 +160,9 @@ def test_bad_param_is_one_line_exit_2_outputs_untouched(
         ("- 1\n", ["the file = [1] is invalid", "a mapping"]),
         ("train:\n  seed: 2024-13-01\n", ["not valid YAML", "month must be in 1..12"]),
         ("data:\n  digits: &a [3, *a]\n", ["a value contains itself"]),
+        ('evaluate:\n  "a.b": 1\n', ['unknown key evaluate."a.b" (= 1)', "evaluate.gallery"]),
+        ('"x.y": 1\n', ['unknown key "x.y" (= 1)', "data, train, evaluate"]),
+        ("? [a, b]\n: 1\n", ["unknown key \"('a', 'b')\"", "data, train, evaluate"]),
     ],
 )
 @pytest.mark.parametrize("stage", STAGES)

@@ -239,9 +239,10 @@ WHY = {
 
 def _line(err: dict) -> str:
     """One pydantic error as the line the user reads."""
-    name = ".".join(str(x) for x in err["loc"])
-    if err["type"] == "extra_forbidden":
-        prefix = name.rpartition(".")[0]
+    loc = [x if isinstance(x, str) and x.isidentifier() else json.dumps(str(x)) for x in err["loc"]]
+    name = ".".join(loc)  # a key with a dot in it, or a list as a key, is shown quoted
+    if err["type"] in ("extra_forbidden", "invalid_key"):  # a key not in the schema, or not text
+        prefix = ".".join(loc[:-1])
         known = SECTIONS[prefix].model_fields if prefix else SECTIONS
         allowed_keys = ", ".join(f"{prefix}.{k}" if prefix else k for k in known)
         return f"unknown key {name} (= {_shown(err['input'])}); allowed: {allowed_keys}"
