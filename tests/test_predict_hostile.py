@@ -5,6 +5,7 @@ cannot forge a line, and refuses models it cannot trust, each with one line and 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import shutil
@@ -152,6 +153,22 @@ def test_corrupt_exif_is_no_warning(workspace: Path) -> None:
     seven().save("photo.jpg", exif=exif)
     r = process(workspace, "photo.jpg")
     assert (r.returncode, r.stderr) == (0, b"") and r.stdout.splitlines()[1].startswith(b"photo")
+
+
+def test_exif_that_pillow_cannot_apply_leaves_the_pixels_as_stored(workspace: Path) -> None:
+    """Text under an integer tag (Make retagged as TileWidth): Pillow's exif_transpose raises
+    struct.error, which is no reason to refuse the picture, nor the next one."""
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "cam"  # Orientation 6, Make
+    buf = io.BytesIO()
+    seven().convert("RGB").save(buf, "JPEG", exif=exif.tobytes())
+    data = buf.getvalue()
+    old = next(b for b in (b"\x0f\x01\x02\x00", b"\x01\x0f\x00\x02") if b in data)
+    Path("odd.jpg").write_bytes(data.replace(old, old.replace(b"\x0f", b"\x45"), 1))
+    seven().save("seven.png")
+    r = process(workspace, "odd.jpg", "seven.png")
+    assert (r.returncode, r.stderr) == (0, b""), r.stderr
+    assert [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == [b"odd.jpg", b"seven.png"]
 
 
 # --- MNIST's own form, or preprocessed ------------------------------------------------------

@@ -67,7 +67,7 @@ def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Imag
             if w * h > max_pixels:
                 raise ImageError(f"{w}x{h} pixels is {too_large}")
             im.load()
-            im = ImageOps.exif_transpose(im)
+            im = upright(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{too_large}: {e}") from None
     except UnidentifiedImageError:
@@ -77,6 +77,15 @@ def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Imag
     if w == 0 or h == 0:
         raise ImageError("an empty image (0 pixels)")
     return im
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """The image turned as its EXIF Orientation says; as stored when Pillow cannot apply its
+    EXIF (a wrong type under a tag raises struct.error, among others)."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # whatever a damaged EXIF raises, the pixels are still good
+        return im
 
 
 def greyscale(im: Image.Image) -> np.ndarray:
