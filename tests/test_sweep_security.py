@@ -38,6 +38,26 @@ def test_a_huge_grid_is_refused_before_it_is_built(tmp_path: Path) -> None:
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_an_empty_grid_is_refused_before_ray_starts(tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "repo")
+    r = sweep(repo, "--origin", str(repo), "-S", "train.lr=range(5,1)")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "sweep: error: -S: the grid of train.lr=range(5,1) has no runs (an empty range?)"
+    ]
+
+
+def test_an_origin_over_a_command_transport_is_refused_not_run(tmp_path: Path) -> None:
+    """`fd::0` made git ls-remote wait on its stdin; `ext::` runs a command."""
+    repo = git_repo(tmp_path / "repo")
+    pwned = tmp_path / "pwned"
+    for origin in ("fd::0", f"ext::sh -c touch% {pwned}"):
+        r = sweep(repo, "--origin", origin, "-S", "train.lr=0.1")
+        assert r.returncode == 2, r.stderr
+        assert "sweep: error: git ls-remote" in r.stderr and "Traceback" not in r.stderr
+    assert not pwned.exists()
+
+
 def test_serve_with_a_bad_port_says_so_in_one_line(tmp_path: Path) -> None:
     for port in ("99999", "-1", "x"):
         cmd = [sys.executable, "-m", "mnist_basics.cli", "serve", "--port", port]

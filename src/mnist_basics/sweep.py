@@ -24,6 +24,7 @@ from typing import Any
 
 MAX_RUNS = 10_000  # runs of one grid
 STEP_TIMEOUT = 3600.0  # seconds any one git or dvc command of a task may take
+GIT_PROTOCOLS = "file:git:http:https:ssh"  # GIT_ALLOW_PROTOCOL, unless the user set their own
 STAGE_ERROR = re.compile(r"^[\w.-]+: error: ")
 DVC = [sys.executable, "-m", "dvc"]
 
@@ -53,7 +54,10 @@ class Outcome:
 def _run(
     cmd: list[str], cwd: Path, timeout: float, env: dict | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`cmd` with its output captured and no stdin: nothing of a task waits on a terminal."""
+    """`cmd` with its output captured and no stdin: nothing of a task waits on a terminal; git
+    follows only the transports a repository is shared over (not `fd::`, `ext::`)."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("GIT_ALLOW_PROTOCOL", GIT_PROTOCOLS)
     quiet = {"capture_output": True, "text": True, "stdin": subprocess.DEVNULL}
     return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, **quiet)
 
@@ -77,6 +81,8 @@ def expand(params: list[str]) -> list[list[str]]:
         runs = math.prod(
             size(o.value()) for ovs in overrides.values() for o in to_hydra_overrides(ovs)
         )
+        if runs == 0:
+            raise SweepError(f"-S: the grid of {' '.join(params)} has no runs (an empty range?)")
         if runs > MAX_RUNS:  # counted before the grid is built: a range can be huge
             raise SweepError(f"-S: the grid has {runs} runs; at most {MAX_RUNS} are allowed")
         sweeps = get_hydra_sweeps(overrides)
@@ -152,7 +158,10 @@ def run_one(spec: Spec) -> Outcome:
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> str:
-    r = _run(["git", *args], repo, 300)
+    try:
+        r = _run(["git", *args], repo, 300)
+    except subprocess.TimeoutExpired:
+        raise SweepError(f"git {' '.join(args)}: no answer in 300 s") from None
     if check and r.returncode != 0:
         raise SweepError(f"git {' '.join(args)}: {reason_of(r.stderr or r.stdout)}")
     return r.stdout.strip()
