@@ -239,6 +239,17 @@ def test_a_value_with_braces_is_one_line() -> None:
         params_mod.validate({"data": {"digits": ["{a}"]}})
 
 
+def test_a_key_or_value_that_would_forge_lines_is_shown_escaped_and_short() -> None:
+    with pytest.raises(UserError) as e:
+        params_mod.validate({"evaluate": {"x\ny\x1b[31m": 1}})
+    assert str(e.value) == (
+        'params.yaml: unknown key evaluate."x\\ny\\u001b[31m" (= 1); allowed: evaluate.gallery'
+    )
+    with pytest.raises(UserError) as e:
+        params_mod.validate({"train": {"model": "a" * 5000}})
+    assert len(str(e.value)) < 500 and '"aaa...' not in str(e.value) and 'a..."' in str(e.value)
+
+
 def test_an_alias_bomb_is_shown_short_and_at_once() -> None:
     """Nine lines of aliases make a list of a billion entries; the error shows its start."""
     lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]

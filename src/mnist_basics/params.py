@@ -219,7 +219,8 @@ def _shown(v: Any, limit: int = 300, within: tuple[list, ...] = ()) -> str:
         return "{" + ", ".join(f"{_shown(k)}: {_shown(x, limit)}" for k, x in v.items()) + "}"
     if isinstance(v, float) and not math.isfinite(v):
         return {math.inf: ".inf", -math.inf: "-.inf"}.get(v, ".nan")
-    return json.dumps(v, ensure_ascii=False) if isinstance(v, bool | str) or v is None else str(v)
+    text = json.dumps(v, ensure_ascii=False) if isinstance(v, bool | str) or v is None else str(v)
+    return text if len(text) <= limit else text[:limit] + ('..."' if isinstance(v, str) else "...")
 
 
 WHY = {
