@@ -99,8 +99,8 @@ def test_one_output_alone_is_renamed_with_signals_held(
 
     def remove_then_ctrl_c(path: Path) -> None:
         real(path)
-        if path == tmp_path / "out":
-            signal.raise_signal(signal.SIGINT)  # between removing the old folder and the rename
+        if path.parent == tmp_path and (tmp_path / "out" / "new").exists():
+            signal.raise_signal(signal.SIGINT)  # as the swapped-out old folder is removed
 
     monkeypatch.setattr(atomic, "remove", remove_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt), atomic.atomic_path(tmp_path / "out", is_dir=True) as tmp:
@@ -139,3 +139,24 @@ def test_safetensors_outputs_follow_the_umask(tmp_path: Path, umask: int) -> Non
         os.umask(old)
     for f in (tmp_path / "model.safetensors", tmp_path / "tensors/train.safetensors"):
         assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f
+
+
+def test_a_folder_output_is_swapped_in_never_missing(tmp_path: Path, monkeypatch) -> None:
+    """A folder cannot be renamed over a folder; removing the old one first would leave a
+    moment (a kill -9) with neither. The two are exchanged in one step, then the old removed."""
+    target = tmp_path / "tensors"
+    target.mkdir()
+    (target / "train.safetensors").write_text("old")
+    removed: list[tuple[Path, bool]] = []
+    real_remove = atomic.remove
+
+    def watched(path: Path) -> None:
+        removed.append((path, (target / "train.safetensors").read_text() == "new"))
+        real_remove(path)
+
+    monkeypatch.setattr(atomic, "remove", watched)
+    with atomic.atomic_path(target, is_dir=True) as tmp:
+        (tmp / "train.safetensors").write_text("new")
+    assert (target / "train.safetensors").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["tensors"]
+    assert all(p != target and new_in_place for p, new_in_place in removed), removed

@@ -65,9 +65,24 @@ def _follow_umask(tmp: Path) -> None:
 
 def _rename(tmp: Path, target: Path) -> None:
     _follow_umask(tmp)
-    if tmp.is_dir() and not tmp.is_symlink():
-        remove(target)
+    if tmp.is_dir() and not tmp.is_symlink() and target.exists():
+        if _exchange(tmp, target):  # the new folder in place, the old one under tmp's name
+            remove(tmp)
+            return
+        remove(target)  # no renameat2 here: a kill -9 in between leaves no folder
     os.replace(tmp, target)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux's renameat2 RENAME_EXCHANGE): a folder cannot be renamed
+    over a folder, and removing the old one first leaves a moment with neither."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 @contextlib.contextmanager
