@@ -76,3 +76,29 @@ def test_way_back_after_a_failed_experiment_restores_every_file(
     status = proj.dvc("status")
     assert status.stdout.strip() == "Data and pipelines are up to date.", status.stdout
     assert_every_tracked_file_is_heads(proj)
+
+
+def test_way_back_keeps_the_users_own_work(dvc_project_factory, synthetic_37) -> None:
+    """An edit to a tracked file the run does not write, and an untracked file, survive it; a
+    file of the user's inside an output folder is not deleted without asking."""
+    proj = dvc_project_factory([str(synthetic_37)], [3, 7])
+    proj.dvc("repro")
+    (proj.path / "notes.md").write_text("mine\n")
+    proj.commit("first run")
+    proj.dvc("exp", "run", "-S", "train.lr=0.5")
+    (proj.path / "notes.md").write_text("mine, edited\n")
+    (proj.path / "todo.txt").write_text("untracked\n")
+    stray = proj.path / "data" / "tensors" / "mine.txt"
+    stray.write_text("in an output folder\n")
+    r = proj.run("bash", "-c", way_back(), check=False)
+    assert r.returncode != 0 and stray.read_text() == "in an output folder\n"
+    stray.unlink()
+    proj.run("bash", "-c", way_back())
+    assert (proj.path / "notes.md").read_text() == "mine, edited\n"
+    assert (proj.path / "todo.txt").read_text() == "untracked\n"
+    assert sorted(proj.git("status", "--porcelain").stdout.splitlines()) == [
+        " M notes.md",
+        "?? todo.txt",
+    ]
+    status = proj.dvc("status")
+    assert status.stdout.strip() == "Data and pipelines are up to date.", status.stdout
