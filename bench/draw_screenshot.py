@@ -56,7 +56,7 @@ def main() -> int:
         )
         server = Server(repo)
         try:
-            with Page(server.url, width=1000, height=480) as page:
+            with Page(server.url, width=1300, height=500) as page:
                 page.wait_for("document.getElementById('model-0').options.length > 0")
                 if args.compare:
                     page.evaluate(
