@@ -298,6 +298,35 @@ def test_a_seed_of_010_trains_with_seed_10(done: Path, tmp_path: Path) -> None:
     assert models[0] == models[1]
 
 
+def test_params_edited_while_the_stage_runs_fail_it(done: Path, tmp_path: Path) -> None:
+    """DVC reads params.yaml again after the stage, for dvc.lock: a value edited meanwhile would
+    be recorded beside a model trained with the old one, and `dvc status` would call it done."""
+    project = tmp_path / "p"
+    shutil.copytree(done, project, symlinks=True)
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("epochs: 2", "epochs: 400"))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "stages" / "train.py")],
+        cwd=project,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        while "epoch 1/400" not in (line := proc.stderr.readline()):
+            assert line, "the stage ended before its first epoch"
+        params.write_text(params.read_text().replace("epochs: 400", "epochs: 3"))
+        rest = proc.stderr.read()
+        proc.wait(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, rest
+    assert rest.strip().splitlines()[-1] == (
+        "train: error: params.yaml changed while the stage ran: dvc.lock would record values it "
+        "did not use, so it is not written; run it again"
+    )
+
+
 @pytest.mark.parametrize(
     ("make", "words"),
     [
