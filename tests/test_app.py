@@ -9,12 +9,15 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -259,41 +262,40 @@ def test_a_body_that_stops_or_trickles_costs_no_traceback_and_no_slot(repo: Path
     assert "Traceback" not in log, log
 
 
-def test_headers_that_never_end_hold_no_slot(repo: Path) -> None:
-    """More trickling clients than uvicorn's 64 slots, each sending part of its headers: each is
-    closed once HEADER_SECONDS have passed, and the server answers again."""
-    import socket
-    from urllib.parse import urlsplit
-
+@contextlib.contextmanager
+def raw_clients(repo: Path, n: int) -> Iterator[tuple[list[socket.socket], str]]:
+    """n raw connections to a new server, and its Host; afterwards the server must answer again
+    and have logged no traceback."""
     s = Server(repo)
     u = urlsplit(s.url)
-    slow = [socket.create_connection((u.hostname, u.port), timeout=30) for _ in range(70)]
+    clients = [socket.create_connection((u.hostname, u.port), timeout=30) for _ in range(n)]
     try:
-        for c in slow:
-            c.sendall(b"GET /models HTTP/1.1\r\nHo")
-        for c in slow:
-            assert c.recv(4096) == b""  # closed by the server, not a timeout here
+        yield clients, u.netloc
         assert s.get("models")[0]["id"] == "workspace"
     finally:
-        for c in slow:
+        for c in clients:
             c.close()
         s.stop()
     log = s.proc.stderr.read()
     assert "Traceback" not in log, log
 
 
+def test_headers_that_never_end_hold_no_slot(repo: Path) -> None:
+    """More trickling clients than uvicorn's 64 slots, each sending part of its headers: each is
+    closed once HEADER_SECONDS have passed, and the server answers again."""
+    with raw_clients(repo, 70) as (slow, _):
+        for c in slow:
+            c.sendall(b"GET /models HTTP/1.1\r\nHo")
+        for c in slow:
+            assert c.recv(4096) == b""  # closed by the server, not a timeout here
+
+
 def test_a_body_still_coming_after_the_answer_holds_no_slot(repo: Path) -> None:
     """Requests the server answers without reading their body (a GET, a foreign Host's 421)
     whose clients then send one more byte and wait: each is closed once HEADER_SECONDS have
     passed (uvicorn's keep-alive timer stops at that byte), and the server answers again."""
-    import socket
-    from urllib.parse import urlsplit
-
-    s = Server(repo)
-    u = urlsplit(s.url)
-    hosts = [u.netloc] * 60 + ["evil.example"] * 10
-    slow = [socket.create_connection((u.hostname, u.port), timeout=30) for _ in hosts]
-    try:
+    with raw_clients(repo, 70) as (slow, netloc):
+        hosts = [netloc] * 60 + ["evil.example"] * 10
         for c, host in zip(slow, hosts, strict=True):
             c.sendall(
                 f"GET /models HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000000\r\n\r\n".encode()
@@ -306,13 +308,6 @@ def test_a_body_still_coming_after_the_answer_holds_no_slot(repo: Path) -> None:
             with contextlib.suppress(ConnectionResetError):  # closed with our byte unread
                 while c.recv(65536):  # the rest of a long answer, then the close
                     pass
-        assert s.get("models")[0]["id"] == "workspace"
-    finally:
-        for c in slow:
-            c.close()
-        s.stop()
-    log = s.proc.stderr.read()
-    assert "Traceback" not in log, log
 
 
 def test_a_ref_name_that_is_not_utf8_is_listed_not_a_500(repo: Path, tmp_path: Path) -> None:
