@@ -10,8 +10,6 @@ on one drawing. The page loads nothing from outside the machine: no CDN, no web 
 telemetry. Install with `pip install -e '.[app]'`.
 """
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import base64
@@ -182,7 +180,7 @@ def refusal(host: str, origin: str | None, listen: str, server: tuple[str, int])
     return None
 
 
-def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> Starlette:
+def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
     """The ASGI app: GET / (the page), GET /models, POST /predict?model=REV (body: a PNG)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -318,7 +316,7 @@ def headers_in_time() -> type:
     return HeadersInTime
 
 
-def announce(server: uvicorn.Server) -> None:
+def announce(server: "uvicorn.Server") -> None:
     """Once uvicorn listens, print its address with the port the OS gave (--port 0)."""
     while not server.started:
         time.sleep(0.05)

@@ -5,8 +5,6 @@ point outside its folder, a link, a device or fifo is refused by name, and count
 capped: a hostile archive is one clear error, not a filled disk.
 """
 
-from __future__ import annotations
-
 import lzma
 import os
 import stat

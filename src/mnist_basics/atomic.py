@@ -1,8 +1,6 @@
 """Outputs appear whole or not at all: write to a temporary name beside the target, then rename.
 And the one reader of the stages' safetensors files, with one clear line when one is broken."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 import secrets

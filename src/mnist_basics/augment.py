@@ -4,8 +4,6 @@ Digits drawn by people or rendered from fonts are off MNIST's exact placement by
 and a few degrees (README, "Use the model"); a seeded generator gives the same batch bit for bit.
 """
 
-from __future__ import annotations
-
 import math
 
 import torch

@@ -1,8 +1,6 @@
 """The chapter's first idea, pixel similarity: the mean ("ideal") image of each digit, and each
 valid image classified as the digit whose ideal is nearest, by L1 and by RMSE."""
 
-from __future__ import annotations
-
 import json
 import logging
 from collections.abc import Callable

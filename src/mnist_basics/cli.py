@@ -2,8 +2,6 @@
 and `run(args) -> int`; a UserError it raises is one escaped `<command>: error: ...` line, exit 2.
 """
 
-from __future__ import annotations
-
 import argparse
 import importlib
 import os

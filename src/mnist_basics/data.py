@@ -1,7 +1,5 @@
 """The stacked tensors as the book uses them: float pixels in [0, 1], one row of 784 per image."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -2,8 +2,6 @@
 plots` and a gallery of its mistakes. Plain NumPy: torch's import costs more than all the work.
 """
 
-from __future__ import annotations
-
 import json
 import logging
 from pathlib import Path

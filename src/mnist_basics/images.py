@@ -1,7 +1,5 @@
 """Pictures worth looking at, drawn with Pillow: ideal digits, weight heat maps, a gallery."""
 
-from __future__ import annotations
-
 import io
 from pathlib import Path
 

@@ -5,8 +5,6 @@
 every fault is named at once, up to MAX_LISTED, since a user's own tree has no checksum.
 """
 
-from __future__ import annotations
-
 import io
 import re
 from collections.abc import Callable, Iterable

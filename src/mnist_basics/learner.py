@@ -4,8 +4,6 @@
 is a slice of a contiguous tensor on the device, not a DataLoader's item; the math and order stay.
 """
 
-from __future__ import annotations
-
 import logging
 import math
 import time

@@ -4,8 +4,6 @@ Every model maps x [N, 784] in [0, 1] to one logit per image (two digits, the bo
 one per class (more digits, softmax and cross-entropy).
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields

@@ -7,8 +7,6 @@ fastest this CPU has, the same bytes only on one CPU kind. The user's own settin
 variables are dropped. docs/reproducibility.md has what holds on which CPUs, measured.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

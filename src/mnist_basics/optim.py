@@ -1,7 +1,5 @@
 """Optimisers by name: the book's BasicOptim, and torch's SGD (momentum, weight decay) and Adam."""
 
-from __future__ import annotations
-
 from collections.abc import Iterable
 
 import torch

@@ -5,8 +5,6 @@ run used. It is parsed as DVC parses it (YAML 1.2): PyYAML's YAML 1.1 would read
 `yes` as true. docs/params.md's table is made from the schema (`python -m mnist_basics.params`).
 """
 
-from __future__ import annotations
-
 import json
 import math
 from pathlib import Path

@@ -4,8 +4,6 @@ A bad input is one line on stderr (`predict: error: <path>: <what is wrong>`, th
 and exit status 2; the other inputs are still predicted.
 """
 
-from __future__ import annotations
-
 import argparse
 import io
 import json

@@ -7,8 +7,6 @@ already in that form is used as it is, so a prediction on the pipeline's own PNG
 stage's.
 """
 
-from __future__ import annotations
-
 import io
 import warnings
 from dataclasses import dataclass

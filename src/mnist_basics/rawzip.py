@@ -5,8 +5,6 @@ are stored in canonical order, with a fixed date and mode, each PNG by the same 
 pixels give the same zip, so dvc.lock's MD5 of it holds across sources and machines.
 """
 
-from __future__ import annotations
-
 import logging
 import struct
 import zipfile

@@ -11,8 +11,6 @@ inlined. This module writes that page from the exactly pinned `vl-convert-python
     python -m mnist_basics.report --check    # exit 1 if the committed file is stale
 """
 
-from __future__ import annotations
-
 import argparse
 import sys
 from pathlib import Path

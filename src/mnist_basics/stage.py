@@ -4,8 +4,6 @@ A stage exits 0 with its outputs written atomically; 2 with one `<stage>: error:
 user's mistake; 130 on Ctrl-C, SIGTERM or its `dvc`'s death, the last good outputs kept.
 """
 
-from __future__ import annotations
-
 import _thread
 import contextlib
 import errno
@@ -89,7 +87,7 @@ def _exit(code: int, line: str = "") -> None:
 
 
 def run_stage(
-    name: str, main: Callable[[Params], None], outputs: Sequence[str | Path] = ()
+    name: str, main: Callable[["Params"], None], outputs: Sequence[str | Path] = ()
 ) -> None:
     """Check params, clear the stale temporaries of `outputs`, run `main(params)`, then exit."""
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s", stream=sys.stderr)

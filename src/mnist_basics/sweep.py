@@ -6,8 +6,6 @@ here. docs/sharing.md ("Sweeps across machines") says what every node needs; no 
 travels with a task.
 """
 
-from __future__ import annotations
-
 import argparse
 import math
 import os

@@ -4,8 +4,6 @@ The PNGs are the members of data/raw.zip, decoded by Pillow as the book does (`I
 the arrays are written as safetensors, never pickle. No torch import: it costs more than the work.
 """
 
-from __future__ import annotations
-
 import logging
 from pathlib import Path
 

@@ -1,8 +1,6 @@
 """The train stage's work: params to a Learner, a fitted model, its curves and weights picture,
 and its logits for the valid split (what the evaluate stage reads)."""
 
-from __future__ import annotations
-
 import json
 import logging
 import os

@@ -4,8 +4,6 @@ Our machines reach no internet but the package index, so a source must fail in s
 server, and a body bringing less than MIN_PROGRESS bytes a `timeout`, are given up.
 """
 
-from __future__ import annotations
-
 import hashlib
 import http.client
 import socket

