@@ -121,6 +121,51 @@ def test_a_huge_extended_header_is_refused_before_it_is_read(tmp_path: Path, kin
         archives.tar_entries(_write(tmp_path, gzip.compress(raw, 9, mtime=0)))
 
 
+def test_extended_headers_together_are_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One 8 KiB pax header before each member: each under the cap, but 100,000 of them would
+    cost Python 3.11.7's tarfile hours. Their total cost has a cap of its own."""
+    monkeypatch.setattr(archives, "MAX_EXTENDED_COST", 10 * 8000**2)
+    h = tarfile.TarInfo("././@PaxHeader")
+    h.type, h.size = tarfile.XHDTYPE, 8000
+    pax = h.tobuf(format=tarfile.USTAR_FORMAT) + b"0" * h.size + bytes(-h.size % 512)
+    raw = b"".join(pax + member(f"top/train/3/{i}.png").tobuf() for i in range(20))
+    with pytest.raises(
+        UserError, match=r"cannot read the archive: more extended headers than a tar of PNGs needs"
+    ):
+        archives.tar_entries(_write(tmp_path, gzip.compress(raw + bytes(1024), 9, mtime=0)))
+
+
+def _old_gnu_sparse(extension_blocks: int) -> bytes:
+    """A type-S member whose map goes on for `extension_blocks` blocks of 512 bytes."""
+    h = tarfile.TarInfo("top/train/3/1.png")
+    h.type = tarfile.GNUTYPE_SPARSE
+    head = bytearray(h.tobuf(format=tarfile.GNU_FORMAT))
+    head[482] = 1  # "isextended": another block of the map follows
+    head[148:156] = b"        "
+    head[148:156] = b"%06o\0 " % sum(head[:512])
+    more = bytearray(512)
+    more[504] = 1
+    return bytes(head) + bytes(more) * extension_blocks + bytes(512) + bytes(1024)
+
+
+def _pax_sparse(numbers: int) -> bytes:
+    """A member whose GNU sparse 1.0 map says it holds `numbers` numbers."""
+    m = tarfile.TarInfo("top/train/3/1.png")
+    m.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "1"}
+    head = m.tobuf(format=tarfile.PAX_FORMAT) + b"%d\n" % numbers
+    return head + b"1\n" * 2 * numbers + bytes(1024)
+
+
+@pytest.mark.parametrize("raw", [_old_gnu_sparse(100_000), _pax_sparse(1_000_000)])
+def test_a_sparse_member_is_refused_before_its_map_is_read(tmp_path: Path, raw: bytes) -> None:
+    """tarfile reads a sparse map, however long, before the member (of size 0) meets any cap:
+    a 200 KB .tgz took 78 s and 5 GB."""
+    with pytest.raises(UserError, match=r"cannot read the archive: a sparse member"):
+        archives.tar_entries(_write(tmp_path, gzip.compress(raw, 9, mtime=0)))
+
+
 def test_a_pax_header_of_a_usual_size_is_read(tmp_path: Path) -> None:
     """A long name, which tar writes as a pax header, still reads."""
     name = "top/train/3/" + "d" * 150 + "/1.png"

@@ -23,6 +23,9 @@ MAX_MEMBERS = 100_000  # fast.ai's mnist_png.tgz has about 70,000
 MAX_BYTES = 1 << 30
 MAX_MEMBER_BYTES = 1 << 20  # a 28x28 PNG is under 1 KB
 MAX_EXTENDED_HEADER = 8192  # a pax or GNU long-name header; a PNG member's is under 1 KB
+# Python's tarfile (before 3.11.10) parses an extended header in time that grows with the square of
+# its size: the archive's headers together may cost this many bytes squared (a few seconds here)
+MAX_EXTENDED_COST = 1 << 32
 EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 EXTENDED += (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 M = TypeVar("M")
@@ -73,11 +76,22 @@ class _Header(tarfile.TarInfo):
             raise tarfile.ReadError(f"a damaged member header ({e})") from None
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        # tarfile reads an extended header whole and parses it in quadratic time (before Python
-        # 3.11.10), before any member reaches the caps: a 2 MB .tgz could cost gigabytes and hours
-        if self.type in EXTENDED and self.size > MAX_EXTENDED_HEADER:
-            raise _Refused(f"an extended header of {self.size:,} bytes")
+        # tarfile reads an extended header whole and parses it in quadratic time, before any
+        # member reaches the caps: a 2 MB .tgz could cost gigabytes and hours
+        if self.type in EXTENDED:
+            cost = getattr(tarfile_, "extended_cost", 0) + self.size**2
+            if self.size > MAX_EXTENDED_HEADER:
+                raise _Refused(f"an extended header of {self.size:,} bytes")
+            if cost > MAX_EXTENDED_COST:
+                raise _Refused("more extended headers than a tar of PNGs needs")
+            tarfile_.extended_cost = cost  # type: ignore[attr-defined]
         return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+    def _refuse_sparse(self, *args: object) -> None:
+        # tarfile reads a sparse member's map, unbounded, before the member reaches the caps
+        raise _Refused("a sparse member (a PNG is a plain file)")
+
+    _proc_sparse = _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
 
 
 def _read_to_the_end(tf: tarfile.TarFile, where: str) -> None:
