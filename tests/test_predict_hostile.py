@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from PIL import Image, ImageDraw
 from use_models import glyph_data, write_model
@@ -286,6 +287,23 @@ def test_a_spec_with_bad_digits_is_refused(workspace: Path, capsys, digits, loss
     assert code == 2 and out == "" and len(err.splitlines()) == 1
     assert err.startswith("predict: error: models/model.safetensors: its spec metadata")
     assert "digits" in err
+
+
+@pytest.mark.parametrize(("key", "value"), [("hidden", 500_000), ("width", 100_000)])
+def test_a_spec_beyond_the_params_bounds_is_refused_before_it_is_built(
+    workspace: Path, capsys, key: str, value: int
+) -> None:
+    """A 228-byte model file of a million hidden units cost 1.8 GB before its weights were
+    found not to fit."""
+    spec = {"model": "simple_net" if key == "hidden" else "cnn", "digits": [3, 7]}
+    spec |= {"loss_func": "mnist_loss", "hidden": 30, "init_std": 1.0, "width": 16, key: value}
+    data = safetensors.torch.save({"x": torch.zeros(1)}, {"spec": json.dumps(spec)})
+    (workspace / "models" / "model.safetensors").write_bytes(data)
+    seven().save("s.png")
+    code, out, err = cli(capsys, "s.png")
+    assert code == 2 and out == ""
+    assert err.startswith("predict: error: models/model.safetensors: its spec metadata")
+    assert f"train.{key} = {value} is invalid" in err and len(err.splitlines()) == 1
 
 
 # --- what is not a regular file, or cannot be read ------------------------------------------

@@ -17,6 +17,7 @@ from torch import nn
 
 from mnist_basics import atomic
 from mnist_basics.errors import BadFile, UserError
+from mnist_basics.params import validate
 
 
 @dataclass(frozen=True)
@@ -158,12 +159,13 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
         raw = json.loads(meta["spec"])
         if set(raw) != {f.name for f in fields(ModelSpec)}:
             raise KeyError(f"fields {sorted(raw)}")
-        d = raw["digits"]
-        if len({x for x in d if type(x) is int and 0 <= x <= 9}) != len(d) or len(d) < 2:
-            raise ValueError(f"digits {d} are not two or more distinct digits 0-9")
-        if raw.get("loss_func") == "mnist_loss" and len(d) != 2:
-            raise ValueError(f"mnist_loss gives one logit: two digits, not {len(d)}")
+        # the bounds of params.yaml: a spec of a million hidden units would cost gigabytes
+        train = {k: v for k, v in raw.items() if k != "digits"}
+        validate({"data": {"digits": raw["digits"]}, "train": train})
         spec = ModelSpec(**{**raw, "digits": tuple(raw["digits"])})
+    except UserError as e:
+        why = str(e).removeprefix("params.yaml: ")
+        raise BadFile(path, f"its spec metadata is not this version's ({why})") from None
     except (ValueError, TypeError, KeyError) as e:
         raise BadFile(path, f"its spec metadata is not this version's ({e})") from None
     model = build_model(spec)
