@@ -8,7 +8,8 @@ from mnist_basics.stage import run_stage
 OUTPUTS = (
     "models/model.safetensors",
     "models/valid_logits.safetensors",
-    "metrics/train",
+    "metrics/train/metrics.json",
+    "metrics/train/plots",
     "plots/train",
 )
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mnist_basics import atomic
+from mnist_basics.errors import UserError
 
 
 @pytest.fixture
@@ -56,14 +57,37 @@ def test_a_group_that_succeeds_replaces_every_output(tmp_path: Path) -> None:
     logits, model = _old_outputs(tmp_path)
     with atomic.together():
         with atomic.atomic_path(tmp_path / "plots", is_dir=True) as tmp:
-            (tmp / "b.png").write_bytes(b"new plot")
+            (tmp / "a.png").write_bytes(b"new plot")
+            (tmp / "b.png").write_bytes(b"another")
         atomic.write_bytes(logits, b"new logits")
         atomic.write_bytes(model, b"new model")
     assert _files(tmp_path) == {
-        "plots/b.png": b"new plot",
+        "plots/a.png": b"new plot",
+        "plots/b.png": b"another",
         "logits": b"new logits",
         "model": b"new model",
     }
+
+
+@pytest.mark.parametrize("mine", ["notes.txt", "sub/notes.txt", "link"])
+def test_a_file_the_stage_did_not_write_stops_the_folder_swap(tmp_path: Path, mine: str) -> None:
+    """A folder output is replaced whole: a user's file in it would be lost with the old folder.
+    The whole group keeps its old outputs, and the file stays."""
+    logits, _ = _old_outputs(tmp_path)
+    user_file = tmp_path / "plots" / mine
+    user_file.parent.mkdir(exist_ok=True)
+    if mine == "link":
+        user_file.symlink_to(tmp_path / "model")
+    else:
+        user_file.write_text("mine")
+    before = _files(tmp_path)
+    with pytest.raises(UserError) as e, atomic.together():
+        atomic.write_bytes(logits, b"new logits")
+        with atomic.atomic_path(tmp_path / "plots", is_dir=True) as tmp:
+            (tmp / "a.png").write_bytes(b"new plot")
+    assert str(e.value).startswith(f"{user_file}: not a file this stage writes, in its output")
+    assert _files(tmp_path) == before  # and no temporary left
+    assert os.path.lexists(user_file)
 
 
 def test_ctrl_c_during_the_renames_waits_until_they_are_done(
@@ -80,10 +104,10 @@ def test_ctrl_c_during_the_renames_waits_until_they_are_done(
     monkeypatch.setattr(atomic, "_rename", rename_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt), atomic.together():
         with atomic.atomic_path(tmp_path / "plots", is_dir=True) as tmp:
-            (tmp / "b.png").write_bytes(b"new plot")
+            (tmp / "a.png").write_bytes(b"new plot")
         atomic.write_bytes(model, b"new model")
     assert _files(tmp_path) == {
-        "plots/b.png": b"new plot",
+        "plots/a.png": b"new plot",
         "logits": b"old logits",
         "model": b"new model",
     }
@@ -94,18 +118,18 @@ def test_one_output_alone_is_renamed_with_signals_held(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ctrl_c_raises: None
 ) -> None:
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old").write_bytes(b"old")
+    (tmp_path / "out" / "x").write_bytes(b"old")
     real = atomic.remove
 
     def remove_then_ctrl_c(path: Path) -> None:
         real(path)
-        if path.parent == tmp_path and (tmp_path / "out" / "new").exists():
+        if path.parent == tmp_path and (tmp_path / "out" / "x").read_bytes() == b"new":
             signal.raise_signal(signal.SIGINT)  # as the swapped-out old folder is removed
 
     monkeypatch.setattr(atomic, "remove", remove_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt), atomic.atomic_path(tmp_path / "out", is_dir=True) as tmp:
-        (tmp / "new").write_bytes(b"new")
-    assert _files(tmp_path) == {"out/new": b"new"}
+        (tmp / "x").write_bytes(b"new")
+    assert _files(tmp_path) == {"out/x": b"new"}
 
 
 def test_clear_stale_removes_only_the_temporaries_atomic_path_makes(tmp_path: Path) -> None:

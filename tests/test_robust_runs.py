@@ -271,6 +271,30 @@ def test_a_failed_repro_keeps_every_output(
     assert temporaries(project.path) == []
 
 
+def test_a_users_file_in_an_output_folder_stops_the_run_and_stays(
+    project: DvcProject, good: dict[str, str]
+) -> None:
+    """plots/train is replaced whole by each run: a file of the user's in it stops the run, one
+    line, before it is lost; beside the outputs, in metrics/train, a file stays."""
+    mine = {"metrics/train/NOTES.md": b"my notes", "plots/train/mine.txt": b"mine"}
+    for name, data in mine.items():
+        (project.path / name).write_bytes(data)
+    project.set_params(train={"epochs": 2})
+    r = project.dvc("repro", check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out, out
+    assert _error_lines(out) == [
+        "train: error: plots/train/mine.txt: not a file this stage writes, in its output folder "
+        "plots/train, which a run replaces whole; move it elsewhere (no output was replaced)"
+    ]
+    hashes = {name: hashlib.sha256(data).hexdigest() for name, data in mine.items()}
+    assert outputs(project.path) == {**good, **hashes}
+    (project.path / "plots/train/mine.txt").unlink()
+    project.dvc("repro")
+    assert (project.path / "metrics/train/NOTES.md").read_bytes() == b"my notes"
+    (project.path / "metrics/train/NOTES.md").unlink()
+
+
 def test_a_section_no_stage_reads_is_named_by_the_next_repro(
     project: DvcProject, good: dict[str, str]
 ) -> None:

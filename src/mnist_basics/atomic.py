@@ -93,6 +93,8 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         tmp.mkdir()  # the user's usual mode, as for any folder they make (mkdtemp's is 0700)
     try:
         yield tmp
+        if is_dir and target.is_dir() and not target.is_symlink():
+            _refuse_foreign(target, tmp)
         if _held:
             _held[-1].append((tmp, target))
         else:
@@ -101,6 +103,19 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     except BaseException:
         remove(tmp)
         raise
+
+
+def _refuse_foreign(old: Path, new: Path) -> None:
+    """A folder output is replaced whole: a file in it that its stage did not write this time (a
+    user's notes) would go with it, so it stops the run instead, as `dvc checkout` would."""
+    for top, dirs, names in os.walk(old):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+            path = Path(top, name)
+            if not os.path.lexists(new / path.relative_to(old)):
+                raise UserError(
+                    f"{path}: not a file this stage writes, in its output folder {old}, which "
+                    "a run replaces whole; move it elsewhere (no output was replaced)"
+                )
 
 
 @contextlib.contextmanager

@@ -120,7 +120,9 @@ def evaluate(
     tiles = [images.grey(pixels[i] / np.float32(255), scale=3) for i in wrong]
     captions = [f"{names[classes[i]]} as {names[pred[i]]}" for i in wrong]
     with atomic.together(), atomic.atomic_path(plots_dir, is_dir=True) as tmp:
-        images.save_png(images.labelled_grid(tiles, captions), tmp / "misclassified.png")
+        (tmp / "misclassified.png").write_bytes(
+            images.png_bytes(images.labelled_grid(tiles, captions))
+        )
         atomic.write_text(confusion_path, json.dumps(rows, separators=(",", ":")) + "\n")
         atomic.write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     logging.getLogger("mnist_basics").info(

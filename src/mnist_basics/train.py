@@ -139,26 +139,32 @@ def train(p: Params) -> list[EpochStats]:
     logits = predict(model, valid_split.x)
     learn.check_saturated(logits)
     with atomic.together():  # the model, its logits, curves and picture: all new, or all old
-        with atomic.atomic_path(LIVE, is_dir=True) as live_dir:
-            write_curves(history, live_dir)
+        with (
+            atomic.atomic_path(LIVE / "metrics.json") as summary,
+            atomic.atomic_path(LIVE / "plots", is_dir=True) as curves,
+        ):  # the folder's two outputs: a file of the user's beside them stays
+            write_curves(history, summary, curves)
         with atomic.atomic_path(PLOTS, is_dir=True) as plots_dir:
-            images.save_png(weights_picture(model, spec, tp.seed), plots_dir / "weights.png")
+            (plots_dir / "weights.png").write_bytes(
+                images.png_bytes(weights_picture(model, spec, tp.seed))
+            )
         save_tensors({"logits": logits}, spec, LOGITS)
         save_tensors(model.state_dict(), spec, MODEL)
     return history
 
 
-def write_curves(history: list[EpochStats], folder: Path) -> None:
-    """The epochs' figures in dvclive's layout; not by dvclive, which costs more than training."""
+def write_curves(history: list[EpochStats], summary_file: Path, plots: Path) -> None:
+    """The epochs' figures in dvclive's layout (metrics.json and plots/metrics/) under its folder;
+    not by dvclive, which costs more than training."""
     last = history[-1]
     summary = {
         "train": {"loss": last.train_loss},
         "valid": {"loss": last.valid_loss, "accuracy": last.valid_accuracy},
         "step": last.epoch,
     }
-    (folder / "metrics.json").write_text(json.dumps(summary, indent=4, allow_nan=False) + "\n")
+    summary_file.write_text(json.dumps(summary, indent=4, allow_nan=False) + "\n")
     for curve in ("train/loss", "valid/loss", "valid/accuracy"):  # EpochStats' train_loss, ...
-        tsv = folder / "plots" / "metrics" / f"{curve}.tsv"
+        tsv = plots / "metrics" / f"{curve}.tsv"
         tsv.parent.mkdir(parents=True, exist_ok=True)
         rows = [f"step\t{curve.split('/')[1]}"]
         rows += [f"{s.epoch}\t{getattr(s, curve.replace('/', '_'))}" for s in history]
