@@ -24,6 +24,8 @@ from dvc_fixtures import DvcProject
 from ray_cluster import RayCluster, ray_cluster  # noqa: F401  (fixture)
 from share_fixtures import clone, copy_project, reproduced, with_origin  # noqa: F401
 
+from mnist_basics.sweep import Spec, run_one
+
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 LRS = ("0.1", "0.5", "1.0", "-1")
@@ -131,3 +133,19 @@ def test_sweep_from_a_node_reaches_the_cluster_by_its_gcs_address(
     assert re.search(r"^sweep: 1 runs .* Ray cluster of 2 node\(s\), 2 CPU\(s\)$", text, re.M), text
     assert "0 of 1 runs landed" in text, text
     assert re.search(r"^\s+train: error: params\.yaml: train\.lr = -1\b", text, re.M), text
+
+
+def test_a_run_whose_name_the_origin_has_is_not_reported_landed(
+    team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's `dvc exp push` finds a run of its name on the origin already (a sweep of the
+    same name started elsewhere meanwhile): DVC says "No experiments to push" and exits 0."""
+    proj, origin = team
+    for var, value in proj.env.items():
+        monkeypatch.setenv(var, value)
+    commit = proj.git("rev-parse", "HEAD").stdout.strip()
+    first = run_one(Spec("twice", ["train.epochs=2"], str(origin), commit))
+    again = run_one(Spec("twice", ["train.epochs=3"], str(origin), commit))
+    assert first.ok, first.reason
+    assert not again.ok
+    assert again.reason == "dvc exp push: the origin's twice is not this run (it was there already)"

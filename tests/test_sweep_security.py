@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from mnist_basics.sweep import SweepError, exp_ref, run_name
+
 
 def sweep(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "mnist_basics.cli", "sweep", *args]
@@ -64,3 +68,32 @@ def test_serve_with_a_bad_port_says_so_in_one_line(tmp_path: Path) -> None:
         r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, r.stderr
         assert "is not a port" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_name_taken_by_an_experiment_is_refused_before_ray_starts(tmp_path: Path) -> None:
+    """`dvc exp push` of a run whose name the origin has already says "No experiments to push"
+    and exits 0: a second sweep of one commit would report runs it never landed."""
+    repo, origin = git_repo(tmp_path / "repo"), git_repo(tmp_path / "origin")
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    subprocess.run(["git", "push", "-q", str(origin), "HEAD:refs/heads/x"], cwd=repo, check=True)
+    for where, name in ((origin, "grid-2"), (repo, "mine-1")):
+        subprocess.run(["git", "update-ref", exp_ref(commit, name), "HEAD"], cwd=where, check=True)
+    for name in ("grid", "mine"):
+        r = sweep(repo, "--origin", str(origin), "-n", name, "-S", "train.lr=0.1,0.2")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().splitlines() == [
+            f"sweep: error: -n {name}: experiments {name}-1 ... {name}-2 of commit {commit[:7]} "
+            "exist already, here or on the origin; give another name"
+        ]
+
+
+def test_the_default_name_is_the_first_free_one() -> None:
+    commit = "a53f09e" + "0" * 33
+    assert run_name(None, commit, set(), 3) == "sweep-a53f09e"
+    taken = {"sweep-a53f09e-2", "sweep2-a53f09e-1", "other-1"}
+    assert run_name(None, commit, taken, 3) == "sweep3-a53f09e"
+    assert run_name(None, commit, taken, 1) == "sweep-a53f09e"  # only sweep-a53f09e-1 is needed
+    with pytest.raises(SweepError, match=r"-n other: experiments other-1 \.\.\. other-2 of commit"):
+        run_name("other", commit, taken, 2)

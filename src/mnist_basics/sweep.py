@@ -7,6 +7,7 @@ travels with a task.
 """
 
 import argparse
+import itertools
 import math
 import os
 import re
@@ -150,9 +151,27 @@ def run_one(spec: Spec) -> Outcome:
                 if step != "dvc exp run":
                     reason = f"{step}: {reason}"
                 break
+        else:
+            reason = _not_pushed(repo, spec, env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return Outcome(not reason, time.monotonic() - start, _node(), reason)
+
+
+def exp_ref(commit: str, name: str) -> str:
+    """Where DVC keeps experiment `name` of baseline `commit`."""
+    return f"refs/exps/{commit[:2]}/{commit[2:]}/{name}"
+
+
+def _not_pushed(repo: Path, spec: Spec, env: dict) -> str:
+    """Why the run is not on the origin, if it is not: `dvc exp push` exits 0 with "No
+    experiments to push" when another run of the name is there already."""
+    ref = exp_ref(spec.commit, spec.name)
+    here = _run(["git", "rev-parse", "-q", "--verify", ref], repo, 60, env).stdout.split()
+    there = _run(["git", "ls-remote", "--", "origin", ref], repo, STEP_TIMEOUT, env).stdout.split()
+    if here and there[:1] == here:
+        return ""
+    return f"dvc exp push: the origin's {spec.name} is not this run (it was there already)"
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> str:
@@ -187,6 +206,33 @@ def _check_on_origin(repo: Path, origin: str, commit: str) -> None:
         for sha in heads
     ):
         raise SweepError(f"commit {commit[:7]} is not on {origin}: `git push` it first")
+
+
+def run_name(given: str | None, commit: str, taken: set[str], runs: int) -> str:
+    """NAME of the runs NAME-1 ... NAME-N: the one given, or the first free of sweep-<sha>,
+    sweep2-<sha>, ...; never a name of an experiment of `commit` already made."""
+
+    def free(name: str) -> bool:
+        return not taken & {f"{name}-{i}" for i in range(1, runs + 1)}
+
+    if given is not None:
+        if not free(given):
+            raise SweepError(
+                f"-n {given}: experiments {given}-1 ... {given}-{runs} of commit {commit[:7]} "
+                "exist already, here or on the origin; give another name"
+            )
+        return given
+    names = (f"sweep{k if k > 1 else ''}-{commit[:7]}" for k in itertools.count(1))
+    return next(name for name in names if free(name))
+
+
+def _experiments(repo: Path, origin: str, commit: str) -> set[str]:
+    """The names of `commit`'s experiments here and on the origin."""
+    prefix = exp_ref(commit, "")
+    there = _git(repo, "ls-remote", "--", origin, prefix + "*").splitlines()
+    here = _git(repo, "for-each-ref", "--format=%(refname)", "--", prefix).splitlines()
+    refs = [line.split()[-1] for line in there if line] + here
+    return {ref.removeprefix(prefix) for ref in refs if ref.startswith(prefix)}
 
 
 def _ray_init(address: str | None) -> Any:
@@ -239,7 +285,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="git URL every task clones and pushes its experiment to (default: the "
         "repo's `origin` remote); it must hold HEAD",
     )
-    add("-n", "--name", help="runs are NAME-1 ... NAME-N (default: sweep-<HEAD's short sha>)")
+    add(
+        "-n",
+        "--name",
+        help="runs are NAME-1 ... NAME-N (default: sweep-<HEAD's short sha>, or sweep2-, ... "
+        "when a sweep of HEAD has that name)",
+    )
     add("--num-cpus", type=float, default=1.0, help="CPUs Ray reserves for each run (default 1)")
     add(
         "--no-pull",
@@ -266,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
                 f"starts from commit {commit[:7]}",
                 error=True,
             )
-        name = args.name or f"sweep-{commit[:7]}"
+        name = run_name(args.name, commit, _experiments(repo, origin_url, commit), len(runs))
         specs = [Spec(f"{name}-{i}", ovs, origin_url, commit) for i, ovs in enumerate(runs, 1)]
         ray = _ray_init(args.address)
     except SweepError as e:
