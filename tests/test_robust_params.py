@@ -303,6 +303,9 @@ def test_params_edited_while_the_stage_runs_fail_it(done: Path, tmp_path: Path) 
     be recorded beside a model trained with the old one, and `dvc status` would call it done."""
     project = tmp_path / "p"
     shutil.copytree(done, project, symlinks=True)
+    before = {
+        p: p.read_bytes() for p in project.rglob("*") if p.is_file() and p.name != "params.yaml"
+    }
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("epochs: 2", "epochs: 400"))
     proc = subprocess.Popen(
@@ -323,8 +326,12 @@ def test_params_edited_while_the_stage_runs_fail_it(done: Path, tmp_path: Path) 
     assert proc.returncode == 2, rest
     assert rest.strip().splitlines()[-1] == (
         "train: error: params.yaml changed while the stage ran: dvc.lock would record values it "
-        "did not use, so it is not written; run it again"
+        "did not use, so no output was replaced; run it again"
     )
+    after = {
+        p: p.read_bytes() for p in project.rglob("*") if p.is_file() and p.name != "params.yaml"
+    }
+    assert after == before  # the last good outputs, and no temporary
 
 
 @pytest.mark.parametrize(

@@ -120,7 +120,11 @@ def _refuse_foreign(old: Path, new: Path) -> None:
 
 @contextlib.contextmanager
 def together() -> Iterator[None]:
-    """The outputs a block writes with `atomic_path` all replace their targets, or none does."""
+    """The outputs a block writes with `atomic_path` all replace their targets, or none does;
+    inside another such block, when that one ends."""
+    if _held:
+        yield
+        return
     held: list[tuple[Path, Path]] = []
     _held.append(held)
     try:

@@ -99,12 +99,13 @@ def run_stage(
         p = params.load("params.yaml")
         for out in outputs:
             atomic.clear_stale(Path(out))
-        main(p)
-        if params.load("params.yaml") != p:  # DVC reads the file again to write dvc.lock
-            raise UserError(
-                "params.yaml changed while the stage ran: dvc.lock would record values it did "
-                "not use, so it is not written; run it again"
-            )
+        with atomic.together():  # no output replaced before params.yaml is read again
+            main(p)
+            if params.load("params.yaml") != p:  # DVC reads it again to write dvc.lock
+                raise UserError(
+                    "params.yaml changed while the stage ran: dvc.lock would record values it "
+                    "did not use, so no output was replaced; run it again"
+                )
     except KeyboardInterrupt:
         end_children()
         _exit(130, f"{name}: interrupted; the last good outputs are left as they were")

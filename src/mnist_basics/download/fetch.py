@@ -1,4 +1,4 @@
-"""HTTP(S) and file:// downloads with urllib: a timeout on every read, a size cap, a temp name.
+"""HTTP(S) and file:// downloads with urllib: a timeout on every read, a size cap.
 
 Our machines reach no internet but the package index, so a source must fail in seconds: a stalled
 server, and a body bringing less than MIN_PROGRESS bytes a `timeout`, are given up.
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from mnist_basics.atomic import atomic_path
 from mnist_basics.errors import UserError
 
 MIN_PROGRESS = 1 << 10  # bytes per `timeout` seconds: a byte a second is no progress
@@ -112,11 +111,11 @@ def _watched(work: Callable[[], None], got: list[int], timeout: float) -> None:
 
 
 def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> None:
-    """Download `url` to `dest` via a temporary name; a FetchError if it is short, long or slow."""
+    """Download `url` to `dest` in a scratch folder; a FetchError if it is short, long or slow."""
     check_scheme(url)
     got = [0]
     try:
-        with atomic_path(dest) as tmp, tmp.open("wb") as out:
+        with dest.open("wb") as out:
             _watched(lambda: _transfer(url, out, timeout, max_bytes, got), got, timeout)
     except (UserError, OSError, http.client.HTTPException) as e:
         host_failed = isinstance(e, urllib.error.URLError | TimeoutError | ConnectionError)
