@@ -16,7 +16,6 @@ import base64
 import concurrent.futures
 import contextlib
 import functools
-import io
 import re
 import sys
 import threading
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from mnist_basics import predict
+from mnist_basics import images, predict
 from mnist_basics.errors import UserError
 from mnist_basics.preprocess import ImageError, prepare
 
@@ -107,9 +106,7 @@ def model_at(rev: str, repo: Path) -> predict.LoadedModel:
 
 
 def png_data_url(image: Image.Image) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(images.png_bytes(image)).decode()
 
 
 def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:

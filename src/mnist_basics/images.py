@@ -9,11 +9,15 @@ from PIL import Image, ImageDraw, ImageFont
 from mnist_basics import atomic
 
 
-def save_png(img: Image.Image, path: Path) -> None:
-    """Write a PNG atomically (and deterministically: no timestamps in PNG chunks)."""
+def png_bytes(img: Image.Image) -> bytes:
+    """The image as a PNG, deterministically: no timestamps in PNG chunks."""
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
-    atomic.write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(img: Image.Image, path: Path) -> None:
+    atomic.write_bytes(path, png_bytes(img))
 
 
 def grey(pixels: np.ndarray, scale: int = 4) -> Image.Image:

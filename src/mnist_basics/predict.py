@@ -6,7 +6,6 @@ and exit status 2; the other inputs are still predicted.
 
 import argparse
 import functools
-import io
 import json
 import os
 import re
@@ -18,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_basics import atomic
+from mnist_basics import atomic, images
 from mnist_basics.errors import BadFile, UserError, printable
 from mnist_basics.preprocess import ImageError, Prepared, prepare
 
@@ -263,10 +262,8 @@ def _exists(path: Path) -> str:
 def write_shown(prepared: Prepared, target: Path) -> None:
     """One --show image, written whole and never over a file made since shown_paths looked."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    prepared.image().save(buf, format="PNG")
     try:
-        atomic.write_new(target, buf.getvalue())
+        atomic.write_new(target, images.png_bytes(prepared.image()))
     except FileExistsError:
         raise UserError(_exists(target)) from None
 
