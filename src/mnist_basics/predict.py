@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_basics import atomic, images
+from mnist_basics import archives, atomic, images
 from mnist_basics.errors import BadFile, UserError, printable
 from mnist_basics.preprocess import ImageError, Prepared, prepare
 
@@ -188,14 +188,8 @@ def image_files(folder: Path, errors: list[tuple[str, str]]) -> list[Path]:
     from PIL import Image
 
     known = {e.lower() for e in Image.registered_extensions()}
-    found = []
-    walk = os.walk(str(folder), onerror=lambda e: errors.append((e.filename, _why(e))))
-    for top, dirs, names in walk:
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [
-            Path(top, n) for n in names if not n.startswith(".") and Path(n).suffix.lower() in known
-        ]
-    return sorted(found)
+    walk = archives.visible_files(folder, lambda e: errors.append((e.filename, _why(e))))
+    return sorted(p for p in walk if p.suffix.lower() in known)
 
 
 def expand(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
