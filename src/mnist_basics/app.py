@@ -60,11 +60,10 @@ def list_revisions(repo: Path) -> list[dict]:
 
 @functools.lru_cache(maxsize=256)
 def _commit(repo: Path, rev: str, refs: tuple[str, ...]) -> str | None:
-    try:
-        r = predict.git(repo, "rev-parse", "-q", "--verify", "--end-of-options", rev + "^{commit}")
-    except predict.NO_GIT:
-        return None
-    return r.stdout.strip() if r.returncode == 0 else None
+    """The commit a hex id names, as `predict --rev` resolves it; None for no commit."""
+    with contextlib.suppress(UserError):
+        return predict.commit_of(rev, str(repo))
+    return None
 
 
 def commit_of(rev: str, repo: Path) -> str:
