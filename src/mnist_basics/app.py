@@ -16,9 +16,7 @@ import base64
 import concurrent.futures
 import contextlib
 import functools
-import io
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -27,8 +25,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from mnist_basics import images, predict
 from mnist_basics.errors import UserError
-from mnist_basics.predict import MODEL_PATH, WORKSPACE, LoadedModel, load, predict_prepared
 from mnist_basics.preprocess import ImageError, prepare
 
 if TYPE_CHECKING:  # imported only to serve: the missing `app` extra is then one clear line
@@ -46,61 +44,33 @@ PREPARING = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="prepare
 TOO_LARGE = {"error": f"image larger than {MAX_BODY} bytes"}
 
 
-def _lines(args: list[str], cwd: Path) -> list[str]:
-    """A command's non-empty output lines; none if it fails (no DVC, not a git repository)."""
-    try:
-        r = subprocess.run(args, cwd=cwd, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    out = r.stdout.decode(errors="replace")  # a ref name need not be UTF-8
-    return [s.strip() for s in out.splitlines() if s.strip()] if r.returncode == 0 else []
-
-
-EXP_REF = re.compile(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/(.+)")  # where DVC keeps experiments
-KINDS = {"refs/heads/": "branch", "refs/tags/": "tag"}
-
-
 def _refs(repo: Path) -> tuple[str, ...]:
-    """Every ref and its commit (tags peeled): one cheap git call, the key of the caches below,
-    which hold until a commit, tag, branch or experiment changes."""
-    fmt = "--format=%(*objectname) %(objectname) %(refname)"
-    return tuple(_lines(["git", "for-each-ref", fmt], repo))
-
-
-@functools.lru_cache(maxsize=4)
-def _revisions(refs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
-    """{name: (kind, commit)}: the workspace, DVC experiments (of every commit), git branches
-    and tags, the first of each name kept."""
-    out: dict[str, tuple[str, str | None]] = {WORKSPACE: ("workspace", None)}
-    for line in refs:
-        commit, ref = line.split()[0], line.split()[-1]
-        kind = next((k for prefix, k in KINDS.items() if ref.startswith(prefix)), None)
-        if m := EXP_REF.fullmatch(ref):
-            out.setdefault(m[1], ("experiment", commit))
-        elif kind:
-            out.setdefault(ref.split("/", 2)[2], (kind, commit))
-    return out
+    """Every ref and its commit, the key of the caches below, which hold until one changes."""
+    try:
+        return predict.ref_lines(repo)
+    except predict.NO_GIT:
+        return ()
 
 
 def list_revisions(repo: Path) -> list[dict]:
     """What the selectors offer. Each entry: {"id": the --rev, "kind": workspace|experiment|
     branch|tag}."""
-    return [{"id": n, "kind": k} for n, (k, _) in _revisions(_refs(repo)).items()]
+    return [{"id": n, "kind": k} for n, (k, _) in predict.revisions(_refs(repo)).items()]
 
 
 @functools.lru_cache(maxsize=256)
 def _commit(repo: Path, rev: str, refs: tuple[str, ...]) -> str | None:
-    found = _lines(
-        ["git", "rev-parse", "-q", "--verify", "--end-of-options", f"{rev}^{{commit}}"], repo
-    )
-    return found[0] if found else None
+    """The commit a hex id names, as `predict --rev` resolves it; None for no commit."""
+    with contextlib.suppress(UserError):
+        return predict.commit_of(rev, str(repo))
+    return None
 
 
 def commit_of(rev: str, repo: Path) -> str:
     """The commit a listed name or a commit's hex id names now; any other name is refused
     before git is asked (a re-run experiment or a moved branch names a new commit)."""
     refs = _refs(repo)
-    listed = _revisions(refs).get(rev)
+    listed = predict.revisions(refs).get(rev)
     commit = listed[1] if listed else None
     if not listed and re.fullmatch(r"[0-9a-f]{4,40}", rev):
         commit = _commit(repo, rev, refs)
@@ -115,18 +85,18 @@ _loading = threading.Lock()
 
 
 @functools.lru_cache(maxsize=CACHED_MODELS)
-def _cached_load(rev: str, repo: str, stamp: object) -> LoadedModel:
+def _cached_load(rev: str, repo: str, stamp: object) -> predict.LoadedModel:
     """The few most recently used models, each under a `stamp` of what it was read from."""
-    return load(rev, repo)
+    return predict.load(rev, repo)
 
 
-def model_at(rev: str, repo: Path) -> LoadedModel:
+def model_at(rev: str, repo: Path) -> predict.LoadedModel:
     """Loaded one at a time (DVC is not re-entered), keyed by what it is read from: the
     workspace file's inode, mtime and size (`dvc repro` rewrote it), else the commit."""
     stamp = None
-    if rev == WORKSPACE:
+    if rev == predict.WORKSPACE:
         with contextlib.suppress(OSError):
-            st = (repo / MODEL_PATH).stat()
+            st = (repo / predict.MODEL_PATH).stat()
             stamp = st.st_ino, st.st_mtime_ns, st.st_size
     else:
         rev = commit_of(rev, repo)
@@ -135,9 +105,7 @@ def model_at(rev: str, repo: Path) -> LoadedModel:
 
 
 def png_data_url(image: Image.Image) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(images.png_bytes(image)).decode()
 
 
 def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:
@@ -153,7 +121,7 @@ def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:
             return 200, {"empty": True, "model": rev, "digits": list(model.digits)}
         return 400, {"error": str(e)}
     try:
-        pred = predict_prepared(model, [("drawing", prepared)])[0]
+        pred = predict.predict_prepared(model, [("drawing", prepared)])[0]
     except UserError as e:  # a model whose outputs overflow: the revision's fault, not ours
         return 422, {"error": str(e)}
     return 200, {
@@ -199,11 +167,11 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
     async def revisions(request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(list_revisions, repo))
 
-    async def predict(request: Request) -> Response:
+    async def guess(request: Request) -> Response:
         size = request.headers.get("content-length", "")
         if size.isdigit() and int(size) > MAX_BODY:  # refused before it is read
             return JSONResponse(TOO_LARGE, 413)
-        rev = request.query_params.get("model", WORKSPACE)
+        rev = request.query_params.get("model", predict.WORKSPACE)
         body = bytearray()
         try:
             async with asyncio.timeout(BODY_SECONDS):  # a body a byte at a time holds no slot
@@ -239,7 +207,7 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
         routes=[
             Route("/", page),
             Route("/models", revisions),
-            Route("/predict", predict, methods=["POST"]),
+            Route("/predict", guess, methods=["POST"]),
             Route("/favicon.ico", no_favicon),
         ],
     )

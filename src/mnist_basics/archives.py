@@ -11,7 +11,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -126,17 +126,23 @@ def zip_entries(zf: zipfile.ZipFile, where: str) -> list[Entry]:
     return [(i.filename, partial(zf.read, i)) for i in infos if not i.is_dir()]
 
 
+def visible_files(folder: Path, onerror: Callable | None = None) -> Iterator[Path]:
+    """The files under `folder`, top down, hidden files and folders (a `.git`) left out;
+    `onerror` gets os.walk's error for a folder that cannot be read."""
+    for root, dirs, files in os.walk(folder, onerror=onerror):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        yield from (Path(root, f) for f in files if not f.startswith("."))
+
+
 def folder_entries(folder: Path) -> list[Entry]:
     """The files under a user's folder under an archive's caps (a home folder is one line)."""
 
     def walk() -> Iterator[tuple[str, int, str | None, Entry]]:
-        for root, dirs, files in os.walk(folder):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for p in (Path(root, f) for f in files if not f.startswith(".")):
-                name = p.relative_to(folder).as_posix()
-                st = p.stat() if p.exists() else None  # a dangling link: read fails later
-                # a fifo would block the read for ever, a link to /dev/zero never end it
-                odd = "device or fifo" if st and not stat.S_ISREG(st.st_mode) else None
-                yield name, st.st_size if st else 0, odd, (name, p.read_bytes)
+        for p in visible_files(folder):
+            name = p.relative_to(folder).as_posix()
+            st = p.stat() if p.exists() else None  # a dangling link: read fails later
+            # a fifo would block the read for ever, a link to /dev/zero never end it
+            odd = "device or fifo" if st and not stat.S_ISREG(st.st_mode) else None
+            yield name, st.st_size if st else 0, odd, (name, p.read_bytes)
 
     return list(_checked(str(folder), walk()))

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import torch
 
-from mnist_basics.atomic import read_safetensors
 from mnist_basics.errors import UserError
-from mnist_basics.tensorize import check_split
+from mnist_basics.tensorize import read_split
 
 
 @dataclass(frozen=True)
@@ -29,8 +28,7 @@ class Split:
 
 def load_split(path: Path, device: torch.device | str = "cpu") -> Split:
     """Read one split's safetensors and scale pixels as the book does (`.float() / 255`)."""
-    tensors, _ = read_safetensors(path, "a tensors", "tensorize", ("images", "labels"))
-    check_split(tensors, path)
+    tensors = read_split(path)
     x = (tensors["images"].to(device).float() / 255).view(-1, 28 * 28).contiguous()
     return Split(x=x, labels=tensors["labels"].to(device))
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from mnist_basics import atomic, images
 from mnist_basics.errors import BadFile, UserError
-from mnist_basics.tensorize import check_split
+from mnist_basics.tensorize import read_split
 
 
 def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
@@ -86,10 +86,7 @@ def evaluate(
     """Accuracy (overall and per digit), mean loss and image count, plus the two pictures."""
     logits, digits, loss = load_logits(logits_path)
     # the valid split's images [N, 28, 28] uint8 and labels (the digits), as tensorize wrote them
-    valid, _ = atomic.read_safetensors(
-        tensors / "valid.safetensors", "a tensors", "tensorize", ("images", "labels"), "np"
-    )
-    check_split(valid, tensors / "valid.safetensors")
+    valid = read_split(tensors / "valid.safetensors", "np")
     pixels, labels = valid["images"], valid["labels"]
     lut = np.full(10, -1)
     lut[digits] = np.arange(len(digits))  # digit -> class index, in data.digits' order

@@ -10,14 +10,13 @@ from mnist_basics import atomic
 
 
 def png_bytes(img: Image.Image) -> bytes:
-    """A PNG's bytes, the same for the same pixels: no timestamps in PNG chunks."""
+    """The image as a PNG, deterministically: no timestamps in PNG chunks."""
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
 
 
 def save_png(img: Image.Image, path: Path) -> None:
-    """Write a PNG atomically."""
     atomic.write_bytes(path, png_bytes(img))
 
 

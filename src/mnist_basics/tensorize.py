@@ -14,8 +14,11 @@ from mnist_basics import atomic, rawzip
 from mnist_basics.errors import BadFile
 
 
-def check_split(arrays: dict, path: Path) -> None:
-    """One clear line unless `arrays` (NumPy's or torch's) hold what tensorize writes."""
+def read_split(path: Path, framework: str = "pt") -> dict:
+    """The arrays of a split tensorize wrote (NumPy's or torch's `framework`); one clear line if
+    they are not what it writes."""
+    needs = ("images", "labels")
+    arrays, _ = atomic.read_safetensors(path, "a tensors", "tensorize", needs, framework)
     x, y = arrays["images"], arrays["labels"]
     kind = {name: str(a.dtype).removeprefix("torch.") for name, a in arrays.items()}
     if kind["images"] != "uint8" or len(x.shape) != 3 or tuple(x.shape[1:]) != (28, 28):
@@ -27,7 +30,7 @@ def check_split(arrays: dict, path: Path) -> None:
     elif not 0 <= int(y.min()) <= int(y.max()) <= 9:
         why = f"a label {int(y.max()) if y.max() > 9 else int(y.min())} that is no digit 0-9"
     else:
-        return
+        return arrays
     raise BadFile(
         path,
         f"not a tensors file as the tensorize stage writes it ({why})",

@@ -19,7 +19,7 @@ from mnist_basics.download import idx, pypi
 from mnist_basics.download.fetch import FetchError, describe, fetch, file_digest, scheme
 from mnist_basics.errors import UserError
 from mnist_basics.layout import Split
-from mnist_basics.params import SOURCES
+from mnist_basics.params import SOURCE_KINDS, SOURCES
 
 log = logging.getLogger("mnist_basics")
 
@@ -137,8 +137,7 @@ def _local(path: Path, job: Job) -> tuple[Splits, str]:
         raise UserError(f"no such file or folder (nor a source name: {', '.join(SOURCES)})")
     st = path.stat()  # a fifo would block the read, a device never end it
     if not stat.S_ISREG(st.st_mode):
-        kinds = "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or file:// URL"
-        raise UserError(f"a fifo, socket or device, not a file to read; a source is {kinds}")
+        raise UserError(f"a fifo, socket or device, not a file to read; a source is {SOURCE_KINDS}")
     if (size := st.st_size) > MAX_USER_ARCHIVE:
         raise UserError(f"{size:,} bytes, more than the {MAX_USER_ARCHIVE:,} a source may have")
     splits = layout.read_tree(archives.tar_entries(path), path.name, job.digits)
