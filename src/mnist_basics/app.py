@@ -55,7 +55,8 @@ def _refs(repo: Path) -> tuple[str, ...]:
 def list_revisions(repo: Path) -> list[dict]:
     """What the selectors offer. Each entry: {"id": the --rev, "kind": workspace|experiment|
     branch|tag}."""
-    return [{"id": n, "kind": k} for n, (k, _) in predict.revisions(_refs(repo)).items()]
+    listed = predict.revisions(_refs(repo)).items()
+    return [{"id": n, "kind": k} for n, (k, _) in listed if k != predict.AMBIGUOUS]
 
 
 @functools.lru_cache(maxsize=256)
@@ -71,6 +72,8 @@ def commit_of(rev: str, repo: Path) -> str:
     before git is asked (a re-run experiment or a moved branch names a new commit)."""
     refs = _refs(repo)
     listed = predict.revisions(refs).get(rev)
+    if listed and listed[0] == predict.AMBIGUOUS:
+        raise predict.ambiguous(f"model {rev[:60]!r}")
     commit = listed[1] if listed else None
     if not listed and re.fullmatch(r"[0-9a-f]{4,40}", rev):
         commit = _commit(repo, rev, refs)

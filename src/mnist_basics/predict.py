@@ -82,8 +82,9 @@ def _load_file(path: Path, source: str) -> LoadedModel:
 
 
 NO_GIT = (OSError, ValueError, subprocess.TimeoutExpired)  # no git; a NUL in an argument; no answer
-EXP_REF = re.compile(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/(.+)")  # where DVC keeps experiments
-KINDS = {"refs/heads/": "branch", "refs/tags/": "tag"}
+EXP_REF = re.compile(r"refs/exps/([0-9a-f]{2})/([0-9a-f]{38})/(.+)")  # DVC's: commit, then name
+KINDS = {"refs/tags/": "tag", "refs/heads/": "branch"}  # git's order for a name that is both
+AMBIGUOUS = "ambiguous"
 
 
 def git(repo: Path | str | None, *args: str) -> subprocess.CompletedProcess[str]:
@@ -95,24 +96,40 @@ def git(repo: Path | str | None, *args: str) -> subprocess.CompletedProcess[str]
 
 
 def ref_lines(repo: Path | str | None) -> tuple[str, ...]:
-    """Every ref and its commit (tags peeled), in one cheap git call; none outside a repository."""
+    """Every ref and its commit (tags peeled), then HEAD's; none outside a repository."""
     r = git(repo, "for-each-ref", "--format=%(*objectname) %(objectname) %(refname)")
-    return tuple(s.strip() for s in r.stdout.splitlines() if s.strip()) if r.returncode == 0 else ()
+    lines = [s.strip() for s in r.stdout.splitlines() if s.strip()] if r.returncode == 0 else []
+    if head := git(repo, "rev-parse", "-q", "--verify", "HEAD").stdout.split():
+        lines.append(f"{head[0]} HEAD")
+    return tuple(lines)
 
 
 @functools.lru_cache(maxsize=4)
 def revisions(refs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
-    """{name: (kind, commit)}: the workspace, DVC experiments (of every commit), git branches
-    and tags, the first of each name kept."""
+    """{name: (kind, commit)} as `dvc.api` and `dvc exp apply` resolve a name: the workspace, git
+    tags, then branches, then DVC experiments, of several commits HEAD's (else AMBIGUOUS)."""
     out: dict[str, tuple[str, str | None]] = {WORKSPACE: ("workspace", None)}
-    for line in refs:
-        commit, ref = line.split()[0], line.split()[-1]
-        kind = next((k for prefix, k in KINDS.items() if ref.startswith(prefix)), None)
+    pairs = [(line.split()[0], line.split()[-1]) for line in refs]
+    for prefix, kind in KINDS.items():
+        for commit, ref in pairs:
+            if ref.startswith(prefix):
+                out.setdefault(ref.removeprefix(prefix), (kind, commit))
+    head = next((commit for commit, ref in pairs if ref == "HEAD"), None)
+    of_commits: dict[str, dict[str, str]] = {}  # name: {the commit it ran on: its own}
+    for commit, ref in pairs:
         if m := EXP_REF.fullmatch(ref):
-            out.setdefault(m[1], ("experiment", commit))
-        elif kind:
-            out.setdefault(ref.split("/", 2)[2], (kind, commit))
+            of_commits.setdefault(m[3], {})[m[1] + m[2]] = commit
+    for name, runs in of_commits.items():
+        mine = next(iter(runs.values())) if len(runs) == 1 else runs.get(head or "")
+        out.setdefault(name, ("experiment", mine) if mine else (AMBIGUOUS, None))
     return out
+
+
+def ambiguous(rev: str) -> UserError:
+    return UserError(
+        f"{rev}: experiments of several commits have this name, none of them HEAD; give the "
+        "one you mean by its commit id (`dvc exp show --sha`)"
+    )
 
 
 def commit_of(rev: str, repo: str | None = None) -> str:
@@ -127,11 +144,13 @@ def commit_of(rev: str, repo: str | None = None) -> str:
         if "not a git repository" in r.stderr:
             where = Path(repo or ".").resolve()
             raise UserError(f"--rev {shown}: {where} is not in a git repository")
-        listed = revisions(ref_lines(repo)).get(rev)
+        kind, commit = revisions(ref_lines(repo)).get(rev, ("", None))
     except NO_GIT as e:
         raise UserError(f"--rev {shown}: cannot run git ({e})") from None
-    if listed and listed[0] == "experiment":
-        return listed[1]
+    if kind == "experiment" and commit:
+        return commit
+    if kind == AMBIGUOUS:
+        raise ambiguous(f"--rev {shown}")
     raise UserError(
         f"--rev {shown}: unknown revision; it must be a commit of this repository (a branch, "
         "tag, DVC experiment or commit sha)"

@@ -1,0 +1,69 @@
+"""A name resolves to the same commit in `predict --rev` and `serve ?model=`, and the one DVC
+picks: git's rules first (a tag before a branch), then experiment names, of several commits
+HEAD's; a name that DVC would call ambiguous is refused. Real git, refs made as DVC makes them."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mnist_basics import app, predict
+from mnist_basics.errors import UserError
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env |= {"GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(repo)}
+    r = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """Commits a, b, c; experiment `dup` run on a and on b; `same`, a branch and an experiment;
+    `both`, a tag and a branch of different commits."""
+    git(tmp_path, "init", "-q", "-b", "main")
+    c = {}
+    for name in ("a", "b", "c", "run_a", "run_b"):
+        git(tmp_path, "commit", "-q", "--allow-empty", "-m", name)
+        c[name] = git(tmp_path, "rev-parse", "HEAD")
+    for base, run in (("a", "run_a"), ("b", "run_b")):
+        ref = f"refs/exps/{c[base][:2]}/{c[base][2:]}"
+        git(tmp_path, "update-ref", f"{ref}/dup", c[run])
+    git(tmp_path, "update-ref", f"refs/exps/{c['a'][:2]}/{c['a'][2:]}/same", c["run_a"])
+    git(tmp_path, "branch", "same", c["b"])
+    git(tmp_path, "branch", "both", c["a"])
+    git(tmp_path, "tag", "both", c["c"])
+    return tmp_path, c
+
+
+def both_ways(repo: Path, rev: str) -> tuple[str, str]:
+    return predict.commit_of(rev, str(repo)), app.commit_of(rev, repo)
+
+
+@pytest.mark.parametrize(("head", "run"), [("a", "run_a"), ("b", "run_b")])
+def test_an_experiment_name_of_two_commits_is_heads(repo, head: str, run: str) -> None:
+    path, c = repo
+    git(path, "checkout", "-q", c[head])
+    assert both_ways(path, "dup") == (c[run], c[run])
+
+
+def test_an_experiment_name_of_two_commits_neither_heads_is_refused(repo) -> None:
+    path, c = repo
+    git(path, "checkout", "-q", c["c"])
+    with pytest.raises(UserError, match=r"^--rev dup: experiments of several commits"):
+        predict.commit_of("dup", str(path))
+    with pytest.raises(UserError, match=r"^model 'dup': experiments of several commits"):
+        app.commit_of("dup", path)
+    assert "dup" not in [r["id"] for r in app.list_revisions(path)]
+
+
+def test_git_names_come_first_and_a_tag_before_a_branch(repo) -> None:
+    path, c = repo
+    assert both_ways(path, "same") == (c["b"], c["b"])  # the branch, not the experiment
+    assert both_ways(path, "both") == (c["c"], c["c"])  # the tag, as git itself reads it
+    kinds = {r["id"]: r["kind"] for r in app.list_revisions(path)}
+    assert kinds["same"] == "branch" and kinds["both"] == "tag"
