@@ -457,6 +457,22 @@ def _raw(server: Server, method: str, path: str, headers: dict[str, str], body: 
     return r.status, r.read()
 
 
+def test_a_refused_request_closes_its_connection(server: Server) -> None:
+    """A foreign page's keep-alive connections, refused, would still hold serve's slots."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(server.url)
+    own = f"127.0.0.1:{u.port}"
+    for headers in ({"Host": "evil.example"}, {"Host": own, "Origin": "http://evil.example"}):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        conn.request("GET", "/models", headers=headers)
+        r = conn.getresponse()
+        r.read()
+        assert r.status in (403, 421) and r.getheader("Connection") == "close", headers
+        conn.close()
+
+
 def test_other_host_names_and_foreign_origins_are_refused(server: Server) -> None:
     """DNS rebinding: a page under another name reaches 127.0.0.1 but sends its own Host."""
     port = server.url.rstrip("/").rsplit(":", 1)[1]

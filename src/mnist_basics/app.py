@@ -201,8 +201,9 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
             host,
             request.scope["server"],
         )
-        if why:
-            return JSONResponse({"error": why}, 421 if why.startswith("Host") else 403)
+        if why:  # and the connection closed: a foreign page's keep-alives hold no slot
+            status = 421 if why.startswith("Host") else 403
+            return JSONResponse({"error": why}, status, headers={"Connection": "close"})
         return await call_next(request)
 
     return Starlette(
