@@ -137,6 +137,27 @@ def test_extended_headers_together_are_capped(
         archives.tar_entries(_write(tmp_path, gzip.compress(raw + bytes(1024), 9, mtime=0)))
 
 
+def _pax(kind: bytes, records: bytes) -> bytes:
+    h = tarfile.TarInfo("././@PaxHeader")
+    h.type, h.size = kind, len(records)
+    return h.tobuf(format=tarfile.USTAR_FORMAT) + records + bytes(-len(records) % 512)
+
+
+def test_a_pax_global_header_is_refused(tmp_path: Path) -> None:
+    """tarfile merges global headers into one dict and copies it into every later member: 60
+    of them before 1,000 empty members, a 112 KB .tgz, cost 1.9 GB."""
+    raw = _pax(tarfile.XGLTYPE, b"9 k0=ab\n") + member("top/train/3/1.png").tobuf() + bytes(1024)
+    with pytest.raises(UserError, match=r"cannot read the archive: a pax global header"):
+        archives.tar_entries(_write(tmp_path, gzip.compress(raw, mtime=0)))
+
+
+def test_a_run_of_extended_headers_is_one_line(tmp_path: Path) -> None:
+    """tarfile reads headers in a row by recursion: 300 of them were a RecursionError."""
+    raw = _pax(tarfile.XHDTYPE, b"6 a=b\n") * 300 + member("top/train/3/1.png").tobuf()
+    with pytest.raises(UserError, match=r"cannot read the archive: too many headers in a row"):
+        archives.tar_entries(_write(tmp_path, gzip.compress(raw + bytes(1024), mtime=0)))
+
+
 def _old_gnu_sparse(extension_blocks: int) -> bytes:
     """A type-S member whose map goes on for `extension_blocks` blocks of 512 bytes."""
     h = tarfile.TarInfo("top/train/3/1.png")

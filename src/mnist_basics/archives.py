@@ -79,12 +79,16 @@ class _Header(tarfile.TarInfo):
         # tarfile reads an extended header whole and parses it in quadratic time, before any
         # member reaches the caps: a 2 MB .tgz could cost gigabytes and hours
         if self.type in EXTENDED:
+            # global headers add up in one dict that tarfile copies into every later member
+            if self.type == tarfile.XGLTYPE:
+                raise _Refused("a pax global header (a tar of PNGs needs none)")
             cost = getattr(tarfile_, "extended_cost", 0) + self.size**2
+            count = getattr(tarfile_, "extended_count", 0) + 1
             if self.size > MAX_EXTENDED_HEADER:
                 raise _Refused(f"an extended header of {self.size:,} bytes")
-            if cost > MAX_EXTENDED_COST:
+            if cost > MAX_EXTENDED_COST or count > MAX_MEMBERS:
                 raise _Refused("more extended headers than a tar of PNGs needs")
-            tarfile_.extended_cost = cost  # type: ignore[attr-defined]
+            tarfile_.extended_cost, tarfile_.extended_count = cost, count  # type: ignore[attr-defined]
         return super()._proc_member(tarfile_)  # type: ignore[misc]
 
     def _refuse_sparse(self, *args: object) -> None:
@@ -108,12 +112,22 @@ def tar_entries(path: Path) -> list[Entry]:
     """The regular files of a tar (gzip'd or not), each checked; links and devices refused."""
     try:
         tf = tarfile.open(path, "r:*", tarinfo=_Header)  # noqa: SIM115 - kept open for readers
-        members = _checked(path.name, ((m.name, m.size, _tar_kind(m), m) for m in tf))
+        members = _checked(path.name, ((m.name, m.size, _tar_kind(m), _lean(m)) for m in tf))
         entries = [(m.name, partial(_read_file, tf, m)) for m in members if m.isfile()]
         _read_to_the_end(tf, path.name)
         return entries
     except (_Refused, tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error) as e:
         raise UserError(f"{path.name}: cannot read the archive: {e}") from e
+    except RecursionError:  # tarfile reads a run of extended headers by recursion
+        raise UserError(
+            f"{path.name}: cannot read the archive: too many headers in a row"
+        ) from None
+
+
+def _lean(m: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The member without its pax records, read already: tarfile keeps every member."""
+    m.pax_headers = {}
+    return m
 
 
 def _read_file(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
