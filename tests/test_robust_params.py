@@ -298,14 +298,19 @@ def test_a_seed_of_010_trains_with_seed_10(done: Path, tmp_path: Path) -> None:
     assert models[0] == models[1]
 
 
-def test_params_edited_while_the_stage_runs_fail_it(done: Path, tmp_path: Path) -> None:
-    """DVC reads params.yaml again after the stage, for dvc.lock: a value edited meanwhile would
-    be recorded beside a model trained with the old one, and `dvc status` would call it done."""
+@pytest.mark.parametrize("edited", ["params.yaml", "src/code.py"])
+def test_params_or_code_edited_while_the_stage_runs_fail_it(
+    done: Path, tmp_path: Path, edited: str
+) -> None:
+    """DVC reads params.yaml and hashes a stage's deps again after the stage, for dvc.lock: an
+    edit meanwhile would be recorded beside a model trained without it, and `dvc status` would
+    call it done. Every output stays as it was."""
     project = tmp_path / "p"
     shutil.copytree(done, project, symlinks=True)
-    before = {
-        p: p.read_bytes() for p in project.rglob("*") if p.is_file() and p.name != "params.yaml"
-    }
+    (project / "src").mkdir()
+    (project / "src" / "code.py").write_text("x = 1\n")
+    (project / "dvc.yaml").write_text("stages:\n  train:\n    deps: [src, data/tensors]\n")
+    before = _all_but_the_edits(project)
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("epochs: 2", "epochs: 400"))
     proc = subprocess.Popen(
@@ -318,20 +323,23 @@ def test_params_edited_while_the_stage_runs_fail_it(done: Path, tmp_path: Path) 
     try:
         while "epoch 1/400" not in (line := proc.stderr.readline()):
             assert line, "the stage ended before its first epoch"
-        params.write_text(params.read_text().replace("epochs: 400", "epochs: 3"))
+        text = (project / edited).read_text()
+        (project / edited).write_text(text.replace("epochs: 400", "epochs: 3") + "# edited\n")
         rest = proc.stderr.read()
         proc.wait(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 2, rest
     assert rest.strip().splitlines()[-1] == (
-        "train: error: params.yaml changed while the stage ran: dvc.lock would record values it "
-        "did not use, so no output was replaced; run it again"
+        f"train: error: {edited} changed while the stage ran: dvc.lock would record it beside "
+        "outputs made without it, so no output was replaced; run it again"
     )
-    after = {
-        p: p.read_bytes() for p in project.rglob("*") if p.is_file() and p.name != "params.yaml"
-    }
-    assert after == before  # the last good outputs, and no temporary
+    assert _all_but_the_edits(project) == before  # the last good outputs, and no temporary
+
+
+def _all_but_the_edits(project: Path) -> dict[Path, bytes]:
+    edits = ("params.yaml", "code.py")
+    return {p: p.read_bytes() for p in project.rglob("*") if p.is_file() and p.name not in edits}
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,33 @@ def _exit(code: int, line: str = "") -> None:
     os._exit(code)
 
 
+def deps_stamps(name: str) -> dict[str, tuple[int, int, int]]:
+    """Inode, mtime and size of each file stage `name` depends on in dvc.yaml (none outside a DVC
+    project): DVC hashes them only once the stage has ended, to write dvc.lock."""
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        deps = YAML(typ="safe").load(Path("dvc.yaml").read_text())["stages"][name]["deps"]
+    except (OSError, YAMLError, KeyError, TypeError):
+        return {}
+    stamps = {}
+    for dep in (d for d in deps if isinstance(d, str)):
+        for top, dirs, files in os.walk(dep) if os.path.isdir(dep) else [("", [], [dep])]:
+            dirs[:] = [d for d in dirs if d != "__pycache__"]  # Python's, which DVC skips
+            for path in (os.path.join(top, f) for f in files):
+                with contextlib.suppress(OSError):
+                    st = os.stat(path)
+                    stamps[path] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return stamps
+
+
+def changed_while_running(what: str) -> UserError:
+    return UserError(
+        f"{what} changed while the stage ran: dvc.lock would record it beside outputs made "
+        "without it, so no output was replaced; run it again"
+    )
+
+
 def run_stage(
     name: str, main: Callable[["Params"], None], outputs: Sequence[str | Path] = ()
 ) -> None:
@@ -96,16 +123,16 @@ def run_stage(
         watch_parent()
         from mnist_basics import params  # pydantic: after the watch has started
 
-        p = params.load("params.yaml")
+        p, deps = params.load("params.yaml"), deps_stamps(name)
         for out in outputs:
             atomic.clear_stale(Path(out))
-        with atomic.together():  # no output replaced before params.yaml is read again
+        with atomic.together():  # no output replaced before params and deps are checked again
             main(p)
-            if params.load("params.yaml") != p:  # DVC reads it again to write dvc.lock
-                raise UserError(
-                    "params.yaml changed while the stage ran: dvc.lock would record values it "
-                    "did not use, so no output was replaced; run it again"
-                )
+            if params.load("params.yaml") != p:  # DVC reads them again to write dvc.lock
+                raise changed_while_running("params.yaml")
+            now = deps_stamps(name)
+            if edited := sorted(f for f in deps.keys() | now.keys() if deps.get(f) != now.get(f)):
+                raise changed_while_running(edited[0])
     except KeyboardInterrupt:
         end_children()
         _exit(130, f"{name}: interrupted; the last good outputs are left as they were")
