@@ -7,6 +7,7 @@ capped: a hostile archive is one clear error, not a filled disk.
 
 import lzma
 import os
+import re
 import stat
 import tarfile
 import zipfile
@@ -23,9 +24,8 @@ MAX_MEMBERS = 100_000  # fast.ai's mnist_png.tgz has about 70,000
 MAX_BYTES = 1 << 30
 MAX_MEMBER_BYTES = 1 << 20  # a 28x28 PNG is under 1 KB
 MAX_EXTENDED_HEADER = 8192  # a pax or GNU long-name header; a PNG member's is under 1 KB
-# Python's tarfile (before 3.11.10) parses an extended header in time that grows with the square of
-# its size: the archive's headers together may cost this many bytes squared (a few seconds here)
-MAX_EXTENDED_COST = 1 << 32
+MAX_GLOBAL_RECORDS = 16  # tarfile copies them into every member; `git archive` writes one
+MAX_PAX_RECORDS = 1_000_000  # of an archive: macOS's tar writes about 7 a member
 EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 EXTENDED += (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 M = TypeVar("M")
@@ -76,26 +76,74 @@ class _Header(tarfile.TarInfo):
             raise tarfile.ReadError(f"a damaged member header ({e})") from None
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        # tarfile reads an extended header whole and parses it in quadratic time, before any
-        # member reaches the caps: a 2 MB .tgz could cost gigabytes and hours
-        if self.type in EXTENDED:
-            # global headers add up in one dict that tarfile copies into every later member
-            if self.type == tarfile.XGLTYPE:
-                raise _Refused("a pax global header (a tar of PNGs needs none)")
-            cost = getattr(tarfile_, "extended_cost", 0) + self.size**2
+        if self.type in EXTENDED:  # read whole, before any member reaches the caps
             count = getattr(tarfile_, "extended_count", 0) + 1
             if self.size > MAX_EXTENDED_HEADER:
                 raise _Refused(f"an extended header of {self.size:,} bytes")
-            if cost > MAX_EXTENDED_COST or count > MAX_MEMBERS:
+            if count > MAX_MEMBERS:
                 raise _Refused("more extended headers than a tar of PNGs needs")
-            tarfile_.extended_cost, tarfile_.extended_count = cost, count  # type: ignore[attr-defined]
-        return super()._proc_member(tarfile_)  # type: ignore[misc]
+            tarfile_.extended_count = count  # type: ignore[attr-defined]
+        member = super()._proc_member(tarfile_)  # type: ignore[misc]
+        if len(tarfile_.pax_headers) > MAX_GLOBAL_RECORDS:
+            raise _Refused("more pax global records than a tar of PNGs needs")
+        return member
+
+    def _proc_pax(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        # tarfile parses pax records in time that grows with the square of a run of digits or
+        # of a record that does not end where its length says (before Python 3.11.10): a
+        # 1.5 MB .tgz would cost hours. Such records are refused first, in one linear pass.
+        f = tarfile_.fileobj
+        ahead = f.read(self._block(self.size))  # type: ignore[union-attr]
+        if why := _bad_records(ahead[: self.size]):
+            raise _Refused(f"a pax header with {why}")
+        records = getattr(tarfile_, "pax_records", 0) + ahead.count(b"\n")
+        if records > MAX_PAX_RECORDS:
+            raise _Refused("more pax records than a tar of PNGs needs")
+        tarfile_.pax_records = records  # type: ignore[attr-defined]
+        tarfile_.fileobj = _ReadAhead(f, ahead)
+        try:
+            return super()._proc_pax(tarfile_)  # type: ignore[misc]
+        finally:
+            tarfile_.fileobj = f
 
     def _refuse_sparse(self, *args: object) -> None:
         # tarfile reads a sparse member's map, unbounded, before the member reaches the caps
         raise _Refused("a sparse member (a PNG is a plain file)")
 
     _proc_sparse = _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
+
+
+class _ReadAhead:
+    """The archive as tarfile reads it, with the bytes read ahead of it first."""
+
+    def __init__(self, f: object, ahead: bytes) -> None:
+        self.f, self.ahead = f, ahead
+
+    def read(self, n: int = -1) -> bytes:
+        out, self.ahead = (self.ahead, b"") if n < 0 else (self.ahead[:n], self.ahead[n:])
+        more = -1 if n < 0 else n - len(out)
+        return out + (self.f.read(more) if more else b"")  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.f, name)
+
+
+def _bad_records(records: bytes) -> str:
+    """What in pax records (`<length> <key>=<value>\\n`, one after another) is no record, or "":
+    a long run of digits, a length that does not end at a newline, a record with no `=`."""
+    if re.search(rb"[0-9]{33}", records):
+        return "a run of more than 32 digits"
+    pos = 0
+    while pos < len(records):
+        space = records.find(b" ", pos, pos + 21)
+        length = int(records[pos:space]) if space > pos and records[pos:space].isdigit() else 0
+        end = pos + length
+        if end <= space or end > len(records) or records[end - 1] != 10:
+            return "a record whose length is not its own"
+        if b"=" not in records[space:end]:
+            return "a record with no ="
+        pos = end
+    return ""
 
 
 def _read_to_the_end(tf: tarfile.TarFile, where: str) -> None:
