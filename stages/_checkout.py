@@ -5,3 +5,5 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import mnist_basics.stage  # noqa: F401  (first: its clock starts before any dep is read)

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -335,6 +336,26 @@ def test_params_or_code_edited_while_the_stage_runs_fail_it(
         "outputs made without it, so no output was replaced; run it again"
     )
     assert _all_but_the_edits(project) == before  # the last good outputs, and no temporary
+
+
+def test_a_dep_edited_before_the_stage_took_its_stamps_fails_it(done: Path, tmp_path: Path) -> None:
+    """The stage reads its code while it imports, before it can stamp its deps: a dep edited in
+    that moment (here: one whose mtime is later than the stage's start) is caught by its mtime."""
+    project = tmp_path / "p"
+    shutil.copytree(done, project, symlinks=True)
+    (project / "dvc.yaml").write_text("stages:\n  tensorize:\n    deps: [code.py]\n")
+    (project / "code.py").write_text("x = 1\n")
+    later = time.time() + 60
+    os.utime(project / "code.py", (later, later))
+    before = _all_but_the_edits(project)
+    r = run_stage(project, "tensorize")
+    assert r.returncode == 2, r.stderr
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith("tensorize: error: code.py changed while the stage ran")
+    )
+    assert _all_but_the_edits(project) == before
 
 
 def _all_but_the_edits(project: Path) -> dict[Path, bytes]:

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,9 @@ def starter() -> psutil.Process | None:
 
 
 STARTER = starter()  # at import, before params' imports: dvc may die while the stage starts
+# Also at import (stages/_checkout.py imports this module first): any file the stage depends on
+# that is newer was edited after Python began to read the stage's code.
+STARTED_NS = time.time_ns()
 
 
 def watch_parent() -> None:
@@ -131,8 +135,10 @@ def run_stage(
             if params.load("params.yaml") != p:  # DVC reads them again to write dvc.lock
                 raise changed_while_running("params.yaml")
             now = deps_stamps(name)
-            if edited := sorted(f for f in deps.keys() | now.keys() if deps.get(f) != now.get(f)):
-                raise changed_while_running(edited[0])
+            edited = {f for f in deps.keys() | now.keys() if deps.get(f) != now.get(f)}
+            edited |= {f for f, (_, mtime, _) in now.items() if mtime > STARTED_NS}
+            if edited:
+                raise changed_while_running(min(edited))
     except KeyboardInterrupt:
         end_children()
         _exit(130, f"{name}: interrupted; the last good outputs are left as they were")
