@@ -67,3 +67,11 @@ def test_git_names_come_first_and_a_tag_before_a_branch(repo) -> None:
     assert both_ways(path, "both") == (c["c"], c["c"])  # the tag, as git itself reads it
     kinds = {r["id"]: r["kind"] for r in app.list_revisions(path)}
     assert kinds["same"] == "branch" and kinds["both"] == "tag"
+
+
+def test_an_experiment_named_like_a_commit_id_is_that_commit(repo) -> None:
+    """`dvc exp run -n <HEAD's short sha>` is allowed; DVC, and so both here, read the name as
+    the commit."""
+    path, c = repo
+    git(path, "update-ref", f"refs/exps/{c['a'][:2]}/{c['a'][2:]}/{c['b'][:7]}", c["run_a"])
+    assert both_ways(path, c["b"][:7]) == (c["b"], c["b"])

@@ -61,7 +61,7 @@ def list_revisions(repo: Path) -> list[dict]:
 
 @functools.lru_cache(maxsize=256)
 def _commit(repo: Path, rev: str, refs: tuple[str, ...]) -> str | None:
-    """The commit a hex id names, as `predict --rev` resolves it; None for no commit."""
+    """The commit a name or hex id names, as `predict --rev` and DVC resolve it; None for none."""
     with contextlib.suppress(UserError):
         return predict.commit_of(rev, str(repo))
     return None
@@ -74,8 +74,8 @@ def commit_of(rev: str, repo: Path) -> str:
     listed = predict.revisions(refs).get(rev)
     if listed and listed[0] == predict.AMBIGUOUS:
         raise predict.ambiguous(f"model {rev[:60]!r}")
-    commit = listed[1] if listed else None
-    if not listed and re.fullmatch(r"[0-9a-f]{4,40}", rev):
+    commit = None
+    if listed or re.fullmatch(r"[0-9a-f]{4,40}", rev):  # as DVC reads it: git's rules first
         commit = _commit(repo, rev, refs)
     if not commit:
         raise UserError(
