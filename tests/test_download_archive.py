@@ -175,6 +175,28 @@ def test_pax_records_together_are_capped(tmp_path: Path, monkeypatch: pytest.Mon
         archives.tar_entries(_write(tmp_path, gzip.compress(raw + bytes(1024), mtime=0)))
 
 
+def test_bytes_after_a_pax_headers_records_are_refused(tmp_path: Path) -> None:
+    """tarfile parses a header's whole last block, past its size: records hidden there would go
+    unchecked (`2 2 2 ... =` made 99,000 headers of 6 bytes cost 39 s)."""
+    h = tarfile.TarInfo("././@PaxHeader")
+    h.type, h.size = tarfile.XHDTYPE, 6
+    block = (b"6 x=y\n" + b"2 " * 200 + b"=").ljust(512, b"\0")
+    raw = h.tobuf(format=tarfile.USTAR_FORMAT) + block + member("top/train/3/1.png").tobuf()
+    with pytest.raises(UserError, match=r"a pax header with bytes after its records"):
+        archives.tar_entries(_write(tmp_path, gzip.compress(raw + bytes(1024), mtime=0)))
+
+
+def test_extended_headers_together_are_capped_in_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An 8 KB name before each of 100,000 members: tarfile keeps every name (1.8 GB)."""
+    monkeypatch.setattr(archives, "MAX_EXTENDED_BYTES", 20_000)
+    pax = _pax(tarfile.XHDTYPE, _records(path="top/train/3/" + "d" * 7000 + ".png"))
+    raw = b"".join(pax + member(f"top/train/3/{i}.png").tobuf() for i in range(3))
+    with pytest.raises(UserError, match=r"more extended headers than a tar of PNGs needs"):
+        archives.tar_entries(_write(tmp_path, gzip.compress(raw + bytes(1024), mtime=0)))
+
+
 def test_pax_headers_as_macos_writes_them_are_read(tmp_path: Path) -> None:
     """bsdtar's times and a quarantine xattr before every member: each header 400+ bytes."""
     times = {k: "1700000000.123456789" for k in ("mtime", "atime", "ctime")}

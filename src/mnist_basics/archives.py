@@ -26,6 +26,7 @@ MAX_MEMBER_BYTES = 1 << 20  # a 28x28 PNG is under 1 KB
 MAX_EXTENDED_HEADER = 8192  # a pax or GNU long-name header; a PNG member's is under 1 KB
 MAX_GLOBAL_RECORDS = 16  # tarfile copies them into every member; `git archive` writes one
 MAX_PAX_RECORDS = 1_000_000  # of an archive: macOS's tar writes about 7 a member
+MAX_EXTENDED_BYTES = 64 << 20  # of an archive's extended headers: tarfile keeps what they say
 EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 EXTENDED += (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 M = TypeVar("M")
@@ -78,11 +79,12 @@ class _Header(tarfile.TarInfo):
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in EXTENDED:  # read whole, before any member reaches the caps
             count = getattr(tarfile_, "extended_count", 0) + 1
+            total = getattr(tarfile_, "extended_bytes", 0) + self.size
             if self.size > MAX_EXTENDED_HEADER:
                 raise _Refused(f"an extended header of {self.size:,} bytes")
-            if count > MAX_MEMBERS:
+            if count > MAX_MEMBERS or total > MAX_EXTENDED_BYTES:
                 raise _Refused("more extended headers than a tar of PNGs needs")
-            tarfile_.extended_count = count  # type: ignore[attr-defined]
+            tarfile_.extended_count, tarfile_.extended_bytes = count, total  # type: ignore[attr-defined]
         member = super()._proc_member(tarfile_)  # type: ignore[misc]
         if len(tarfile_.pax_headers) > MAX_GLOBAL_RECORDS:
             raise _Refused("more pax global records than a tar of PNGs needs")
@@ -94,7 +96,10 @@ class _Header(tarfile.TarInfo):
         # 1.5 MB .tgz would cost hours. Such records are refused first, in one linear pass.
         f = tarfile_.fileobj
         ahead = f.read(self._block(self.size))  # type: ignore[union-attr]
-        if why := _bad_records(ahead[: self.size]):
+        why = _bad_records(ahead[: self.size])
+        if not why and ahead[self.size :].strip(b"\0"):  # tarfile parses the padding too
+            why = "bytes after its records"
+        if why:
             raise _Refused(f"a pax header with {why}")
         records = getattr(tarfile_, "pax_records", 0) + ahead.count(b"\n")
         if records > MAX_PAX_RECORDS:
