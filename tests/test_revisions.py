@@ -54,9 +54,9 @@ def test_an_experiment_name_of_two_commits_is_heads(repo, head: str, run: str) -
 def test_an_experiment_name_of_two_commits_neither_heads_is_refused(repo) -> None:
     path, c = repo
     git(path, "checkout", "-q", c["c"])
-    with pytest.raises(UserError, match=r"^--rev dup: experiments of several commits"):
+    with pytest.raises(UserError, match=r"^--rev dup: several commits have this name"):
         predict.commit_of("dup", str(path))
-    with pytest.raises(UserError, match=r"^model 'dup': experiments of several commits"):
+    with pytest.raises(UserError, match=r"^model 'dup': several commits have this name"):
         app.commit_of("dup", path)
     assert "dup" not in [r["id"] for r in app.list_revisions(path)]
 
@@ -75,3 +75,14 @@ def test_an_experiment_named_like_a_commit_id_is_that_commit(repo) -> None:
     path, c = repo
     git(path, "update-ref", f"refs/exps/{c['a'][:2]}/{c['a'][2:]}/{c['b'][:7]}", c["run_a"])
     assert both_ways(path, c["b"][:7]) == (c["b"], c["b"])
+
+
+def test_a_remotes_branch_comes_before_an_experiment(repo) -> None:
+    """DVC reads `refs/remotes/<remote>/<name>` before experiment names."""
+    path, c = repo
+    git(path, "update-ref", "refs/remotes/origin/dup", c["c"])
+    git(path, "checkout", "-q", c["a"])
+    assert both_ways(path, "dup") == (c["c"], c["c"])
+    git(path, "update-ref", "refs/remotes/other/dup", c["b"])
+    with pytest.raises(UserError, match=r"^--rev dup: several commits have this name"):
+        predict.commit_of("dup", str(path))

@@ -84,6 +84,7 @@ def _load_file(path: Path, source: str) -> LoadedModel:
 NO_GIT = (OSError, ValueError, subprocess.TimeoutExpired)  # no git; a NUL in an argument; no answer
 EXP_REF = re.compile(r"refs/exps/([0-9a-f]{2})/([0-9a-f]{38})/(.+)")  # DVC's: commit, then name
 KINDS = {"refs/tags/": "tag", "refs/heads/": "branch"}  # git's order for a name that is both
+REMOTE_REF = re.compile(r"refs/remotes/[^/]+/(.+)")  # a remote's branch, which DVC reads next
 AMBIGUOUS = "ambiguous"
 
 
@@ -107,13 +108,22 @@ def ref_lines(repo: Path | str | None) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=4)
 def revisions(refs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
     """{name: (kind, commit)} as `dvc.api` and `dvc exp apply` resolve a name: the workspace, git
-    tags, then branches, then DVC experiments, of several commits HEAD's (else AMBIGUOUS)."""
+    tags, then branches, then remotes' branches (of several remotes: one commit, else AMBIGUOUS),
+    then DVC experiments (of several commits: HEAD's, else AMBIGUOUS)."""
     out: dict[str, tuple[str, str | None]] = {WORKSPACE: ("workspace", None)}
     pairs = [(line.split()[0], line.split()[-1]) for line in refs]
     for prefix, kind in KINDS.items():
         for commit, ref in pairs:
             if ref.startswith(prefix):
                 out.setdefault(ref.removeprefix(prefix), (kind, commit))
+    remotes: dict[str, set[str]] = {}  # name: the commits of the remotes' branches of that name
+    for commit, ref in pairs:
+        if (m := REMOTE_REF.fullmatch(ref)) and m[1] != "HEAD":
+            remotes.setdefault(m[1], set()).add(commit)
+    for name, commits in remotes.items():
+        out.setdefault(
+            name, ("remote branch", *commits) if len(commits) == 1 else (AMBIGUOUS, None)
+        )
     head = next((commit for commit, ref in pairs if ref == "HEAD"), None)
     of_commits: dict[str, dict[str, str]] = {}  # name: {the commit it ran on: its own}
     for commit, ref in pairs:
@@ -127,8 +137,8 @@ def revisions(refs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
 
 def ambiguous(rev: str) -> UserError:
     return UserError(
-        f"{rev}: experiments of several commits have this name, none of them HEAD; give the "
-        "one you mean by its commit id (`dvc exp show --sha`)"
+        f"{rev}: several commits have this name (experiments of several commits, none of them "
+        "HEAD, or branches of several remotes); give the one you mean by its commit id"
     )
 
 
@@ -147,7 +157,7 @@ def commit_of(rev: str, repo: str | None = None) -> str:
         kind, commit = revisions(ref_lines(repo)).get(rev, ("", None))
     except NO_GIT as e:
         raise UserError(f"--rev {shown}: cannot run git ({e})") from None
-    if kind == "experiment" and commit:
+    if kind in ("remote branch", "experiment") and commit:
         return commit
     if kind == AMBIGUOUS:
         raise ambiguous(f"--rev {shown}")
