@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -339,16 +338,26 @@ def test_params_or_code_edited_while_the_stage_runs_fail_it(
 
 
 def test_a_dep_edited_before_the_stage_took_its_stamps_fails_it(done: Path, tmp_path: Path) -> None:
-    """The stage reads its code while it imports, before it can stamp its deps: a dep edited in
-    that moment (here: one whose mtime is later than the stage's start) is caught by its mtime."""
+    """The stage reads its code while it imports, before it can stamp its deps. A dep replaced in
+    that moment, even by a tool that keeps the old mtime (`cp -p`, `rsync -a`), has a ctime later
+    than the stage's start."""
     project = tmp_path / "p"
     shutil.copytree(done, project, symlinks=True)
     (project / "dvc.yaml").write_text("stages:\n  tensorize:\n    deps: [code.py]\n")
     (project / "code.py").write_text("x = 1\n")
-    later = time.time() + 60
-    os.utime(project / "code.py", (later, later))
     before = _all_but_the_edits(project)
-    r = run_stage(project, "tensorize")
+    edit_then_run = f"""
+import os, runpy, sys
+import mnist_basics.stage  # the stage's clock starts, as stages/_checkout.py makes it
+old = os.stat("code.py")
+open("code.py", "w").write("x = 2\\n")
+os.utime("code.py", ns=(old.st_atime_ns, old.st_mtime_ns))  # as cp -p leaves it
+sys.path.insert(0, {str(ROOT / "stages")!r})
+runpy.run_path({str(ROOT / "stages" / "tensorize.py")!r}, run_name="__main__")
+"""
+    r = subprocess.run(
+        [sys.executable, "-c", edit_then_run], cwd=project, capture_output=True, text=True
+    )
     assert r.returncode == 2, r.stderr
     assert (
         r.stderr.strip()

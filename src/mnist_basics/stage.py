@@ -91,7 +91,7 @@ def _exit(code: int, line: str = "") -> None:
 
 
 def deps_stamps(name: str) -> dict[str, tuple[int, int, int]]:
-    """Inode, mtime and size of each file stage `name` depends on in dvc.yaml (none outside a DVC
+    """Inode, ctime and size of each file stage `name` depends on in dvc.yaml (none outside a DVC
     project): DVC hashes them only once the stage has ended, to write dvc.lock."""
     from ruamel.yaml import YAML, YAMLError
 
@@ -106,7 +106,7 @@ def deps_stamps(name: str) -> dict[str, tuple[int, int, int]]:
             for path in (os.path.join(top, f) for f in files):
                 with contextlib.suppress(OSError):
                     st = os.stat(path)
-                    stamps[path] = (st.st_ino, st.st_mtime_ns, st.st_size)
+                    stamps[path] = (st.st_ino, st.st_ctime_ns, st.st_size)  # no tool sets ctime
     return stamps
 
 
@@ -136,7 +136,7 @@ def run_stage(
                 raise changed_while_running("params.yaml")
             now = deps_stamps(name)
             edited = {f for f in deps.keys() | now.keys() if deps.get(f) != now.get(f)}
-            edited |= {f for f, (_, mtime, _) in now.items() if mtime > STARTED_NS}
+            edited |= {f for f, (_, ctime, _) in now.items() if ctime > STARTED_NS}
             if edited:
                 raise changed_while_running(min(edited))
     except KeyboardInterrupt:
