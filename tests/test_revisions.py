@@ -80,9 +80,22 @@ def test_an_experiment_named_like_a_commit_id_is_that_commit(repo) -> None:
 def test_a_remotes_branch_comes_before_an_experiment(repo) -> None:
     """DVC reads `refs/remotes/<remote>/<name>` before experiment names."""
     path, c = repo
-    git(path, "update-ref", "refs/remotes/origin/dup", c["c"])
+    git(path, "update-ref", "refs/remotes/up/dup", c["b"])  # fetched once, no remote `up` now
     git(path, "checkout", "-q", c["a"])
-    assert both_ways(path, "dup") == (c["c"], c["c"])
-    git(path, "update-ref", "refs/remotes/other/dup", c["b"])
+    assert both_ways(path, "dup") == (c["run_a"], c["run_a"])  # DVC reads configured remotes only
+    for remote, commit in (("team/a", "c"), ("other", "b")):
+        git(path, "remote", "add", remote, str(path))
+        git(path, "update-ref", f"refs/remotes/{remote}/dup", c[commit])
+        if remote == "team/a":  # a remote's name may hold a slash
+            assert both_ways(path, "dup") == (c["c"], c["c"])
     with pytest.raises(UserError, match=r"^--rev dup: several commits have this name"):
         predict.commit_of("dup", str(path))
+
+
+def test_a_branch_named_with_a_commit_id_is_refused_not_read(repo) -> None:
+    """DVC reads a branch or tag name before a commit id, git the other way round: a branch named
+    with main's id would make `--rev main` read that branch's model."""
+    path, c = repo
+    git(path, "branch", c["run_b"], c["a"])
+    with pytest.raises(UserError, match=r"^--rev main: a branch is named [0-9a-f]{40}, its commit"):
+        predict.read_at_rev("main", str(path))

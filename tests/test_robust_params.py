@@ -367,6 +367,28 @@ runpy.run_path({str(ROOT / "stages" / "tensorize.py")!r}, run_name="__main__")
     assert _all_but_the_edits(project) == before
 
 
+def test_a_link_to_a_dep_made_while_the_stage_runs_is_no_edit(done: Path, tmp_path: Path) -> None:
+    """With DVC's hardlink cache a dep shares its inode with the cache, whose ctime moves
+    whenever another checkout links or unlinks it: no byte changed, the run stands."""
+    project = tmp_path / "p"
+    shutil.copytree(done, project, symlinks=True)
+    (project / "dvc.yaml").write_text("stages:\n  tensorize:\n    deps: [code.py]\n")
+    (project / "code.py").write_text("x = 1\n")
+    os.link(project / "code.py", tmp_path / "cache-copy")
+    link_then_run = f"""
+import os, runpy, sys, time
+import mnist_basics.stage
+time.sleep(0.05)  # past the coarse clock that stamps a file's ctime
+os.link("code.py", {str(tmp_path / "another-checkout")!r})
+sys.path.insert(0, {str(ROOT / "stages")!r})
+runpy.run_path({str(ROOT / "stages" / "tensorize.py")!r}, run_name="__main__")
+"""
+    r = subprocess.run(
+        [sys.executable, "-c", link_then_run], cwd=project, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+
+
 def _all_but_the_edits(project: Path) -> dict[Path, bytes]:
     edits = ("params.yaml", "code.py")
     return {p: p.read_bytes() for p in project.rglob("*") if p.is_file() and p.name not in edits}

@@ -84,7 +84,6 @@ def _load_file(path: Path, source: str) -> LoadedModel:
 NO_GIT = (OSError, ValueError, subprocess.TimeoutExpired)  # no git; a NUL in an argument; no answer
 EXP_REF = re.compile(r"refs/exps/([0-9a-f]{2})/([0-9a-f]{38})/(.+)")  # DVC's: commit, then name
 KINDS = {"refs/tags/": "tag", "refs/heads/": "branch"}  # git's order for a name that is both
-REMOTE_REF = re.compile(r"refs/remotes/[^/]+/(.+)")  # a remote's branch, which DVC reads next
 AMBIGUOUS = "ambiguous"
 
 
@@ -97,11 +96,13 @@ def git(repo: Path | str | None, *args: str) -> subprocess.CompletedProcess[str]
 
 
 def ref_lines(repo: Path | str | None) -> tuple[str, ...]:
-    """Every ref and its commit (tags peeled), then HEAD's; none outside a repository."""
+    """Every ref and its commit (tags peeled), then HEAD's, then `remote NAME` for each remote;
+    none outside a repository."""
     r = git(repo, "for-each-ref", "--format=%(*objectname) %(objectname) %(refname)")
     lines = [s.strip() for s in r.stdout.splitlines() if s.strip()] if r.returncode == 0 else []
     if head := git(repo, "rev-parse", "-q", "--verify", "HEAD").stdout.split():
         lines.append(f"{head[0]} HEAD")
+    lines += [f"remote {name}" for name in git(repo, "remote").stdout.split()]
     return tuple(lines)
 
 
@@ -117,9 +118,10 @@ def revisions(refs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
             if ref.startswith(prefix):
                 out.setdefault(ref.removeprefix(prefix), (kind, commit))
     remotes: dict[str, set[str]] = {}  # name: the commits of the remotes' branches of that name
-    for commit, ref in pairs:
-        if (m := REMOTE_REF.fullmatch(ref)) and m[1] != "HEAD":
-            remotes.setdefault(m[1], set()).add(commit)
+    for remote in (name for kind, name in pairs if kind == "remote"):  # as `git remote` lists
+        for commit, ref in pairs:
+            if ref.startswith(f"refs/remotes/{remote}/") and not ref.endswith("/HEAD"):
+                remotes.setdefault(ref.removeprefix(f"refs/remotes/{remote}/"), set()).add(commit)
     for name, commits in remotes.items():
         out.setdefault(
             name, ("remote branch", *commits) if len(commits) == 1 else (AMBIGUOUS, None)
@@ -173,6 +175,11 @@ def read_at_rev(rev: str, repo: str | None = None) -> bytes:
     from dvc.exceptions import DvcException
 
     sha = commit_of(rev, repo)
+    kind, named = revisions(ref_lines(repo)).get(sha, ("", sha))
+    if named != sha:  # DVC reads a branch or tag name before a commit id
+        raise UserError(
+            f"--rev {printable(rev)}: a {kind} is named {sha}, its commit's id; rename it"
+        )
     try:
         with dvc.api.open(MODEL_PATH, repo=repo, rev=sha, mode="rb") as f:
             return f.read()

@@ -90,9 +90,9 @@ def _exit(code: int, line: str = "") -> None:
     os._exit(code)
 
 
-def deps_stamps(name: str) -> dict[str, tuple[int, int, int]]:
-    """Inode, ctime and size of each file stage `name` depends on in dvc.yaml (none outside a DVC
-    project): DVC hashes them only once the stage has ended, to write dvc.lock."""
+def deps_stamps(name: str) -> dict[str, tuple[int, int, int, int]]:
+    """Inode, mtime, size and last change of each file stage `name` depends on in dvc.yaml (none
+    outside a DVC project): DVC hashes them only once the stage has ended, to write dvc.lock."""
     from ruamel.yaml import YAML, YAMLError
 
     try:
@@ -106,7 +106,10 @@ def deps_stamps(name: str) -> dict[str, tuple[int, int, int]]:
             for path in (os.path.join(top, f) for f in files):
                 with contextlib.suppress(OSError):
                     st = os.stat(path)
-                    stamps[path] = (st.st_ino, st.st_ctime_ns, st.st_size)  # no tool sets ctime
+                    # ctime, which no tool sets back (`cp -p` does mtime); but a file DVC has
+                    # hard-linked to its cache changes ctime whenever another link comes or goes
+                    changed = st.st_ctime_ns if st.st_nlink == 1 else st.st_mtime_ns
+                    stamps[path] = (st.st_ino, st.st_mtime_ns, st.st_size, changed)
     return stamps
 
 
@@ -135,8 +138,10 @@ def run_stage(
             if params.load("params.yaml") != p:  # DVC reads them again to write dvc.lock
                 raise changed_while_running("params.yaml")
             now = deps_stamps(name)
-            edited = {f for f in deps.keys() | now.keys() if deps.get(f) != now.get(f)}
-            edited |= {f for f, (_, ctime, _) in now.items() if ctime > STARTED_NS}
+            edited = {
+                f for f in deps.keys() | now.keys() if deps.get(f, ())[:3] != now.get(f, ())[:3]
+            }
+            edited |= {f for f, stamp in now.items() if stamp[3] > STARTED_NS}
             if edited:
                 raise changed_while_running(min(edited))
     except KeyboardInterrupt:
