@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -293,6 +294,23 @@ def test_a_users_file_in_an_output_folder_stops_the_run_and_stays(
     project.dvc("repro")
     assert (project.path / "metrics/train/NOTES.md").read_bytes() == b"my notes"
     (project.path / "metrics/train/NOTES.md").unlink()
+
+
+def test_python_bytecode_beside_the_code_changes_no_dep(project: DvcProject) -> None:
+    """A user's Python writes __pycache__/ into src/ as the stages import it (CI sets
+    PYTHONDONTWRITEBYTECODE): dvc.lock must not record it, or `git status` is dirty after
+    `dvc repro` on a fresh clone."""
+    made = []
+    for folder in ("src/mnist_basics", "src/mnist_basics/download", "stages"):
+        cache = project.path / folder / "__pycache__"
+        cache.mkdir(exist_ok=True)
+        (cache / "x.cpython-311.pyc").write_bytes(b"bytecode")
+        made.append(cache)
+    try:
+        assert "up to date" in project.dvc("status").stdout
+    finally:
+        for cache in made:
+            shutil.rmtree(cache)
 
 
 def test_a_section_no_stage_reads_is_named_by_the_next_repro(
