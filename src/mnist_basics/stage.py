@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import psutil
 
@@ -90,27 +90,47 @@ def _exit(code: int, line: str = "") -> None:
     os._exit(code)
 
 
-def deps_stamps(name: str) -> dict[str, tuple[int, int, int, int]]:
-    """Inode, mtime, size and last change of each file stage `name` depends on in dvc.yaml (none
-    outside a DVC project): DVC hashes them only once the stage has ended, to write dvc.lock."""
+class Stamp(NamedTuple):
+    """What tells a file's bytes changed: inode, mtime and size; and when it last changed: ctime,
+    which no tool sets back (`cp -p` does mtime), except for a file DVC has hard-linked to its
+    cache, whose ctime moves whenever another link comes or goes: its mtime."""
+
+    inode: int
+    mtime: int
+    size: int
+    changed: int
+
+
+def stage_deps(name: str) -> list[str]:
+    """The deps of stage `name` in dvc.yaml; none outside a DVC project."""
     from ruamel.yaml import YAML, YAMLError
 
     try:
         deps = YAML(typ="safe").load(Path("dvc.yaml").read_text())["stages"][name]["deps"]
     except (OSError, YAMLError, KeyError, TypeError):
-        return {}
+        return []
+    return [d for d in deps if isinstance(d, str)]
+
+
+def deps_stamps(deps: list[str]) -> dict[str, Stamp]:
+    """A Stamp of each file of `deps` (folders walked): DVC hashes them only once the stage has
+    ended, to write dvc.lock."""
     stamps = {}
-    for dep in (d for d in deps if isinstance(d, str)):
+    for dep in deps:
         for top, dirs, files in os.walk(dep) if os.path.isdir(dep) else [("", [], [dep])]:
-            dirs[:] = [d for d in dirs if d != "__pycache__"]  # Python's, which DVC skips
+            dirs[:] = [d for d in dirs if d != "__pycache__"]  # Python's, which DVC ignores
             for path in (os.path.join(top, f) for f in files):
                 with contextlib.suppress(OSError):
                     st = os.stat(path)
-                    # ctime, which no tool sets back (`cp -p` does mtime); but a file DVC has
-                    # hard-linked to its cache changes ctime whenever another link comes or goes
                     changed = st.st_ctime_ns if st.st_nlink == 1 else st.st_mtime_ns
-                    stamps[path] = (st.st_ino, st.st_mtime_ns, st.st_size, changed)
+                    stamps[path] = Stamp(st.st_ino, st.st_mtime_ns, st.st_size, changed)
     return stamps
+
+
+def edited(before: dict[str, Stamp], now: dict[str, Stamp]) -> list[str]:
+    """The deps edited since `before` was taken, or after the stage began to read its code."""
+    moved = {f for f in before.keys() | now.keys() if before.get(f, ())[:3] != now.get(f, ())[:3]}
+    return sorted(moved | {f for f, stamp in now.items() if stamp.changed > STARTED_NS})
 
 
 def changed_while_running(what: str) -> UserError:
@@ -130,20 +150,16 @@ def run_stage(
         watch_parent()
         from mnist_basics import params  # pydantic: after the watch has started
 
-        p, deps = params.load("params.yaml"), deps_stamps(name)
+        deps = stage_deps(name)
+        p, stamps = params.load("params.yaml"), deps_stamps(deps)
         for out in outputs:
             atomic.clear_stale(Path(out))
         with atomic.together():  # no output replaced before params and deps are checked again
             main(p)
             if params.load("params.yaml") != p:  # DVC reads them again to write dvc.lock
                 raise changed_while_running("params.yaml")
-            now = deps_stamps(name)
-            edited = {
-                f for f in deps.keys() | now.keys() if deps.get(f, ())[:3] != now.get(f, ())[:3]
-            }
-            edited |= {f for f, stamp in now.items() if stamp[3] > STARTED_NS}
-            if edited:
-                raise changed_while_running(min(edited))
+            if changed := edited(stamps, deps_stamps(deps)):
+                raise changed_while_running(changed[0])
     except KeyboardInterrupt:
         end_children()
         _exit(130, f"{name}: interrupted; the last good outputs are left as they were")

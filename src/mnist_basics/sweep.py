@@ -198,9 +198,15 @@ def _origin(repo: Path, origin: str | None) -> tuple[str, str]:
     return url, "origin"
 
 
-def _check_on_origin(repo: Path, origin: str, commit: str) -> None:
+def _origin_refs(repo: Path, origin: str) -> list[tuple[str, str]]:
+    """(commit, ref) of every ref on the origin, in one `git ls-remote`."""
+    lines = _git(repo, "ls-remote", "--", origin).splitlines()
+    return [(line.split()[0], line.split()[-1]) for line in lines if line]
+
+
+def _check_on_origin(repo: Path, origin: str, commit: str, refs: list[tuple[str, str]]) -> None:
     """The tasks clone the origin: HEAD must be one of its refs or below one."""
-    heads = {line.split()[0] for line in _git(repo, "ls-remote", "--", origin).splitlines() if line}
+    heads = {sha for sha, _ in refs}
     if commit not in heads and not any(
         _run(["git", "merge-base", "--is-ancestor", commit, sha], repo, 60).returncode == 0
         for sha in heads
@@ -226,12 +232,11 @@ def run_name(given: str | None, commit: str, taken: set[str], runs: int) -> str:
     return next(name for name in names if free(name))
 
 
-def _experiments(repo: Path, origin: str, commit: str) -> set[str]:
+def _experiments(repo: Path, commit: str, origin_refs: list[tuple[str, str]]) -> set[str]:
     """The names of `commit`'s experiments here and on the origin."""
     prefix = exp_ref(commit, "")
-    there = _git(repo, "ls-remote", "--", origin, prefix + "*").splitlines()
     here = _git(repo, "for-each-ref", "--format=%(refname)", "--", prefix).splitlines()
-    refs = [line.split()[-1] for line in there if line] + here
+    refs = [ref for _, ref in origin_refs] + here
     return {ref.removeprefix(prefix) for ref in refs if ref.startswith(prefix)}
 
 
@@ -310,14 +315,15 @@ def run(args: argparse.Namespace) -> int:
         commit = _git(repo, "rev-parse", "HEAD")
         origin_url, origin_here = _origin(repo, args.origin)
         runs = expand(args.params)
-        _check_on_origin(repo, origin_url, commit)
+        on_origin = _origin_refs(repo, origin_url)
+        _check_on_origin(repo, origin_url, commit, on_origin)
         if _git(repo, "status", "--porcelain", "--untracked-files=no"):
             _say(
                 f"sweep: warning: uncommitted changes are not part of the sweep; every run "
                 f"starts from commit {commit[:7]}",
                 error=True,
             )
-        name = run_name(args.name, commit, _experiments(repo, origin_url, commit), len(runs))
+        name = run_name(args.name, commit, _experiments(repo, commit, on_origin), len(runs))
         specs = [Spec(f"{name}-{i}", ovs, origin_url, commit) for i, ovs in enumerate(runs, 1)]
         ray = _ray_init(args.address)
     except SweepError as e:
