@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,16 +61,25 @@ class DvcProject:
     def run(
         self, *args: str, timeout: float = 300, check: bool = True
     ) -> subprocess.CompletedProcess:
-        """Run a command in the project; a hang fails the test instead of hanging CI."""
-        r = subprocess.run(
-            list(args),
-            cwd=self.path,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        """Run a command in the project; a hang fails the test instead of hanging CI.
+
+        Output goes through files, not pipes: `dvc queue start`'s worker launcher keeps the
+        caller's stdout and stderr open until its worker exits, so with pipes the call would
+        last as long as the whole queue.
+        """
+        with tempfile.TemporaryFile() as so, tempfile.TemporaryFile() as se:
+            r = subprocess.run(
+                list(args),
+                cwd=self.path,
+                env=self.env,
+                stdout=so,
+                stderr=se,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
+            for f in (so, se):
+                f.seek(0)
+            r.stdout, r.stderr = (f.read().decode(errors="replace") for f in (so, se))
         if check and r.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {r.returncode}\n{r.stdout}\n{r.stderr}")
         return r

@@ -92,10 +92,39 @@ def test_a_remotes_branch_comes_before_an_experiment(repo) -> None:
         predict.commit_of("dup", str(path))
 
 
-def test_a_branch_named_with_a_commit_id_is_refused_not_read(repo) -> None:
-    """DVC reads a branch or tag name before a commit id, git the other way round: a branch named
-    with main's id would make `--rev main` read that branch's model."""
-    path, c = repo
-    git(path, "branch", c["run_b"], c["a"])
-    with pytest.raises(UserError, match=r"^--rev main: a branch is named [0-9a-f]{40}, its commit"):
-        predict.read_at_rev("main", str(path))
+@pytest.fixture
+def two_models(tmp_path: Path) -> tuple[Path, str, str]:
+    """A DVC repository whose main holds model A; commit `other` (not on main) holds model B."""
+    from dvc.repo import Repo
+
+    git(tmp_path, "init", "-q", "-b", "main")
+    Repo.init(tmp_path).close()
+    model = tmp_path / predict.MODEL_PATH
+    model.parent.mkdir()
+    shas = []
+    for content in (b"model A", b"model B"):
+        model.write_bytes(content)
+        git(tmp_path, "add", "-A")
+        git(tmp_path, "commit", "-q", "-m", content.decode())
+        shas.append(git(tmp_path, "rev-parse", "HEAD"))
+    git(tmp_path, "reset", "-q", "--hard", shas[0])
+    return tmp_path, shas[0], shas[1]
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["refs/{sha}", "refs/heads/{sha}", "refs/tags/{sha}", "refs/remotes/{sha}", "remote {sha}"],
+)
+def test_a_ref_named_with_a_commit_id_does_not_change_what_is_read(two_models, ref: str) -> None:
+    """DVC looks a bare commit id up as a ref name first (git's rules for any name), so a ref
+    named with main's id and pointing elsewhere would make `--rev main` read another model."""
+    path, main, other = two_models
+    if ref.startswith("remote "):  # a remote of that name whose HEAD is elsewhere
+        git(path, "remote", "add", main, "/nonexistent")
+        git(path, "update-ref", f"refs/remotes/{main}/side", other)
+        git(path, "symbolic-ref", f"refs/remotes/{main}/HEAD", f"refs/remotes/{main}/side")
+    else:
+        git(path, "update-ref", ref.format(sha=main), other)
+    assert predict.read_at_rev("main", str(path)) == b"model A"
+    assert predict.read_at_rev(main, str(path)) == b"model A"  # as git reads an id: the commit
+    assert predict.read_at_rev(other, str(path)) == b"model B"

@@ -175,13 +175,8 @@ def read_at_rev(rev: str, repo: str | None = None) -> bytes:
     from dvc.exceptions import DvcException
 
     sha = commit_of(rev, repo)
-    kind, named = revisions(ref_lines(repo)).get(sha, ("", sha))
-    if named != sha:  # DVC reads a branch or tag name before a commit id
-        raise UserError(
-            f"--rev {printable(rev)}: a {kind} is named {sha}, its commit's id; rename it"
-        )
-    try:
-        with dvc.api.open(MODEL_PATH, repo=repo, rev=sha, mode="rb") as f:
+    try:  # DVC looks a bare id up as a ref name first; `^{commit}` is the commit whatever refs say
+        with dvc.api.open(MODEL_PATH, repo=repo, rev=f"{sha}^{{commit}}", mode="rb") as f:
             return f.read()
     except FileNotFoundError:
         raise UserError(f"--rev {printable(rev)}: {MODEL_PATH} is not in that revision") from None
