@@ -263,8 +263,8 @@ def test_rev_reads_that_revisions_model_without_checkout(
 
 @pytest.mark.parametrize(
     "rev",
-    ["no-such-rev", "HEAD:models", "HEAD^{tree}", "BLOB", "x" * 1024, "--output=o", "a\nb"],
-    ids=["unknown", "tree-path", "tree", "blob-sha", "1024-chars", "option", "newline"],
+    ["no-such-rev", "HEAD:models", "HEAD^{tree}", "BLOB", "x" * 1024, "--output=o", "a\nb", ""],
+    ids=["unknown", "tree-path", "tree", "blob-sha", "1024-chars", "option", "newline", "empty"],
 )
 def test_a_rev_that_is_not_a_commit(revrepo: Path, monkeypatch, capsys, rev: str) -> None:
     monkeypatch.chdir(revrepo)
@@ -282,6 +282,14 @@ def test_a_rev_that_is_not_a_commit(revrepo: Path, monkeypatch, capsys, rev: str
         "repository (a branch, tag, DVC experiment or commit sha)\n"
     )
     assert not (revrepo / "o").exists()
+
+
+def test_a_rev_outside_a_git_repository_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    seven().save(tmp_path / "s.png")
+    code, out, err = cli(capsys, "--rev", "main", "s.png")
+    assert (code, out) == (2, "")
+    assert err == f"predict: error: --rev main: {tmp_path.resolve()} is not in a git repository\n"
 
 
 def test_a_revisions_unreadable_model_is_named_by_revision(

@@ -4,6 +4,7 @@ HEAD's; a name that DVC would call ambiguous is refused. Real git, refs made as 
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from pathlib import Path
 
@@ -77,19 +78,56 @@ def test_an_experiment_named_like_a_commit_id_is_that_commit(repo) -> None:
     assert both_ways(path, c["b"][:7]) == (c["b"], c["b"])
 
 
+def test_a_top_level_ref_file_is_not_a_name_to_dvc(repo) -> None:
+    """`git update-ref main X` (no refs/heads/) writes .git/main, which git reads before the
+    branch and libgit2, so DVC, ignores."""
+    path, c = repo
+    git(path, "update-ref", "main", c["a"])
+    assert (path / ".git" / "main").exists()
+    assert both_ways(path, "main") == (c["run_b"], c["run_b"])
+
+
+def test_an_experiment_named_with_an_ambiguous_short_id_is_the_experiment(repo) -> None:
+    """A name of 4 hex digits that a commit and a blob both begin with: no object to libgit2,
+    so DVC reads the experiment (git would pick the commit)."""
+    import hashlib
+
+    path, c = repo
+    prefix = c["a"][:4]
+
+    def object_id(data: bytes) -> str:
+        return hashlib.sha1(b"blob %d\0%s" % (len(data), data), usedforsecurity=False).hexdigest()
+
+    content = next(d for i in itertools.count() if object_id(d := b"%d" % i).startswith(prefix))
+    (path / "blob").write_bytes(content)
+    assert git(path, "hash-object", "-w", "blob").startswith(prefix)
+    git(path, "update-ref", f"refs/exps/{c['run_b'][:2]}/{c['run_b'][2:]}/{prefix}", c["c"])
+    assert both_ways(path, prefix) == (c["c"], c["c"])
+
+
 def test_a_remotes_branch_comes_before_an_experiment(repo) -> None:
     """DVC reads `refs/remotes/<remote>/<name>` before experiment names."""
     path, c = repo
     git(path, "update-ref", "refs/remotes/up/dup", c["b"])  # fetched once, no remote `up` now
     git(path, "checkout", "-q", c["a"])
     assert both_ways(path, "dup") == (c["run_a"], c["run_a"])  # DVC reads configured remotes only
+    git(path, "config", "remote.up.prune", "true")  # a section without a url is no remote to DVC
+    assert both_ways(path, "dup") == (c["run_a"], c["run_a"])
+    assert {r["id"]: r["kind"] for r in app.list_revisions(path)}["dup"] == "experiment"
     for remote, commit in (("team/a", "c"), ("other", "b")):
         git(path, "remote", "add", remote, str(path))
         git(path, "update-ref", f"refs/remotes/{remote}/dup", c[commit])
         if remote == "team/a":  # a remote's name may hold a slash
             assert both_ways(path, "dup") == (c["c"], c["c"])
-    with pytest.raises(UserError, match=r"^--rev dup: several commits have this name"):
-        predict.commit_of("dup", str(path))
+    # Remotes that disagree: DVC tries the experiment names next, and only then gives up.
+    assert both_ways(path, "dup") == (c["run_a"], c["run_a"])
+    for remote, commit in (("team/a", "c"), ("other", "b")):
+        git(path, "update-ref", f"refs/remotes/{remote}/only", c[commit])
+    with pytest.raises(UserError, match=r"^--rev only: several commits have this name"):
+        predict.commit_of("only", str(path))
+    with pytest.raises(UserError, match=r"^model 'only': several commits have this name"):
+        app.commit_of("only", path)
+    assert "only" not in [r["id"] for r in app.list_revisions(path)]
 
 
 @pytest.fixture
@@ -117,7 +155,8 @@ def two_models(tmp_path: Path) -> tuple[Path, str, str]:
 )
 def test_a_ref_named_with_a_commit_id_does_not_change_what_is_read(two_models, ref: str) -> None:
     """DVC looks a bare commit id up as a ref name first (git's rules for any name), so a ref
-    named with main's id and pointing elsewhere would make `--rev main` read another model."""
+    named with main's id and pointing elsewhere would make `--rev main` read another model if
+    main's id were handed to DVC bare."""
     path, main, other = two_models
     if ref.startswith("remote "):  # a remote of that name whose HEAD is elsewhere
         git(path, "remote", "add", main, "/nonexistent")
@@ -125,6 +164,14 @@ def test_a_ref_named_with_a_commit_id_does_not_change_what_is_read(two_models, r
         git(path, "symbolic-ref", f"refs/remotes/{main}/HEAD", f"refs/remotes/{main}/side")
     else:
         git(path, "update-ref", ref.format(sha=main), other)
+    import dvc.api
+
     assert predict.read_at_rev("main", str(path)) == b"model A"
-    assert predict.read_at_rev(main, str(path)) == b"model A"  # as git reads an id: the commit
+    assert both_ways(path, "main") == (main, main)
+    for rev in (
+        main,
+        other,
+    ):  # the id itself: what DVC reads for it (the ref, where one is so named)
+        want = dvc.api.read(predict.MODEL_PATH, repo=str(path), rev=rev, mode="rb")
+        assert predict.read_at_rev(rev, str(path)) == want
     assert predict.read_at_rev(other, str(path)) == b"model B"

@@ -89,6 +89,14 @@ def test_a_name_taken_by_an_experiment_is_refused_before_ray_starts(tmp_path: Pa
         ]
 
 
+@pytest.mark.parametrize("name", ["-x", "--help", "a b", "a..b", "x.", "", "a" * 101, "é/x"])
+def test_a_name_that_is_no_run_name_is_refused(name: str) -> None:
+    """A name reaches `dvc exp run -n NAME-1`, which takes no `--`: an option or a name git
+    cannot keep as a ref would fail every run, each on its own node."""
+    with pytest.raises(SweepError, match=r"^-n .*: not a run name; allowed: letters, digits"):
+        run_name(name, "c" * 40, set(), 2)
+
+
 def test_the_default_name_is_the_first_free_one() -> None:
     commit = "a53f09e" + "0" * 33
     assert run_name(None, commit, set(), 3) == "sweep-a53f09e"

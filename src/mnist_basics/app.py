@@ -44,39 +44,95 @@ PREPARING = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="prepare
 TOO_LARGE = {"error": f"image larger than {MAX_BODY} bytes"}
 
 
-def _refs(repo: Path) -> tuple[str, ...]:
-    """Every ref and its commit, the key of the caches below, which hold until one changes."""
+EXP_REF = re.compile(r"refs/exps/([0-9a-f]{2})/([0-9a-f]{38})/(.+)")  # DVC's: commit, then name
+KINDS = {"refs/tags/": "tag", "refs/heads/": "branch"}  # git's order for a name that is both
+AMBIGUOUS = "ambiguous"
+REMOTE_URL = r"^remote\..*\.(push)?url$"
+
+
+def ref_lines(repo: Path) -> tuple[str, ...]:
+    """Every ref and its commit (tags peeled), then HEAD's, then `remote NAME` for each remote;
+    none outside a repository. The key of the caches below, which hold until a ref changes."""
     try:
-        return predict.ref_lines(repo)
+        r = predict.git(repo, "for-each-ref", "--format=%(*objectname) %(objectname) %(refname)")
+        head = predict.git(repo, "rev-parse", "-q", "--verify", "HEAD").stdout.split()
+        # libgit2's remotes, so DVC's: a config section with a url or pushurl, not just any
+        keys = predict.git(repo, "config", "-z", "--name-only", "--get-regexp", REMOTE_URL)
     except predict.NO_GIT:
         return ()
+    remotes = sorted(
+        {k.removeprefix("remote.").rsplit(".", 1)[0] for k in keys.stdout.split("\0") if k}
+    )
+    lines = [s.strip() for s in r.stdout.splitlines() if s.strip()] if r.returncode == 0 else []
+    lines += [f"{head[0]} HEAD"] if head else []
+    return (*lines, *(f"remote {name}" for name in remotes))
+
+
+@functools.lru_cache(maxsize=4)
+def revisions(refs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
+    """{name: (kind, commit)}, in the order DVC's `resolve_rev` tries them: git tags, branches,
+    a name all remotes' branches agree on, then experiments (of several commits: HEAD's), then
+    AMBIGUOUS for a name of neither kind that DVC cannot choose for."""
+    out: dict[str, tuple[str, str | None]] = {predict.WORKSPACE: ("workspace", None)}
+    pairs = [(line.split()[0], line.split()[-1]) for line in refs]
+    for prefix, kind in KINDS.items():
+        for commit, ref in pairs:
+            if ref.startswith(prefix):
+                out.setdefault(ref.removeprefix(prefix), (kind, commit))
+    remotes: dict[str, set[str]] = {}  # name: the commits of the remotes' branches of that name
+    for remote in (name for kind, name in pairs if kind == "remote"):  # as `git remote` lists
+        for commit, ref in pairs:
+            if ref.startswith(f"refs/remotes/{remote}/") and not ref.endswith("/HEAD"):
+                remotes.setdefault(ref.removeprefix(f"refs/remotes/{remote}/"), set()).add(commit)
+    for name, commits in remotes.items():
+        if len(commits) == 1:
+            out.setdefault(name, ("remote branch", *commits))
+    head = next((commit for commit, ref in pairs if ref == "HEAD"), None)
+    of_commits: dict[str, dict[str, str]] = {}  # name: {the commit it ran on: its own}
+    for commit, ref in pairs:
+        if m := EXP_REF.fullmatch(ref):
+            of_commits.setdefault(m[3], {})[m[1] + m[2]] = commit
+    for name, runs in of_commits.items():
+        mine = next(iter(runs.values())) if len(runs) == 1 else runs.get(head or "")
+        out.setdefault(name, ("experiment", mine) if mine else (AMBIGUOUS, None))
+    for name in remotes:
+        out.setdefault(name, (AMBIGUOUS, None))
+    return out
 
 
 def list_revisions(repo: Path) -> list[dict]:
     """What the selectors offer. Each entry: {"id": the --rev, "kind": workspace|experiment|
-    branch|tag}."""
-    listed = predict.revisions(_refs(repo)).items()
-    return [{"id": n, "kind": k} for n, (k, _) in listed if k != predict.AMBIGUOUS]
+    branch|tag|remote branch}."""
+    return [
+        {"id": n, "kind": k} for n, (k, _) in revisions(ref_lines(repo)).items() if k != AMBIGUOUS
+    ]
 
 
 @functools.lru_cache(maxsize=256)
-def _commit(repo: Path, rev: str, refs: tuple[str, ...]) -> str | None:
-    """The commit a name or hex id names, as `predict --rev` and DVC resolve it; None for none."""
-    with contextlib.suppress(UserError):
+def _commit(repo: Path, rev: str, refs: tuple[str, ...]) -> str:
+    """The commit a name or hex id names, by `predict --rev`'s (DVC's) rules; AMBIGUOUS, or ""
+    for none."""
+    try:
         return predict.commit_of(rev, str(repo))
-    return None
+    except predict.Ambiguous:
+        return AMBIGUOUS
+    except UserError:
+        return ""
 
 
 def commit_of(rev: str, repo: Path) -> str:
     """The commit a listed name or a commit's hex id names now; any other name is refused
     before git is asked (a re-run experiment or a moved branch names a new commit)."""
-    refs = _refs(repo)
-    listed = predict.revisions(refs).get(rev)
-    if listed and listed[0] == predict.AMBIGUOUS:
-        raise predict.ambiguous(f"model {rev[:60]!r}")
-    commit = None
-    if listed or re.fullmatch(r"[0-9a-f]{4,40}", rev):  # as DVC reads it: git's rules first
+    refs = ref_lines(repo)
+    commit = ""
+    if rev in revisions(refs) or re.fullmatch(r"[0-9a-f]{4,40}", rev):
         commit = _commit(repo, rev, refs)
+    if commit == AMBIGUOUS:
+        raise UserError(
+            f"model {rev[:60]!r}: several commits have this name (experiments of several "
+            "commits, none of them HEAD's, or branches of several remotes); give the one you mean "
+            "by its commit id"
+        )
     if not commit:
         raise UserError(
             f"unknown model {rev[:60]!r}: allowed: a name GET /models lists, or a commit's id"
@@ -90,7 +146,7 @@ _loading = threading.Lock()
 @functools.lru_cache(maxsize=CACHED_MODELS)
 def _cached_load(rev: str, repo: str, stamp: object) -> predict.LoadedModel:
     """The few most recently used models, each under a `stamp` of what it was read from."""
-    return predict.load(rev, repo)
+    return predict.load(rev, repo, commit="" if rev == predict.WORKSPACE else rev)
 
 
 def model_at(rev: str, repo: Path) -> predict.LoadedModel:

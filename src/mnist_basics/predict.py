@@ -5,10 +5,8 @@ and exit status 2; the other inputs are still predicted.
 """
 
 import argparse
-import functools
 import json
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -52,8 +50,9 @@ class Prediction:
         }
 
 
-def load(rev: str | None = None, repo: str | None = None) -> LoadedModel:
-    """The workspace's model (rev None or "workspace"), or revision `rev`'s; `serve`'s too."""
+def load(rev: str | None = None, repo: str | None = None, commit: str = "") -> LoadedModel:
+    """The workspace's model (rev None or "workspace"), or revision `rev`'s; `serve`'s too, which
+    gives `commit`, rev's commit, resolved already."""
     if rev in (None, WORKSPACE):
         path = Path(repo or ".") / MODEL_PATH
         if not path.exists():
@@ -61,7 +60,7 @@ def load(rev: str | None = None, repo: str | None = None) -> LoadedModel:
         return _load_file(path, WORKSPACE)
     with tempfile.TemporaryDirectory(prefix="mnist-basics-model-") as tmp:
         path = Path(tmp) / "model.safetensors"
-        path.write_bytes(read_at_rev(rev, repo))  # load_model reads a file
+        path.write_bytes(read_at_rev(rev, repo, commit))  # load_model reads a file
         return _load_file(path, printable(rev))
 
 
@@ -82,9 +81,6 @@ def _load_file(path: Path, source: str) -> LoadedModel:
 
 
 NO_GIT = (OSError, ValueError, subprocess.TimeoutExpired)  # no git; a NUL in an argument; no answer
-EXP_REF = re.compile(r"refs/exps/([0-9a-f]{2})/([0-9a-f]{38})/(.+)")  # DVC's: commit, then name
-KINDS = {"refs/tags/": "tag", "refs/heads/": "branch"}  # git's order for a name that is both
-AMBIGUOUS = "ambiguous"
 
 
 def git(repo: Path | str | None, *args: str) -> subprocess.CompletedProcess[str]:
@@ -95,86 +91,55 @@ def git(repo: Path | str | None, *args: str) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
-def ref_lines(repo: Path | str | None) -> tuple[str, ...]:
-    """Every ref and its commit (tags peeled), then HEAD's, then `remote NAME` for each remote;
-    none outside a repository."""
-    r = git(repo, "for-each-ref", "--format=%(*objectname) %(objectname) %(refname)")
-    lines = [s.strip() for s in r.stdout.splitlines() if s.strip()] if r.returncode == 0 else []
-    if head := git(repo, "rev-parse", "-q", "--verify", "HEAD").stdout.split():
-        lines.append(f"{head[0]} HEAD")
-    lines += [f"remote {name}" for name in git(repo, "remote").stdout.split()]
-    return tuple(lines)
-
-
-@functools.lru_cache(maxsize=4)
-def revisions(refs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
-    """{name: (kind, commit)} as `dvc.api` and `dvc exp apply` resolve a name: the workspace, git
-    tags, then branches, then remotes' branches (of several remotes: one commit, else AMBIGUOUS),
-    then DVC experiments (of several commits: HEAD's, else AMBIGUOUS)."""
-    out: dict[str, tuple[str, str | None]] = {WORKSPACE: ("workspace", None)}
-    pairs = [(line.split()[0], line.split()[-1]) for line in refs]
-    for prefix, kind in KINDS.items():
-        for commit, ref in pairs:
-            if ref.startswith(prefix):
-                out.setdefault(ref.removeprefix(prefix), (kind, commit))
-    remotes: dict[str, set[str]] = {}  # name: the commits of the remotes' branches of that name
-    for remote in (name for kind, name in pairs if kind == "remote"):  # as `git remote` lists
-        for commit, ref in pairs:
-            if ref.startswith(f"refs/remotes/{remote}/") and not ref.endswith("/HEAD"):
-                remotes.setdefault(ref.removeprefix(f"refs/remotes/{remote}/"), set()).add(commit)
-    for name, commits in remotes.items():
-        out.setdefault(
-            name, ("remote branch", *commits) if len(commits) == 1 else (AMBIGUOUS, None)
-        )
-    head = next((commit for commit, ref in pairs if ref == "HEAD"), None)
-    of_commits: dict[str, dict[str, str]] = {}  # name: {the commit it ran on: its own}
-    for commit, ref in pairs:
-        if m := EXP_REF.fullmatch(ref):
-            of_commits.setdefault(m[3], {})[m[1] + m[2]] = commit
-    for name, runs in of_commits.items():
-        mine = next(iter(runs.values())) if len(runs) == 1 else runs.get(head or "")
-        out.setdefault(name, ("experiment", mine) if mine else (AMBIGUOUS, None))
-    return out
-
-
-def ambiguous(rev: str) -> UserError:
-    return UserError(
-        f"{rev}: several commits have this name (experiments of several commits, none of them "
-        "HEAD, or branches of several remotes); give the one you mean by its commit id"
-    )
+class Ambiguous(UserError):
+    """A name DVC finds on several commits and will not choose between."""
 
 
 def commit_of(rev: str, repo: str | None = None) -> str:
-    """The sha of the commit `rev` names: a branch, tag, sha or git expression, else a DVC
-    experiment's name. Anything else (a tree, a blob, garbage) is one line; `rev` reaches git
-    only after --end-of-options, and DVC only as the sha."""
+    """The sha of the commit `rev` names, by DVC's own `resolve_rev` (what `dvc exp apply` and
+    `dvc exp show` read): git's names, a remote's branch, then an experiment's name. A tree, a
+    blob or garbage is one line; `rev` reaches git only after --end-of-options."""
+    from dvc.scm import SCM, RevError, SCMError, resolve_rev
+
     shown = printable(rev if len(rev) <= 80 else rev[:77] + "...")
     try:
-        r = git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
-        if r.returncode == 0:
-            return r.stdout.strip()
-        if "not a git repository" in r.stderr:
-            where = Path(repo or ".").resolve()
-            raise UserError(f"--rev {shown}: {where} is not in a git repository")
-        kind, commit = revisions(ref_lines(repo)).get(rev, ("", None))
+        scm = SCM(repo or ".")
+    except SCMError:
+        where = Path(repo or ".").resolve()
+        raise UserError(f"--rev {shown}: {where} is not in a git repository") from None
+    try:  # "" is HEAD to resolve_rev but the workspace to dvc.api: neither, here
+        sha = resolve_rev(scm, rev) if rev else ""
+    except RevError as e:
+        if "ambiguous" in str(e):
+            raise Ambiguous(
+                f"--rev {shown}: several commits have this name (experiments of several "
+                "commits, none of them HEAD's, or branches of several remotes); give the one "
+                "you mean by its commit id"
+            ) from None
+        sha = ""
+    except Exception:  # libgit2's answer to a malformed name (a NUL, a bad `@{...}`)
+        sha = ""
+    finally:
+        scm.close()
+    try:  # a tree or a blob is no commit
+        r = git(repo, "rev-parse", "-q", "--verify", "--end-of-options", f"{sha}^{{commit}}")
     except NO_GIT as e:
         raise UserError(f"--rev {shown}: cannot run git ({e})") from None
-    if kind in ("remote branch", "experiment") and commit:
-        return commit
-    if kind == AMBIGUOUS:
-        raise ambiguous(f"--rev {shown}")
+    if sha and r.returncode == 0:
+        return r.stdout.strip()
     raise UserError(
         f"--rev {shown}: unknown revision; it must be a commit of this repository (a branch, "
         "tag, DVC experiment or commit sha)"
     )
 
 
-def read_at_rev(rev: str, repo: str | None = None) -> bytes:
-    """The bytes of the model at a git revision or DVC experiment, without a checkout."""
+def read_at_rev(rev: str, repo: str | None = None, commit: str = "") -> bytes:
+    """The bytes of the model at a git revision or DVC experiment (`commit`, if the caller has
+    resolved `rev` already), without a checkout."""
     import dvc.api
     from dvc.exceptions import DvcException
 
-    sha = commit_of(rev, repo)
+    sha = commit or commit_of(rev, repo)
     try:  # DVC looks a bare id up as a ref name first; `^{commit}` is the commit whatever refs say
         with dvc.api.open(MODEL_PATH, repo=repo, rev=f"{sha}^{{commit}}", mode="rb") as f:
             return f.read()

@@ -25,6 +25,9 @@ MAX_RUNS = 10_000  # runs of one grid
 STEP_TIMEOUT = 3600.0  # seconds any one git or dvc command of a task may take
 GIT_PROTOCOLS = "file:git:http:https:ssh"  # GIT_ALLOW_PROTOCOL, unless the user set their own
 STAGE_ERROR = re.compile(r"^[\w.-]+: error: ")
+EXP_NAME = re.compile(
+    r"(?!.*\.\.)[A-Za-z0-9][\w.-]{0,99}(?<!\.)"
+)  # a git ref name's part, not an option
 DVC = [sys.executable, "-m", "dvc"]
 
 
@@ -222,6 +225,11 @@ def run_name(given: str | None, commit: str, taken: set[str], runs: int) -> str:
         return not taken & {f"{name}-{i}" for i in range(1, runs + 1)}
 
     if given is not None:
+        if not EXP_NAME.fullmatch(given):  # it reaches `dvc exp run -n`, which takes no `--`
+            raise SweepError(
+                f"-n {given!r}: not a run name; allowed: letters, digits, '.', '_' and '-', "
+                "beginning with a letter or digit"
+            )
         if not free(given):
             raise SweepError(
                 f"-n {given}: experiments {given}-1 ... {given}-{runs} of commit {commit[:7]} "
