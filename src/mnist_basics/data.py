@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from mnist_basics.errors import UserError
-from mnist_basics.tensorize import read_split
+from mnist_basics.tensors import read_split
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 
 from mnist_basics import atomic, images
 from mnist_basics.errors import BadFile, UserError
-from mnist_basics.tensorize import read_split
+from mnist_basics.tensors import read_split
 
 
 def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:

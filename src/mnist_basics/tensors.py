@@ -1,0 +1,31 @@
+"""data/tensors' files read back: the format the tensorize stage writes, checked before the
+baseline, train and evaluate stages use it (each has this module among its dvc.yaml deps)."""
+
+from pathlib import Path
+
+from mnist_basics import atomic
+from mnist_basics.errors import BadFile
+
+
+def read_split(path: Path, framework: str = "pt") -> dict:
+    """The arrays of a split tensorize wrote (NumPy's or torch's `framework`); one clear line if
+    they are not what it writes."""
+    needs = ("images", "labels")
+    arrays, _ = atomic.read_safetensors(path, "a tensors", "tensorize", needs, framework)
+    x, y = arrays["images"], arrays["labels"]
+    kind = {name: str(a.dtype).removeprefix("torch.") for name, a in arrays.items()}
+    if kind["images"] != "uint8" or len(x.shape) != 3 or tuple(x.shape[1:]) != (28, 28):
+        why = f"images {kind['images']} {list(x.shape)}, not uint8 [N, 28, 28]"
+    elif len(x) == 0:
+        why = "no images"
+    elif kind["labels"] != "int64" or tuple(y.shape) != (len(x),):
+        why = f"labels {kind['labels']} {list(y.shape)}, not int64 [{len(x)}], one per image"
+    elif not 0 <= int(y.min()) <= int(y.max()) <= 9:
+        why = f"a label {int(y.max()) if y.max() > 9 else int(y.min())} that is no digit 0-9"
+    else:
+        return arrays
+    raise BadFile(
+        path,
+        f"not a tensors file as the tensorize stage writes it ({why})",
+        "`dvc repro -f tensorize` writes it again",
+    )
