@@ -69,6 +69,22 @@ def test_a_group_that_succeeds_replaces_every_output(tmp_path: Path) -> None:
     }
 
 
+def test_a_file_that_comes_after_its_folder_was_written_stops_the_group(tmp_path: Path) -> None:
+    """Inside a group the folder is renamed only when the last output is written: a file the
+    user drops in meanwhile would go with the old folder."""
+    _, model = _old_outputs(tmp_path)
+    with (
+        pytest.raises(UserError, match=r"notes.txt: not a file this stage writes"),
+        atomic.together(),
+    ):
+        with atomic.atomic_path(tmp_path / "plots", is_dir=True) as tmp:
+            (tmp / "a.png").write_bytes(b"new plot")
+        (tmp_path / "plots" / "notes.txt").write_text("mine")  # while the model is written
+        atomic.write_bytes(model, b"new model")
+    assert (tmp_path / "plots" / "notes.txt").read_text() == "mine"
+    assert model.read_bytes() != b"new model"
+
+
 @pytest.mark.parametrize("mine", ["notes.txt", "sub/notes.txt", "link"])
 def test_a_file_the_stage_did_not_write_stops_the_folder_swap(tmp_path: Path, mine: str) -> None:
     """A folder output is replaced whole: a user's file in it would be lost with the old folder.

@@ -243,6 +243,30 @@ def test_a_sparse_member_is_refused_before_its_map_is_read(tmp_path: Path, raw: 
         archives.tar_entries(_write(tmp_path, gzip.compress(raw, 9, mtime=0)))
 
 
+def _negative_size_in_header() -> bytes:
+    """A member header whose size field says -1024 in GNU's base-256 form."""
+    head = bytearray(member("top/train/3/2.png").tobuf(format=tarfile.GNU_FORMAT))
+    head[124:136] = b"\xff" * 10 + (-1024 & 0xFFFF).to_bytes(2, "big")
+    head[148:156] = b"        "
+    head[148:155] = b"%06o\0" % sum(head)
+    return bytes(head)
+
+
+@pytest.mark.parametrize("kind", ["pax", "header"])
+def test_a_member_of_negative_size_is_refused(tmp_path: Path, kind: str) -> None:
+    """A negative size sends tarfile back to an earlier header, which leads on to this one: a
+    4 KB .tgz of 4 MiB of zeros and such a loop took 126 s, each lap decompressing it again."""
+    # back to the second member's header, not to the first (at 0, where tarfile would stop)
+    first = member("top/train/3/0.png").tobuf() + member("top/train/3/1.png").tobuf()
+    if kind == "pax":  # the next member's size, -2 KiB
+        loop = _pax(tarfile.XHDTYPE, _records(size="-2048")) + member("top/train/3/2.png").tobuf()
+    else:  # -1 KiB
+        loop = _negative_size_in_header()
+    raw = first + loop + bytes(1024)
+    with pytest.raises(UserError, match=r"cannot read the archive: a member of negative size"):
+        archives.tar_entries(_write(tmp_path, gzip.compress(raw, mtime=0)))
+
+
 def test_a_pax_header_of_a_usual_size_is_read(tmp_path: Path) -> None:
     """A long name, which tar writes as a pax header, still reads."""
     name = "top/train/3/" + "d" * 150 + "/1.png"

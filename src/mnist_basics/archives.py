@@ -86,6 +86,8 @@ class _Header(tarfile.TarInfo):
                 raise _Refused("more extended headers than a tar of PNGs needs")
             tarfile_.extended_count, tarfile_.extended_bytes = count, total  # type: ignore[attr-defined]
         member = super()._proc_member(tarfile_)  # type: ignore[misc]
+        if member.size < 0:  # tarfile would read its next header from before this one, forever
+            raise _Refused(f"a member of negative size ({member.size:,} bytes)")
         if len(tarfile_.pax_headers) > MAX_GLOBAL_RECORDS:
             raise _Refused("more pax global records than a tar of PNGs needs")
         return member

@@ -129,6 +129,9 @@ def together() -> Iterator[None]:
     _held.append(held)
     try:
         yield
+        for tmp, target in held:  # again, for a file that came while the others were written
+            if tmp.is_dir() and target.is_dir() and not target.is_symlink():
+                _refuse_foreign(target, tmp)
         with _signals_held():
             while held:
                 _rename(*held[0])
