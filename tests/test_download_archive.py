@@ -5,7 +5,10 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import struct
 import tarfile
+import tracemalloc
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -297,6 +300,15 @@ def test_a_corrupt_xz_tar_is_one_line(tmp_path: Path) -> None:
         archives.tar_entries(_write(tmp_path, bytes(xz)))
 
 
+def test_a_folder_nested_too_deep_is_one_line(tmp_path: Path) -> None:
+    deep = tmp_path
+    for _ in range(1100):
+        deep /= "d"
+        deep.mkdir()
+    with pytest.raises(UserError, match=r"^\S+: folders nested too deep to walk"):
+        archives.folder_entries(tmp_path)
+
+
 @pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero"])
 def test_a_folders_fifo_or_device_is_refused_not_read(tmp_path: Path, kind: str) -> None:
     """Reading a fifo blocks for ever and /dev/zero never ends: neither is read."""
@@ -310,3 +322,49 @@ def test_a_folders_fifo_or_device_is_refused_not_read(tmp_path: Path, kind: str)
         odd.symlink_to("/dev/zero")
     with pytest.raises(UserError, match=r"refused member 'train/3/2.png': device or fifo"):
         archives.folder_entries(folder)
+
+
+def _zip_bomb(method: int, compressed: bytes, declared: bytes) -> bytes:
+    """One member whose headers say it is `declared` (its size and CRC) while its data,
+    `compressed` by `method`, inflates to more."""
+    name, crc = b"top/train/3/1.png", zlib.crc32(declared)
+    sizes = (crc, len(compressed), len(declared), len(name), 0)
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 46, 0, method, 0, 33, *sizes)
+    central = struct.pack(
+        "<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 46, 46, 0, method, 0, 33, *sizes, 0, 0, 0, 0, 0
+    )
+    body = local + name + compressed
+    end = struct.pack(
+        "<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central) + len(name), len(body), 0
+    )
+    return body + central + name + end
+
+
+def test_a_zip_member_is_read_to_its_declared_size_and_no_further(tmp_path: Path) -> None:
+    """zipfile's `read` inflates up to 2 GiB in one step before it cuts the data to the declared
+    size: 256 MiB of zeros behind a PNG's 100 bytes cost 256 MiB."""
+    png = b"\x89PNG" + bytes(96)
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = z.compress(png) + z.compress(bytes(256 << 20)) + z.flush()
+    path = _write(tmp_path, _zip_bomb(zipfile.ZIP_DEFLATED, deflated, png))
+    tracemalloc.start()
+    try:
+        with zipfile.ZipFile(path) as zf:
+            [(_, read)] = archives.zip_entries(zf, str(path))
+            assert read() == png
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_a_zip_member_compressed_by_bzip2_or_lzma_is_refused(tmp_path: Path, method: int) -> None:
+    """zipfile inflates such a member whole before it cuts it to size: a 5.6 KB zip took 8.2 GB."""
+    with zipfile.ZipFile(tmp_path / "a.zip", "w", method) as zf:
+        zf.writestr("top/train/3/1.png", b"\x89PNG" + bytes(96))
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf, pytest.raises(UserError) as e:
+        archives.zip_entries(zf, "raw.zip")
+    assert str(e.value) == (
+        "raw.zip: refused member 'top/train/3/1.png': compressed by another method than deflate"
+    )

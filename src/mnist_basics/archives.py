@@ -190,17 +190,40 @@ def _read_file(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
 
 
 def zip_entries(zf: zipfile.ZipFile, where: str) -> list[Entry]:
-    """The files of a zip, every name and size checked first (reading one checks its CRC)."""
-    infos = _checked(where, ((i.filename, i.file_size, None, i) for i in zf.infolist()))
-    return [(i.filename, partial(zf.read, i)) for i in infos if not i.is_dir()]
+    """The files of a zip, every name, size and method checked first (reading one checks its
+    CRC): stored, as the download stage writes them, or deflated, as `zip -r` does."""
+    methods = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+    odd = "compressed by another method than deflate"  # bzip2 and lzma inflate a member whole
+    members = (
+        (i.filename, i.file_size, None if i.compress_type in methods else odd, i)
+        for i in zf.infolist()
+    )
+    return [
+        (i.filename, partial(_read_member, zf, i))
+        for i in _checked(where, members)
+        if not i.is_dir()
+    ]
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """A member's declared bytes and no more: `zf.read` inflates up to 2 GiB in one step before
+    it cuts the data to the declared size."""
+    with zf.open(info) as f:
+        return f.read(info.file_size)
+
+
+TOO_DEEP = "folders nested too deep to walk (about 1,000 levels)"
 
 
 def visible_files(folder: Path, onerror: Callable | None = None) -> Iterator[Path]:
     """The files under `folder`, top down, hidden files and folders (a `.git`) left out;
     `onerror` gets os.walk's error for a folder that cannot be read."""
-    for root, dirs, files in os.walk(folder, onerror=onerror):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        yield from (Path(root, f) for f in files if not f.startswith("."))
+    try:
+        for root, dirs, files in os.walk(folder, onerror=onerror):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            yield from (Path(root, f) for f in files if not f.startswith("."))
+    except RecursionError:  # os.walk recurses once per level
+        raise UserError(f"{folder}: {TOO_DEEP}") from None
 
 
 def folder_entries(folder: Path) -> list[Entry]:

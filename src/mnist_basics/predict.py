@@ -184,8 +184,13 @@ def image_files(folder: Path, errors: list[tuple[str, str]]) -> list[Path]:
     from PIL import Image
 
     known = {e.lower() for e in Image.registered_extensions()}
-    walk = archives.visible_files(folder, lambda e: errors.append((e.filename, _why(e))))
-    return sorted(p for p in walk if p.suffix.lower() in known)
+    found: list[Path] = []
+    try:
+        for p in archives.visible_files(folder, lambda e: errors.append((e.filename, _why(e)))):
+            found += [p] if p.suffix.lower() in known else []
+    except UserError:
+        errors.append((str(folder), archives.TOO_DEEP))
+    return sorted(found)
 
 
 def expand(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
