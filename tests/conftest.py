@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import golden
@@ -76,3 +77,22 @@ def chromium() -> Path:
             pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run must install chromium")
         pytest.skip(f"{CHROMIUM} not found: `apt-get install chromium` to run the browser checks")
     return CHROMIUM
+
+
+@pytest.fixture
+def too_deep(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path/deep, with 1,100 folders nested in it (os.walk recurses once per level). They are
+    removed bottom up at the end: shutil.rmtree, so pytest's clean-up, recurses too."""
+    top = deep = tmp_path / "deep"
+    levels = [top]
+    for _ in range(1100):
+        deep /= "d"
+        levels.append(deep)
+    for level in levels:  # os.makedirs recurses too
+        level.mkdir()
+    yield top
+    for level in reversed(levels):
+        for f in level.iterdir():
+            if not f.is_dir() or f.is_symlink():
+                f.unlink()
+        level.rmdir()

@@ -7,6 +7,7 @@ Routes (NAME is a file registered with `server.files[NAME] = body`):
   /bad/NAME       a body of the same kind with other content (a .gz stays a valid gzip)
   /stall/NAME     headers sent, then nothing until the server stops
   /trickle/NAME   headers sent, then a byte every 0.2 s (at most 100, then the connection closed)
+  /drip/NAME      headers sent, then 2 KiB every 0.05 s: progress, yet slow on the whole
   /slowhead/NAME  the status line, then one byte of a header every 0.2 s (at most 100, then closed)
   /headers/NAME   the status line, then 200 header lines at once (more than http.client takes)
   /slowchunk/NAME a chunked body whose first chunk-size line comes a digit every 0.2 s
@@ -97,6 +98,14 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
             elif route == "stall":
                 self._send(200, b"", length=len(body))
                 server.stop.wait(30)
+            elif route == "drip":
+                self._send(200, b"", length=len(body))
+                for start in range(0, len(body), 2048):
+                    if server.stop.wait(0.05):
+                        break
+                    self.wfile.write(body[start : start + 2048])
+                    self.wfile.flush()
+                self.close_connection = True
             elif route == "trickle":
                 self._send(200, b"", length=len(body))
                 for byte in body[:100]:

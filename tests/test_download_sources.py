@@ -29,7 +29,7 @@ from PIL import Image
 
 from mnist_basics import rawzip
 from mnist_basics.atomic import atomic_path, clear_stale
-from mnist_basics.download import Archive, Urls, download
+from mnist_basics.download import Archive, Urls, download, fetch
 from mnist_basics.errors import UserError
 from mnist_basics.layout import Split, dataset_name
 from mnist_basics.rawzip import DATE_TIME, encode_png
@@ -155,6 +155,19 @@ def test_a_trickle_is_abandoned_after_the_timeout(
     assert download([3, 7], ["fastai", str(synthetic_37)], 1, out, urls=urls) == str(synthetic_37)
     with pytest.raises(UserError, match=r"fastai: .*too slow: \d+ bytes in 2 s"):
         download([3, 7], ["fastai"], 1, out, urls=urls)
+
+
+def test_a_drip_that_makes_progress_still_ends_within_its_deadline(
+    tmp_path: Path, http_server: Server, sample_tgz: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 KiB every 0.05 s passes the progress rule in every window, however long the body: a
+    1 GiB archive so sent would hold the stage for days."""
+    monkeypatch.setattr(fetch, "WHOLE", 4, raising=False)  # 0.4 s: less than the drip takes
+    urls = _urls(http_server, "drip", sample_tgz)
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"fastai: .*too slow: [\d,]+ bytes in 0.4 s, the most a"):
+        download([3, 7], ["fastai"], 0.1, tmp_path / "raw.zip", urls=urls)
+    assert time.monotonic() - start < 5
 
 
 def test_a_killed_downloads_work_folder_is_cleared_by_the_next_run(

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from mnist_basics.errors import UserError
 
 MIN_PROGRESS = 1 << 10  # bytes per `timeout` seconds: a byte a second is no progress
+WHOLE = 60  # a whole download may take this many `timeout`s (10 min by default), however it drips
 
 
 def scheme(url: str) -> str:
@@ -85,7 +86,8 @@ def _transfer(url: str, out: BinaryIO, timeout: float, max_bytes: int, got: list
 def _watched(work: Callable[[], None], got: list[int], timeout: float) -> None:
     """Run `work` in a thread; give up once `timeout` seconds (the first: twice that, for the
     connect and headers) bring less than MIN_PROGRESS bytes, which a trickle's every byte would
-    not, as it resets the socket's timeout. A thread given up on ends with the process."""
+    not, as it resets the socket's timeout, or once the whole has taken WHOLE timeouts. A thread
+    given up on ends with the process."""
     box: dict[str, BaseException] = {}
 
     def run() -> None:
@@ -97,6 +99,7 @@ def _watched(work: Callable[[], None], got: list[int], timeout: float) -> None:
     thread = threading.Thread(target=run, daemon=True, name="fetch")
     thread.start()
     seen, since, window = 0, time.monotonic(), 2 * timeout
+    deadline = since + WHOLE * timeout
     while True:
         thread.join(0.1)
         if not thread.is_alive():
@@ -106,6 +109,11 @@ def _watched(work: Callable[[], None], got: list[int], timeout: float) -> None:
             seen, since, window = got[0], now, timeout
         elif now - since >= window:
             raise UserError(f"too slow: {got[0] - seen} bytes in {window:g} s")
+        if now >= deadline:
+            raise UserError(
+                f"too slow: {got[0]:,} bytes in {WHOLE * timeout:g} s, the most a download may "
+                f"take ({WHOLE} x data.timeout)"
+            )
     if "error" in box:
         raise box["error"]
 
