@@ -83,7 +83,11 @@ def train_stage(
     import yaml
 
     subset(tensors, project / "data" / "tensors", n)
-    params = {"data": {"digits": digits}, "train": train}
+    from mnist_basics.params import defaults
+
+    params = defaults()
+    params["data"]["digits"] = digits
+    params["train"].update(train)
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     r = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "train.py")],

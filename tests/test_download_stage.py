@@ -12,10 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_basics.params import defaults
+
 
 def _run(project: Path, root: Path, sources: list[str]) -> subprocess.CompletedProcess:
     project.mkdir(exist_ok=True)
-    params = {"data": {"digits": [3, 7], "sources": sources, "timeout": 2}}
+    params = {
+        "data": {"digits": [3, 7], "sources": sources, "timeout": 2},
+        **{sec: values for sec, values in defaults().items() if sec != "data"},
+    }
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     cmd = [sys.executable, "-X", "importtime", str(root / "stages/download.py")]
     return subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=120)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from mnist_basics.models import (
     save_tensors,
     targets_for,
 )
+from mnist_basics.tensors import digest
 
 
 def _valid(tmp: Path, labels: np.ndarray) -> Path:
@@ -37,6 +39,10 @@ def _valid(tmp: Path, labels: np.ndarray) -> Path:
         str(tensors / "valid.safetensors"),
     )
     return tensors
+
+
+def _digest(tensors: Path) -> torch.Tensor:
+    return torch.tensor(list(digest(tensors / "valid.safetensors")), dtype=torch.uint8)
 
 
 def _run(tmp: Path, tensors: Path, logits: Path, gallery: int = 5) -> dict:
@@ -55,8 +61,9 @@ def test_metrics_are_the_torch_ones(tmp_path: Path, digits: tuple, loss: str) ->
     labels = torch.tensor(digits)[torch.randint(0, len(digits), (n,), generator=g)]
     spec = ModelSpec(model="linear", digits=digits, loss_func=loss)
     logits = torch.randn(n, spec.n_out, generator=g) * 3
-    save_tensors({"logits": logits}, spec, tmp_path / "logits.safetensors")
     tensors = _valid(tmp_path, labels.numpy())
+    logits_file = tmp_path / "logits.safetensors"
+    save_tensors({"logits": logits, "valid_sha256": _digest(tensors)}, spec, logits_file)
 
     m = _run(tmp_path, tensors, tmp_path / "logits.safetensors")
 
@@ -94,12 +101,27 @@ def test_missing_or_foreign_logits_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"junk.safetensors: not a logits file as the train stage"):
         _run(tmp_path, tensors, tmp_path / "junk.safetensors")
     spec = ModelSpec(model="linear", digits=(3, 7), loss_func="mnist_loss")
-    save_tensors(
-        {"logits": torch.zeros(5, 1)}, spec, tmp_path / "five.safetensors"
-    )  # 5 logits, 3 images
+    five = tmp_path / "five.safetensors"
+    save_tensors({"logits": torch.zeros(5, 1), "valid_sha256": _digest(tensors)}, spec, five)
     with pytest.raises(UserError, match=r"logits for 5 images .* holds 3; run `dvc repro`"):
         _run(tmp_path, tensors, tmp_path / "five.safetensors")
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "gallery").exists()
+
+
+def test_logits_of_the_valid_images_in_another_order_are_refused(tmp_path: Path) -> None:
+    """evaluate pairs logits and images by position: the same images, 7s first, scored a model
+    of 0.9676 at 0.0412, with exit 0."""
+    labels = np.array([3, 3, 7, 7])
+    tensors = _valid(tmp_path, labels)
+    spec = ModelSpec(model="linear", digits=(3, 7), loss_func="mnist_loss")
+    logits = tmp_path / "logits.safetensors"
+    four = torch.tensor([[5.0], [5.0], [-5.0], [-5.0]])
+    save_tensors({"logits": four, "valid_sha256": _digest(tensors)}, spec, logits)
+    assert _run(tmp_path, tensors, logits)["accuracy"] == 1.0
+    shutil.rmtree(tensors)
+    _valid(tmp_path, labels[::-1].copy())
+    with pytest.raises(UserError, match=r"logits.safetensors: logits of another valid split than"):
+        _run(tmp_path, tensors, logits)
 
 
 def test_evaluate_needs_no_torch() -> None:
@@ -121,7 +143,8 @@ def test_a_garbled_spec_in_the_logits_is_one_clear_error(
 ) -> None:
     tensors = _valid(tmp_path, np.array([3, 7, 3]))
     logits = tmp_path / "logits.safetensors"
-    save_file({"logits": np.zeros((3, 1), np.float32)}, str(logits), metadata={"spec": spec})
+    arrays = {"logits": np.zeros((3, 1), np.float32), "valid_sha256": _digest(tensors).numpy()}
+    save_file(arrays, str(logits), metadata={"spec": spec})
     if words is None:
         _run(tmp_path, tensors, logits)
         return

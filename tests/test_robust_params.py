@@ -151,6 +151,18 @@ def test_bad_param_is_one_line_exit_2_outputs_untouched(
     _fails_cleanly_with(done, stage, text, words)
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_key_left_out_of_params_yaml_stops_every_stage(
+    done: Path, synthetic_37: Path, stage: str
+) -> None:
+    """`dvc exp run -S '~train.epochs'` drops the key: the stage would train the default while
+    dvc.lock and `dvc exp show` record no epochs at all."""
+    p = _params("train", "epochs", 20, synthetic_37)
+    del p["train"]["epochs"]
+    words = ["train.epochs is missing", "allowed: epochs: 20 (its default)"]
+    _fails_cleanly_with(done, stage, yaml.safe_dump(p, sort_keys=False), words)
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [

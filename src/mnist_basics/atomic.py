@@ -224,6 +224,9 @@ def open_regular(path: Path) -> BinaryIO:
 
 
 MAX_SAFETENSORS = 256 << 20  # of any one file; all of MNIST as tensors is 55 MB
+# of its JSON header: a stage writes a few tensors and a short spec, well under 4 KiB; a header
+# of a million empty tensors (70 MB) cost 20 s and 1.8 GB to read
+MAX_SAFETENSORS_HEADER = 1 << 20
 
 
 def read_safetensors(
@@ -234,7 +237,7 @@ def read_safetensors(
 
     try:
         with open_regular(path) as f:
-            size = os.fstat(f.fileno()).st_size
+            size, head = os.fstat(f.fileno()).st_size, f.read(8)
     except BadFile as e:
         if isinstance(e.__cause__, FileNotFoundError):
             raise UserError(f"{path}: missing; run `dvc repro {stage}` first") from None
@@ -242,6 +245,8 @@ def read_safetensors(
     try:
         if size > MAX_SAFETENSORS:
             raise ValueError(f"{size:,} bytes, more than the {MAX_SAFETENSORS:,} it may have")
+        if (n := int.from_bytes(head, "little")) > MAX_SAFETENSORS_HEADER:
+            raise ValueError(f"a header of {n:,} bytes, more than {MAX_SAFETENSORS_HEADER:,}")
         with safe_open(str(path), framework=framework) as f:
             arrays, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}  # noqa: SIM118
         if missing := [k for k in needs if k not in arrays]:

@@ -10,12 +10,14 @@ import numpy as np
 
 from mnist_basics import atomic, images
 from mnist_basics.errors import BadFile, UserError
-from mnist_basics.tensors import read_split
+from mnist_basics.tensors import digest, read_split
 
 
-def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
-    """The logits [N, n_out] float32, the digits in class order, and the loss they trained on."""
-    arrays, meta = atomic.read_safetensors(path, "a logits", "train", ("logits",), "np")
+def load_logits(path: Path) -> tuple[np.ndarray, list[int], str, bytes]:
+    """The logits [N, n_out] float32, the digits in class order, the loss they trained on, and
+    the SHA-256 of the valid split they were computed on."""
+    needs = ("logits", "valid_sha256")
+    arrays, meta = atomic.read_safetensors(path, "a logits", "train", needs, "np")
     logits = arrays["logits"]
     if "spec" not in meta:
         raise UserError(f"{path}: not a logits file written by the train stage (no spec metadata)")
@@ -32,7 +34,7 @@ def load_logits(path: Path) -> tuple[np.ndarray, list[int], str]:
         what = f"no {e} in it" if isinstance(e, KeyError) else str(e)
         why = f"not a logits file as the train stage writes it (its spec: {what})"
         raise BadFile(path, why, "`dvc repro -f train` writes it again") from None
-    return logits, digits, loss
+    return logits, digits, loss, arrays["valid_sha256"].tobytes()
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -84,9 +86,14 @@ def evaluate(
     gallery: int = 36,
 ) -> dict:
     """Accuracy (overall and per digit), mean loss and image count, plus the two pictures."""
-    logits, digits, loss = load_logits(logits_path)
+    logits, digits, loss, computed_on = load_logits(logits_path)
     # the valid split's images [N, 28, 28] uint8 and labels (the digits), as tensorize wrote them
     valid = read_split(tensors / "valid.safetensors", "np")
+    if digest(tensors / "valid.safetensors") != computed_on:
+        raise UserError(
+            f"{logits_path}: logits of another valid split than {tensors / 'valid.safetensors'} "
+            "(it changed since the train stage ran); run `dvc repro`"
+        )
     pixels, labels = valid["images"], valid["labels"]
     lut = np.full(10, -1)
     lut[digits] = np.arange(len(digits))  # digit -> class index, in data.digits' order

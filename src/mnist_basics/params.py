@@ -313,7 +313,8 @@ def parse(text: str) -> Any:
 
 
 def load(path: str | Path = "params.yaml") -> Params:
-    """Read and check params.yaml (defaults for what it leaves out, or all of them without one)."""
+    """Read and check params.yaml, which must state every key (DVC records only what it
+    states); without the file, the defaults."""
     try:
         with atomic.open_regular(Path(path)) as f:
             data = f.read(MAX_BYTES + 1)
@@ -327,7 +328,20 @@ def load(path: str | Path = "params.yaml") -> Params:
         text = data.decode()
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
-    return validate(parse(text))
+    raw = parse(text)
+    p = validate(raw)
+    for sec, cls in SECTIONS.items():  # valid, so each section is a mapping or absent
+        given = (raw or {}).get(sec) or {}
+        for name, field in cls.model_fields.items():
+            if name not in given:
+                default = field.default
+                default = _shown(list(default) if isinstance(default, tuple) else default)
+                raise UserError(
+                    f"params.yaml: {sec}.{name} is missing; every key stands in params.yaml, so "
+                    f"that dvc.lock and `dvc exp show` record the value a run used; allowed: "
+                    f"{name}: {default} (its default) or another value"
+                )
+    return p
 
 
 def markdown_table() -> str:

@@ -1,6 +1,7 @@
 """data/tensors' files read back: the format the tensorize stage writes, checked before the
 baseline, train and evaluate stages use it (each has this module among its dvc.yaml deps)."""
 
+import hashlib
 from pathlib import Path
 
 from mnist_basics import atomic
@@ -29,3 +30,10 @@ def read_split(path: Path, framework: str = "pt") -> dict:
         f"not a tensors file as the tensorize stage writes it ({why})",
         "`dvc repro -f tensorize` writes it again",
     )
+
+
+def digest(path: Path) -> bytes:
+    """The split's SHA-256, which the logits computed on it carry: evaluate pairs them with its
+    images by position, so logits of the same images in another order would score nonsense."""
+    with atomic.open_regular(path) as f:
+        return hashlib.file_digest(f, "sha256").digest()

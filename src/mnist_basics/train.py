@@ -24,6 +24,7 @@ from mnist_basics.models import (
 )
 from mnist_basics.optim import make_optimizer
 from mnist_basics.params import Params, Train
+from mnist_basics.tensors import digest
 
 log = logging.getLogger("mnist_basics")
 
@@ -148,7 +149,8 @@ def train(p: Params) -> list[EpochStats]:
             (plots_dir / "weights.png").write_bytes(
                 images.png_bytes(weights_picture(model, spec, tp.seed))
             )
-        save_tensors({"logits": logits}, spec, LOGITS)
+        valid = torch.tensor(list(digest(TENSORS / "valid.safetensors")), dtype=torch.uint8)
+        save_tensors({"logits": logits, "valid_sha256": valid}, spec, LOGITS)
         save_tensors(model.state_dict(), spec, MODEL)
     return history
 
