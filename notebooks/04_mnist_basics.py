@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -188,9 +190,12 @@ if len(digits) == 2:
 model, meta = read_safetensors("models/model.safetensors")
 spec = json.loads(meta["spec"])
 print("model spec:", spec)
+if spec["digits"] != digits:  # params.yaml edited since the last `dvc repro`
+    print(f"note: the model is of digits {spec['digits']}, params.yaml's are {digits}")
 if spec["model"] == "linear" and model["weights"].shape[1] == 1:
     weights, bias = model["weights"].clone(), model["bias"].clone()
     source = "the trained linear model"
+    a, b = spec["digits"]  # the model's own first digit is its 1 target
 else:  # the chapter's own starting point: a fresh linear1
     torch.manual_seed(params["train"].get("seed", 42))
     weights, bias = init_params((28 * 28, 1)).detach(), init_params(1).detach()
@@ -268,9 +273,7 @@ if spec["model"] == "linear":
     lim = w.abs().max().item()
     plt.figure(figsize=(3, 3))
     plt.imshow(w, cmap="bwr", vmin=-lim, vmax=lim)
-    plt.title(
-        f"weights: red {digits[0]}, blue {digits[1]}" if len(digits) == 2 else "weights[:, 0]"
-    )
+    plt.title(f"weights: red {a}, blue {b}" if len(spec["digits"]) == 2 else "weights[:, 0]")
     plt.colorbar()
     plt.axis("off")
     plt.show()
@@ -315,7 +318,10 @@ display(experiments)
 
 # %% tags=["commits"]
 commits = subprocess.run(
-    ["git", "rev-list", "--max-count=2", "HEAD"], capture_output=True, text=True, check=True
+    ["git", "rev-list", "--first-parent", "--max-count=2", "HEAD"],  # HEAD~1 after a merge too
+    capture_output=True,
+    text=True,
+    check=True,
 ).stdout.split()
 if len(commits) == 2:
     revs = {f"HEAD~1 ({commits[1][:7]})": commits[1], f"HEAD ({commits[0][:7]})": commits[0]}

@@ -211,3 +211,20 @@ def test_a_tensors_file_with_a_huge_header_is_refused_before_it_is_parsed(tmp_pa
     save_file(arrays, tmp_path / "valid.safetensors")
     with pytest.raises(UserError, match=r"not a tensors file .*\(a header of [\d,]+ bytes, more"):
         read_split(tmp_path / "valid.safetensors", "np")
+
+
+def test_a_zip_larger_than_all_of_mnist_is_refused_before_it_is_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zipfile builds an entry for every name in a zip's directory before any cap: 2 million
+    entries, a 109 MB zip, cost 1.05 GB and 14 s."""
+    from mnist_basics import rawzip
+
+    raw = tmp_path / "raw.zip"
+    with zipfile.ZipFile(raw, "w") as zf:
+        for i in range(2000):
+            zf.writestr(f"mnist_sample/train/3/{i}.png", b"")
+    monkeypatch.setattr(rawzip, "MAX_BYTES", raw.stat().st_size - 1, raising=False)
+    with pytest.raises(UserError, match=r"raw\.zip: [\d,]+ bytes, more than [\d,]+; expected the"):
+        tensorize(raw, tmp_path / "tensors")
+    assert not (tmp_path / "tensors").exists()

@@ -20,6 +20,8 @@ from mnist_basics.layout import Split
 DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold: no clock in the bytes
 FILE_MODE = 0o100644
 EXPECTED = "expected the download stage's zip of PNGs; `dvc repro -f download` rewrites it"
+# all of MNIST's 70,000 PNGs make 28 MB; zipfile holds ~9 bytes per byte of a zip's directory
+MAX_BYTES = 64 << 20
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -56,6 +58,8 @@ def write(path: Path, dataset: str, splits: dict[str, Split]) -> int:
 def read(path: Path) -> tuple[str, dict[str, Split]]:
     """The dataset's name and its splits: every member checked, then each PNG decoded by Pillow."""
     try:
+        if (size := path.stat().st_size) > MAX_BYTES:  # zipfile lists every entry before a cap
+            raise UserError(f"{path}: {size:,} bytes, more than {MAX_BYTES:,}; {EXPECTED}")
         zf = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise UserError(f"{path}: missing; {EXPECTED}") from None
