@@ -165,9 +165,24 @@ def test_a_drip_that_makes_progress_still_ends_within_its_deadline(
     monkeypatch.setattr(fetch, "WHOLE", 4, raising=False)  # 0.4 s: less than the drip takes
     urls = _urls(http_server, "drip", sample_tgz)
     start = time.monotonic()
-    with pytest.raises(UserError, match=r"fastai: .*too slow: [\d,]+ bytes in 0.4 s, the most a"):
+    with pytest.raises(UserError, match=r"fastai: .*too slow: [\d,]+ bytes when the 0.4 s a"):
         download([3, 7], ["fastai"], 0.1, tmp_path / "raw.zip", urls=urls)
     assert time.monotonic() - start < 5
+
+
+def test_the_deadline_is_the_sources_not_each_files(
+    tmp_path: Path, http_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mnist source fetches four files, each from up to three mirrors: a deadline per file
+    let three dripping mirrors hold it three times as long (40 min and more with the default)."""
+    monkeypatch.setattr(fetch, "WHOLE", 4, raising=False)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        http_server.files[name] = bytes(1 << 20)
+    urls = Urls(mirrors=(http_server.mirror("drip"),) * 3)
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"too slow: [\d,]+ bytes when the 1 s a source"):
+        download([3, 7], ["mnist"], 0.25, tmp_path / "raw.zip", urls=urls)
+    assert time.monotonic() - start < 2.5  # not 3 s: 1 s for each mirror
 
 
 def test_a_killed_downloads_work_folder_is_cleared_by_the_next_run(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_basics.sweep import SweepError, exp_ref, run_name
+from mnist_basics.sweep import SweepError, exp_ref, resolve_origin, run_name
 
 
 def sweep(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -105,3 +105,17 @@ def test_the_default_name_is_the_first_free_one() -> None:
     assert run_name(None, commit, taken, 1) == "sweep-a53f09e"  # only sweep-a53f09e-1 is needed
     with pytest.raises(SweepError, match=r"-n other: experiments other-1 \.\.\. other-2 of commit"):
         run_name("other", commit, taken, 2)
+
+
+def test_a_relative_origin_means_one_repository_for_the_checks_and_the_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks ran in the repo's root, each task's clone in its own temp folder: `--origin
+    ../remote.git` meant $TMPDIR/remote.git to the tasks, which anyone on the machine may make."""
+    repo = git_repo(tmp_path / "repo")
+    (repo / "sub").mkdir()
+    monkeypatch.chdir(repo / "sub")
+    url, here = resolve_origin(repo, "../../remote.git")
+    assert url == here == str(tmp_path / "remote.git")
+    assert resolve_origin(repo, "ssh://host/x.git")[0] == "ssh://host/x.git"
+    assert resolve_origin(repo, "git@host:x.git")[0] == "git@host:x.git"

@@ -83,8 +83,8 @@ class Data(Section):
     )
     timeout: Number = key(
         10.0,
-        "Seconds a source may go without progress (1 KiB) before it is given up; a whole "
-        "download may take 60 times that.",
+        "Seconds a source may go without progress (1 KiB) before it is given up; all of a "
+        "source's downloads may take 60 times that.",
         gt=0,
         le=600,
     )

@@ -187,18 +187,26 @@ def _git(repo: Path, *args: str, check: bool = True) -> str:
     return r.stdout.strip()
 
 
-def _origin(repo: Path, origin: str | None) -> tuple[str, str]:
-    """(URL the tasks clone, what `dvc exp pull` here is given) for --origin or `origin`."""
+def resolve_origin(repo: Path, origin: str | None) -> tuple[str, str]:
+    """(URL the tasks clone, what `dvc exp pull` here is given) for --origin or `origin`. A path
+    is made absolute once (--origin against the user's folder), so the checks here and every
+    task's clone, each in its own folder, mean the same repository."""
     if origin and origin.startswith("-"):
         raise SweepError(f"--origin {origin!r}: a git URL or path, not an option")
     if origin:
-        return origin, origin
+        url = _absolute(origin, Path.cwd())
+        return url, url
     url = _git(repo, "remote", "get-url", "origin", check=False)
     if not url:
         raise SweepError("no --origin given and this repo has no git remote 'origin'")
-    if "://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url):
-        url = url if Path(url).is_absolute() else str((repo / url).resolve())
-    return url, "origin"
+    return _absolute(url, repo), "origin"
+
+
+def _absolute(url: str, base: Path) -> str:
+    """A local path made absolute against `base`; a URL or an scp-like user@host:path as it is."""
+    if "://" in url or re.match(r"^[\w.-]+@[\w.-]+:", url) or Path(url).is_absolute():
+        return url
+    return str((base / url).resolve())
 
 
 def _origin_refs(repo: Path, origin: str) -> list[tuple[str, str]]:
@@ -321,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
         commit = _git(repo, "rev-parse", "HEAD")
-        origin_url, origin_here = _origin(repo, args.origin)
+        origin_url, origin_here = resolve_origin(repo, args.origin)
         runs = expand(args.params)
         on_origin = _origin_refs(repo, origin_url)
         _check_on_origin(repo, origin_url, commit, on_origin)

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from mnist_basics.errors import UserError
 
 MIN_PROGRESS = 1 << 10  # bytes per `timeout` seconds: a byte a second is no progress
-WHOLE = 60  # a whole download may take this many `timeout`s (10 min by default), however it drips
+WHOLE = 60  # `timeout`s a source may take in all (10 min by default), however its files drip
 
 
 def scheme(url: str) -> str:
@@ -83,10 +83,15 @@ def _transfer(url: str, out: BinaryIO, timeout: float, max_bytes: int, got: list
         raise UserError(f"truncated, got {got[0]} of {total} bytes")
 
 
-def _watched(work: Callable[[], None], got: list[int], timeout: float) -> None:
+def deadline(timeout: float) -> float:
+    """When a source that starts now must be done: WHOLE timeouts, for all of its files."""
+    return time.monotonic() + WHOLE * timeout
+
+
+def _watched(work: Callable[[], None], got: list[int], timeout: float, until: float) -> None:
     """Run `work` in a thread; give up once `timeout` seconds (the first: twice that, for the
     connect and headers) bring less than MIN_PROGRESS bytes, which a trickle's every byte would
-    not, as it resets the socket's timeout, or once the whole has taken WHOLE timeouts. A thread
+    not, as it resets the socket's timeout, or at `until`, the source's deadline. A thread
     given up on ends with the process."""
     box: dict[str, BaseException] = {}
 
@@ -99,7 +104,6 @@ def _watched(work: Callable[[], None], got: list[int], timeout: float) -> None:
     thread = threading.Thread(target=run, daemon=True, name="fetch")
     thread.start()
     seen, since, window = 0, time.monotonic(), 2 * timeout
-    deadline = since + WHOLE * timeout
     while True:
         thread.join(0.1)
         if not thread.is_alive():
@@ -109,22 +113,23 @@ def _watched(work: Callable[[], None], got: list[int], timeout: float) -> None:
             seen, since, window = got[0], now, timeout
         elif now - since >= window:
             raise UserError(f"too slow: {got[0] - seen} bytes in {window:g} s")
-        if now >= deadline:
+        if now >= until:
             raise UserError(
-                f"too slow: {got[0]:,} bytes in {WHOLE * timeout:g} s, the most a download may "
-                f"take ({WHOLE} x data.timeout)"
+                f"too slow: {got[0]:,} bytes when the {WHOLE * timeout:g} s a source may take "
+                f"in all ({WHOLE} x data.timeout) were up"
             )
     if "error" in box:
         raise box["error"]
 
 
-def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int) -> None:
-    """Download `url` to `dest` in a scratch folder; a FetchError if it is short, long or slow."""
+def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int, until: float) -> None:
+    """Download `url` to `dest` in a scratch folder by `until` (the source's deadline); a
+    FetchError if it is short, long or slow."""
     check_scheme(url)
     got = [0]
     try:
         with dest.open("wb") as out:
-            _watched(lambda: _transfer(url, out, timeout, max_bytes, got), got, timeout)
+            _watched(lambda: _transfer(url, out, timeout, max_bytes, got), got, timeout, until)
     except (UserError, OSError, http.client.HTTPException) as e:
         host_failed = isinstance(e, urllib.error.URLError | TimeoutError | ConnectionError)
         down = host_failed and not isinstance(e, urllib.error.HTTPError)  # a 404 is one file

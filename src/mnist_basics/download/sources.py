@@ -16,7 +16,14 @@ from urllib.request import url2pathname
 from mnist_basics import archives, layout, rawzip
 from mnist_basics.atomic import atomic_path, scratch_dir
 from mnist_basics.download import idx, pypi
-from mnist_basics.download.fetch import FetchError, describe, fetch, file_digest, scheme
+from mnist_basics.download.fetch import (
+    FetchError,
+    deadline,
+    describe,
+    fetch,
+    file_digest,
+    scheme,
+)
 from mnist_basics.errors import UserError
 from mnist_basics.layout import Split
 from mnist_basics.params import SOURCE_KINDS, SOURCES
@@ -67,10 +74,12 @@ class Urls(NamedTuple):
 
 
 class Job(NamedTuple):
-    """What one source attempt needs: the digits, the timeout, where to look, a scratch folder."""
+    """What one source attempt needs: the digits, the timeout and the deadline of all its
+    downloads, where to look, a scratch folder."""
 
     digits: tuple[int, ...]
     timeout: float
+    until: float
     urls: Urls
     scratch: Path
 
@@ -79,7 +88,7 @@ def fastai(job: Job) -> tuple[Splits, str]:
     """fast.ai's own archive, size and MD5 checked: mnist_sample.tgz for 3s and 7s, else all."""
     arc = job.urls.sample if set(job.digits) == {3, 7} else job.urls.full
     tgz = job.scratch / "fastai.tgz"
-    fetch(arc.url, tgz, timeout=job.timeout, max_bytes=arc.size)
+    fetch(arc.url, tgz, timeout=job.timeout, max_bytes=arc.size, until=job.until)
     if not arc.matches(tgz):
         found = f"{tgz.stat().st_size} bytes, MD5 {file_digest(tgz, 'md5')}"
         raise UserError(
@@ -106,7 +115,10 @@ def mnist(job: Job) -> tuple[Splits, str]:
         why: dict[str, str] = {}
         for mirror in list(alive):
             try:
-                fetch(mirror + f.gz, job.scratch / f.gz, timeout=job.timeout, max_bytes=MAX_IDX_GZ)
+                fetch(
+                    mirror + f.gz, job.scratch / f.gz,
+                    timeout=job.timeout, max_bytes=MAX_IDX_GZ, until=job.until,
+                )  # fmt: skip
                 contents[f.name] = idx.gunzip(job.scratch / f.gz, f)
                 break
             except SOURCE_ERRORS as e:
@@ -152,7 +164,10 @@ def user(spec: str, job: Job) -> tuple[Splits, str]:
     if scheme(spec) == "file":
         return _local(Path(url2pathname(urlsplit(spec).path)), job)
     if scheme(spec):
-        fetch(spec, job.scratch / "user.tgz", timeout=job.timeout, max_bytes=MAX_USER_ARCHIVE)
+        fetch(
+            spec, job.scratch / "user.tgz",
+            timeout=job.timeout, max_bytes=MAX_USER_ARCHIVE, until=job.until,
+        )  # fmt: skip
         return _local(job.scratch / "user.tgz", job)
     return _local(Path(spec).expanduser(), job)
 
@@ -178,7 +193,7 @@ def download(
         start = time.monotonic()
         try:
             with scratch_dir(out) as d:
-                job = Job(digits_t, timeout, urls or Urls(), d)
+                job = Job(digits_t, timeout, deadline(timeout), urls or Urls(), d)
                 splits, detail = NAMED[source](job) if source in NAMED else user(source, job)
                 with atomic_path(out) as tmp:
                     n = rawzip.write(tmp, layout.dataset_name(digits_t), splits)
