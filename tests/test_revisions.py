@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,10 +134,10 @@ def test_a_remotes_branch_comes_before_an_experiment(repo) -> None:
 @pytest.fixture
 def two_models(tmp_path: Path) -> tuple[Path, str, str]:
     """A DVC repository whose main holds model A; commit `other` (not on main) holds model B."""
-    from dvc.repo import Repo
-
     git(tmp_path, "init", "-q", "-b", "main")
-    Repo.init(tmp_path).close()
+    # dvc init as its own process: DVC's logger in this one may hold a stream an earlier test's
+    # capture closed
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
     model = tmp_path / predict.MODEL_PATH
     model.parent.mkdir()
     shas = []

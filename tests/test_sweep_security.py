@@ -117,5 +117,6 @@ def test_a_relative_origin_means_one_repository_for_the_checks_and_the_tasks(
     monkeypatch.chdir(repo / "sub")
     url, here = resolve_origin(repo, "../../remote.git")
     assert url == here == str(tmp_path / "remote.git")
-    assert resolve_origin(repo, "ssh://host/x.git")[0] == "ssh://host/x.git"
-    assert resolve_origin(repo, "git@host:x.git")[0] == "git@host:x.git"
+    for url in ("ssh://host/x.git", "git@host:x.git", "gh:me/x.git", "[::1]:x.git"):
+        assert resolve_origin(repo, url) == (url, url)  # git's rule: a colon before any slash
+    assert resolve_origin(repo, "./a:b.git")[0] == str(repo / "sub" / "a:b.git")

@@ -33,6 +33,11 @@ PAGE = """<!DOCTYPE html>
 <html>
 <head>
     <meta charset="utf-8">
+    <!-- dvc-render writes revision names into the page unescaped, and a git branch may be named
+    <svg/onload=...>: whatever runs here may draw, but reach nothing outside the page. -->
+    <meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src
+    'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src 'self' data: blob:;
+    form-action 'none'; base-uri 'none'">
     {{refresh_tag}}
     <title>DVC Plot</title>
     <!--

@@ -203,8 +203,9 @@ def resolve_origin(repo: Path, origin: str | None) -> tuple[str, str]:
 
 
 def _absolute(url: str, base: Path) -> str:
-    """A local path made absolute against `base`; a URL or an scp-like user@host:path as it is."""
-    if "://" in url or re.match(r"^[\w.-]+@[\w.-]+:", url) or Path(url).is_absolute():
+    """A local path made absolute against `base`; a URL as it is, by git's rule: `://`, or a
+    colon before the first slash (ssh's `host:path`, `user@host:path`, an ssh-config alias)."""
+    if "://" in url or ":" in url.split("/", 1)[0] or Path(url).is_absolute():
         return url
     return str((base / url).resolve())
 
