@@ -128,11 +128,7 @@ def commit_of(rev: str, repo: Path) -> str:
     if rev in revisions(refs) or re.fullmatch(r"[0-9a-f]{4,40}", rev):
         commit = _commit(repo, rev, refs)
     if commit == AMBIGUOUS:
-        raise UserError(
-            f"model {rev[:60]!r}: several commits have this name (experiments of several "
-            "commits, none of them HEAD's, or branches of several remotes); give the one you mean "
-            "by its commit id"
-        )
+        raise predict.ambiguous(f"model {rev[:60]!r}")
     if not commit:
         raise UserError(
             f"unknown model {rev[:60]!r}: allowed: a name GET /models lists, or a commit's id"

@@ -93,11 +93,10 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         tmp.mkdir()  # the user's usual mode, as for any folder they make (mkdtemp's is 0700)
     try:
         yield tmp
-        if is_dir and target.is_dir() and not target.is_symlink():
-            _refuse_foreign(target, tmp)
-        if _held:
+        if _held:  # checked and renamed when the group ends
             _held[-1].append((tmp, target))
         else:
+            _refuse_foreign(target, tmp)
             with _signals_held():
                 _rename(tmp, target)
     except BaseException:
@@ -107,7 +106,10 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
 
 def _refuse_foreign(old: Path, new: Path) -> None:
     """A folder output is replaced whole: a file in it that its stage did not write this time (a
-    user's notes) would go with it, so it stops the run instead, as `dvc checkout` would."""
+    user's notes) would go with it, so it stops the run instead, as `dvc checkout` would. Checked
+    just before the rename, so a file that came while the other outputs were written counts."""
+    if not (new.is_dir() and old.is_dir() and not old.is_symlink()):
+        return
     for top, dirs, names in os.walk(old):
         for name in names + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
             path = Path(top, name)
@@ -129,9 +131,8 @@ def together() -> Iterator[None]:
     _held.append(held)
     try:
         yield
-        for tmp, target in held:  # again, for a file that came while the others were written
-            if tmp.is_dir() and target.is_dir() and not target.is_symlink():
-                _refuse_foreign(target, tmp)
+        for tmp, target in held:  # every folder, before any rename
+            _refuse_foreign(target, tmp)
         with _signals_held():
             while held:
                 _rename(*held[0])

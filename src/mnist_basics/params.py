@@ -330,18 +330,22 @@ def load(path: str | Path = "params.yaml") -> Params:
         raise UserError(f"{path}: not UTF-8 text") from None
     raw = parse(text)
     p = validate(raw)
+    require_every_key(raw)
+    return p
+
+
+def require_every_key(raw: Any) -> None:
+    """UserError naming the first key valid params `raw` leave out: DVC records only the keys
+    params.yaml states, so a default from here would be used and recorded nowhere."""
     for sec, cls in SECTIONS.items():  # valid, so each section is a mapping or absent
         given = (raw or {}).get(sec) or {}
         for name, field in cls.model_fields.items():
             if name not in given:
-                default = field.default
-                default = _shown(list(default) if isinstance(default, tuple) else default)
                 raise UserError(
                     f"params.yaml: {sec}.{name} is missing; every key stands in params.yaml, so "
                     f"that dvc.lock and `dvc exp show` record the value a run used; allowed: "
-                    f"{name}: {default} (its default) or another value"
+                    f"{name}: {_shown(field.default)} (its default) or another value"
                 )
-    return p
 
 
 def markdown_table() -> str:

@@ -95,6 +95,13 @@ class Ambiguous(UserError):
     """A name DVC finds on several commits and will not choose between."""
 
 
+def ambiguous(rev: str) -> Ambiguous:
+    return Ambiguous(
+        f"{rev}: several commits have this name (experiments of several commits, none of them "
+        "HEAD's, or branches of several remotes); give the one you mean by its commit id"
+    )
+
+
 def commit_of(rev: str, repo: str | None = None) -> str:
     """The sha of the commit `rev` names, by DVC's own `resolve_rev` (what `dvc exp apply` and
     `dvc exp show` read): git's names, a remote's branch, then an experiment's name. A tree, a
@@ -111,22 +118,19 @@ def commit_of(rev: str, repo: str | None = None) -> str:
         sha = resolve_rev(scm, rev) if rev else ""
     except RevError as e:
         if "ambiguous" in str(e):
-            raise Ambiguous(
-                f"--rev {shown}: several commits have this name (experiments of several "
-                "commits, none of them HEAD's, or branches of several remotes); give the one "
-                "you mean by its commit id"
-            ) from None
+            raise ambiguous(f"--rev {shown}") from None
         sha = ""
     except Exception:  # libgit2's answer to a malformed name (a NUL, a bad `@{...}`)
         sha = ""
     finally:
         scm.close()
-    try:  # a tree or a blob is no commit
-        r = git(repo, "rev-parse", "-q", "--verify", "--end-of-options", f"{sha}^{{commit}}")
-    except NO_GIT as e:
-        raise UserError(f"--rev {shown}: cannot run git ({e})") from None
-    if sha and r.returncode == 0:
-        return r.stdout.strip()
+    if sha:
+        try:  # a tree or a blob is no commit
+            r = git(repo, "rev-parse", "-q", "--verify", "--end-of-options", f"{sha}^{{commit}}")
+        except NO_GIT as e:
+            raise UserError(f"--rev {shown}: cannot run git ({e})") from None
+        if r.returncode == 0:
+            return r.stdout.strip()
     raise UserError(
         f"--rev {shown}: unknown revision; it must be a commit of this repository (a branch, "
         "tag, DVC experiment or commit sha)"
