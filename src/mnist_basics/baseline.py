@@ -3,7 +3,6 @@ valid image classified as the digit whose ideal is nearest, by L1 and by RMSE.""
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,12 +19,6 @@ def mnist_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def rmse_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The book's other distance: root mean squared difference."""
     return ((a - b) ** 2).mean((-1, -2)).sqrt()
-
-
-DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "l1": mnist_distance,
-    "rmse": rmse_distance,
-}
 
 
 def ideal_digits(split: Split, digits: list[int]) -> torch.Tensor:
@@ -59,7 +52,7 @@ def run_baseline(tensors: Path, metrics_path: Path, plot_path: Path) -> dict:
     ideals = ideal_digits(train, digits)
     metrics: dict = {
         name: accuracies(nearest_ideal(valid.images, ideals, dist), valid.labels, digits)
-        for name, dist in DISTANCES.items()
+        for name, dist in (("l1", mnist_distance), ("rmse", rmse_distance))
     }
     metrics["n_valid"] = len(valid.labels)
     tiles, captions = [images.grey(i.numpy()) for i in ideals], [f"ideal {d}" for d in digits]

@@ -1,6 +1,5 @@
-"""The evaluate stage's work: the model's valid logits as metrics, a confusion matrix for `dvc
-plots` and a gallery of its mistakes. Plain NumPy: torch's import costs more than all the work.
-"""
+"""The evaluate stage: valid logits to metrics, a confusion matrix and a gallery of mistakes.
+Plain NumPy: torch's import costs more than all the work."""
 
 import json
 import logging
@@ -62,19 +61,16 @@ def mean_loss(logits: np.ndarray, classes: np.ndarray, loss: str) -> float:
     return float(-log_p[np.arange(len(classes)), classes].mean())
 
 
-def confidence(logits: np.ndarray) -> np.ndarray:
-    """Probability the model gives to the class it predicts."""
-    if logits.shape[1] == 1:
-        p = sigmoid(logits[:, 0])
-        return np.maximum(p, 1 - p)
-    return np.exp(log_softmax(logits)).max(1)
-
-
 def most_confident_mistakes(logits: np.ndarray, right: np.ndarray, k: int) -> np.ndarray:
-    """Indices of up to k wrong predictions, surest first (fastai's "top losses")."""
+    """Indices of up to k wrong predictions, surest first (fastai's "top losses"): by the
+    probability the model gives to the class it predicts."""
     wrong = np.flatnonzero(~right)
-    order = np.argsort(-confidence(logits[wrong]), kind="stable")
-    return wrong[order][:k]
+    if logits.shape[1] == 1:
+        p = sigmoid(logits[wrong, 0])
+        sure = np.maximum(p, 1 - p)
+    else:
+        sure = np.exp(log_softmax(logits[wrong])).max(1)
+    return wrong[np.argsort(-sure, kind="stable")][:k]
 
 
 def evaluate(
@@ -87,11 +83,12 @@ def evaluate(
 ) -> dict:
     """Accuracy (overall and per digit), mean loss and image count, plus the two pictures."""
     logits, digits, loss, computed_on = load_logits(logits_path)
+    valid_path = tensors / "valid.safetensors"
     # the valid split's images [N, 28, 28] uint8 and labels (the digits), as tensorize wrote them
-    valid = read_split(tensors / "valid.safetensors", "np")
-    if digest(tensors / "valid.safetensors") != computed_on:
+    valid = read_split(valid_path, "np")
+    if digest(valid_path) != computed_on:
         raise UserError(
-            f"{logits_path}: logits of another valid split than {tensors / 'valid.safetensors'} "
+            f"{logits_path}: logits of another valid split than {valid_path} "
             "(it changed since the train stage ran); run `dvc repro`"
         )
     pixels, labels = valid["images"], valid["labels"]
@@ -101,7 +98,7 @@ def evaluate(
     if len(logits) != len(labels) or (classes < 0).any():
         raise UserError(
             f"{logits_path}: logits for {len(logits)} images of digits {digits}, but "
-            f"{tensors / 'valid.safetensors'} holds {len(labels)}; run `dvc repro`"
+            f"{valid_path} holds {len(labels)}; run `dvc repro`"
         )
     pred = predicted_classes(logits)
     right = pred == classes
@@ -123,10 +120,9 @@ def evaluate(
     # pixels / 255 in float32, as the train stage's tensors are scaled
     tiles = [images.grey(pixels[i] / np.float32(255), scale=3) for i in wrong]
     captions = [f"{names[classes[i]]} as {names[pred[i]]}" for i in wrong]
+    gallery_png = images.png_bytes(images.labelled_grid(tiles, captions))
     with atomic.together(), atomic.atomic_path(plots_dir, is_dir=True) as tmp:
-        (tmp / "misclassified.png").write_bytes(
-            images.png_bytes(images.labelled_grid(tiles, captions))
-        )
+        (tmp / "misclassified.png").write_bytes(gallery_png)
         atomic.write_text(confusion_path, json.dumps(rows, separators=(",", ":")) + "\n")
         atomic.write_text(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     logging.getLogger("mnist_basics").info(

@@ -1,8 +1,5 @@
-"""Our own Learner: the chapter's training loop, one for every model, loss and optimiser.
-
-`calc_grad`, `train_epoch` and `validate_epoch` are the book's. One change of machinery: a batch
-is a slice of a contiguous tensor on the device, not a DataLoader's item; the math and order stay.
-"""
+"""Our own Learner: the book's `calc_grad`, `train_epoch` and `validate_epoch`, for every model,
+loss and optimiser. A batch is a slice of a tensor, not a DataLoader's item; math and order stay."""
 
 import logging
 import math
@@ -126,9 +123,8 @@ class Learner:
             raise UserError(f"{what} in epoch {epoch}: training diverged; try a lower train.lr")
 
     def check_saturated(self, logits: torch.Tensor) -> None:
-        """Stop if every valid image's sigmoid (or top softmax probability) is within float32's
-        epsilon of 0 or 1: a run that diverged with a finite loss and weights below the limit, no
-        gradient left. A run that learned little (a low lr, few epochs) is a result."""
+        """Stop if every valid image's sigmoid (or top softmax) is within float32's epsilon of 0 or
+        1: diverged with no gradient left. A run that learned little is a result, not an error."""
         one = logits.shape[1] == 1
         p = torch.sigmoid(logits) if one else torch.softmax(logits, 1).amax(1)
         if bool((p * (1 - p) < torch.finfo(p.dtype).eps).all()):

@@ -1,8 +1,5 @@
 """The chapter's models (under the book's names) and those beyond it, their losses and files.
-
-Every model maps x [N, 784] in [0, 1] to one logit per image (two digits, the book's setup) or
-one per class (more digits, softmax and cross-entropy).
-"""
+Each maps x [N, 784] in [0, 1] to one logit (two digits, the book's setup) or one per class."""
 
 import json
 from collections.abc import Callable
@@ -163,15 +160,12 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
         train = {k: v for k, v in raw.items() if k != "digits"}
         validate({"data": {"digits": raw["digits"]}, "train": train})
         spec = ModelSpec(**{**raw, "digits": tuple(raw["digits"])})
-    except UserError as e:
+    except (UserError, ValueError, TypeError, KeyError) as e:
         why = str(e).removeprefix("params.yaml: ")
         raise BadFile(path, f"its spec metadata is not this version's ({why})") from None
-    except (ValueError, TypeError, KeyError) as e:
-        raise BadFile(path, f"its spec metadata is not this version's ({e})") from None
     model = build_model(spec)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
-        why = str(e).splitlines()[0]
-        raise BadFile(path, f"weights do not fit its spec ({why})") from None
+        raise BadFile(path, f"weights do not fit its spec ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), spec

@@ -1,11 +1,6 @@
-"""Regenerate the self-contained HTML template that `dvc plots show` / `dvc plots diff` fill in.
-
-DVC's default page loads vega, vega-lite and vega-embed from a CDN, so the report is blank
-without internet. `.dvc/config` points `plots.html_template` at `.dvc/plots/offline.html`
-(DVC resolves a relative path against the `.dvc/` folder), a page with the three libraries
-inlined. This module writes that page from the exactly pinned `vl-convert-python`, whose
-`javascript_bundle()` returns vega + vega-lite + vega-embed as one classic script that sets
-`window.vegaEmbed`, which is what each of DVC's plot divs calls.
+"""Regenerate `.dvc/plots/offline.html`, the HTML template `dvc plots show` / `dvc plots diff`
+fill in, with vega, vega-lite and vega-embed inlined from the pinned vl-convert-python: DVC's
+default page loads them from a CDN, so the report is blank without internet.
 
     python -m mnist_basics.report            # rewrite .dvc/plots/offline.html
     python -m mnist_basics.report --check    # exit 1 if the committed file is stale
@@ -13,6 +8,7 @@ inlined. This module writes that page from the exactly pinned `vl-convert-python
 
 import argparse
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 from mnist_basics import atomic
@@ -68,18 +64,15 @@ PAGE = """<!DOCTYPE html>
 
 def build_template() -> str:
     """The whole HTML template text, from the installed vl-convert-python."""
-    from importlib.metadata import version
-
     try:
         import vl_convert as vlc
     except ImportError:
         raise SystemExit(
             "mnist_basics.report needs the dev extra: pip install -e '.[dev]'"
         ) from None
-
     bundle = vlc.javascript_bundle(vl_version=VEGALITE_VERSION)
     bad = [s for s in FORBIDDEN_IN_BUNDLE if s.lower() in bundle.lower()]
-    if bad or "window.vegaEmbed" not in bundle:
+    if bad or "window.vegaEmbed" not in bundle:  # what each of DVC's plot divs calls
         raise ValueError(f"the vega bundle cannot be inlined as is ({bad or 'no vegaEmbed'})")
     return PAGE.format(
         vlc_version=version("vl-convert-python"),

@@ -28,11 +28,8 @@ from mnist_basics.tensors import digest
 
 log = logging.getLogger("mnist_basics")
 
-TENSORS = Path("data/tensors")
-MODEL = Path("models/model.safetensors")
-LOGITS = Path("models/valid_logits.safetensors")
-LIVE = Path("metrics/train")
-PLOTS = Path("plots/train")
+TENSORS, LIVE, PLOTS = Path("data/tensors"), Path("metrics/train"), Path("plots/train")
+MODEL, LOGITS = Path("models/model.safetensors"), Path("models/valid_logits.safetensors")
 
 
 def device_for(name: str) -> torch.device:
@@ -84,14 +81,13 @@ def weights_picture(model: torch.nn.Module, spec: ModelSpec, seed: int) -> image
         next(p for n, p in m.named_parameters() if "weight" in n).detach().cpu()
         for m in (model, start)
     )
-    if spec.model == "linear":  # weights [784, n_out]
-        maps, names = [w.T.reshape(-1, 28, 28) for w in (now, start)], list(spec.digits)
-        scale = 8 if spec.n_out == 1 else 4
-        if spec.n_out == 1:  # red votes for the first digit
-            names = [f"red {spec.digits[0]}, blue {spec.digits[1]}:"]
+    one = spec.n_out == 1
+    if spec.model == "linear":  # weights [784, n_out]; one logit: red votes for the first digit
+        maps, scale = [w.T.reshape(-1, 28, 28) for w in (now, start)], 8 if one else 4
+        names = [f"red {spec.digits[0]}, blue {spec.digits[1]}:"] if one else spec.digits
     elif spec.model == "simple_net":  # [hidden, 784]
-        maps, names = [w.reshape(-1, 28, 28)[:18] for w in (now, start)], range(18)
-        names, scale = [f"hidden {i}" for i in names], 4
+        maps, scale = [w.reshape(-1, 28, 28)[:18] for w in (now, start)], 4
+        names = [f"hidden {i}" for i in range(18)]
     else:  # [width, 1, 3, 3]
         maps, scale = [w[:, 0] for w in (now, start)], 24
         names = [f"conv1 {i}" for i in range(len(maps[0]))]
@@ -145,10 +141,9 @@ def train(p: Params) -> list[EpochStats]:
             atomic.atomic_path(LIVE / "plots", is_dir=True) as curves,
         ):  # the folder's two outputs: a file of the user's beside them stays
             write_curves(history, summary, curves)
+        picture = images.png_bytes(weights_picture(model, spec, tp.seed))
         with atomic.atomic_path(PLOTS, is_dir=True) as plots_dir:
-            (plots_dir / "weights.png").write_bytes(
-                images.png_bytes(weights_picture(model, spec, tp.seed))
-            )
+            (plots_dir / "weights.png").write_bytes(picture)
         valid = torch.tensor(list(digest(TENSORS / "valid.safetensors")), dtype=torch.uint8)
         save_tensors({"logits": logits, "valid_sha256": valid}, spec, LOGITS)
         save_tensors(model.state_dict(), spec, MODEL)
