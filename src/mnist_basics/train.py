@@ -9,19 +9,11 @@ from pathlib import Path
 
 import torch
 
-from mnist_basics import atomic, images, numerics
+from mnist_basics import atomic, images, models, numerics
 from mnist_basics.augment import augment
 from mnist_basics.data import class_targets, load_splits
 from mnist_basics.errors import UserError
 from mnist_basics.learner import EpochStats, Learner, one_cycle
-from mnist_basics.models import (
-    ModelSpec,
-    build_model,
-    loss_func,
-    predict,
-    save_tensors,
-    targets_for,
-)
 from mnist_basics.optim import make_optimizer
 from mnist_basics.params import Params, Train
 from mnist_basics.tensors import digest
@@ -72,11 +64,13 @@ def augmenter(tp: Train):
     return partial(augment, generator=gen, max_shift=tp.shift, max_rotate=tp.rotate)
 
 
-def weights_picture(model: torch.nn.Module, spec: ModelSpec, seed: int) -> images.Image.Image:
+def weights_picture(
+    model: torch.nn.Module, spec: models.ModelSpec, seed: int
+) -> images.Image.Image:
     """The first layer's change from its initial weights (drawn again from the seed), beside it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        start = build_model(spec)
+        start = models.build_model(spec)
     now, start = (
         next(p for n, p in m.named_parameters() if "weight" in n).detach().cpu()
         for m in (model, start)
@@ -109,17 +103,17 @@ def train(p: Params) -> list[EpochStats]:
             f"params.yaml: data.digits = {digits} but data/tensors holds {train_split.digits}; "
             "run `dvc repro` so download and tensorize follow data.digits"
         )
-    spec = ModelSpec(tp.model, tuple(digits), tp.loss_func, tp.hidden, tp.init_std, tp.width)
-    model = build_model(spec).to(dev)
+    spec = models.ModelSpec(tp.model, tuple(digits), tp.loss_func, tp.hidden, tp.init_std, tp.width)
+    model = models.build_model(spec).to(dev)
     if tp.kernels == "native":
         model = model.to(memory_format=torch.channels_last)  # oneDNN's fastest convolutions
     learn = Learner(
         model=model,
         train_x=train_split.x,
-        train_y=targets_for(spec, class_targets(train_split.labels, digits)),
+        train_y=models.targets_for(spec, class_targets(train_split.labels, digits)),
         valid_x=valid_split.x,
-        valid_y=targets_for(spec, class_targets(valid_split.labels, digits)),
-        loss_func=loss_func(tp.loss_func, tp.label_smoothing),
+        valid_y=models.targets_for(spec, class_targets(valid_split.labels, digits)),
+        loss_func=models.loss_func(tp.loss_func, tp.label_smoothing),
         opt=make_optimizer(tp.optimizer, model.parameters(), tp.lr, tp.momentum, tp.weight_decay),
         batch_size=tp.batch_size,
         shuffle=tp.shuffle,
@@ -133,7 +127,7 @@ def train(p: Params) -> list[EpochStats]:
         f"{tp.threads} thread(s), {tp.kernels} kernels"
     )
     history = learn.fit(tp.epochs)
-    logits = predict(model, valid_split.x)
+    logits = models.predict(model, valid_split.x)
     learn.check_saturated(logits)
     with atomic.together():  # the model, its logits, curves and picture: all new, or all old
         with (
@@ -145,8 +139,8 @@ def train(p: Params) -> list[EpochStats]:
         with atomic.atomic_path(PLOTS, is_dir=True) as plots_dir:
             (plots_dir / "weights.png").write_bytes(picture)
         valid = torch.tensor(list(digest(TENSORS / "valid.safetensors")), dtype=torch.uint8)
-        save_tensors({"logits": logits, "valid_sha256": valid}, spec, LOGITS)
-        save_tensors(model.state_dict(), spec, MODEL)
+        models.save_tensors({"logits": logits, "valid_sha256": valid}, spec, LOGITS)
+        models.save_tensors(model.state_dict(), spec, MODEL)
     return history
 
 
