@@ -8,7 +8,7 @@ import shutil
 import signal
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,8 +30,7 @@ def temporary(target: Path) -> Path:
 
 @contextlib.contextmanager
 def scratch_dir(target: Path) -> Iterator[Path]:
-    """A work folder beside `target`, removed when the block ends (by clear_stale after a
-    kill -9)."""
+    """A work folder beside `target`, removed at the end (by clear_stale after a kill -9)."""
     tmp = temporary(target)
     tmp.mkdir()
     try:
@@ -41,8 +40,8 @@ def scratch_dir(target: Path) -> Iterator[Path]:
 
 
 def clear_stale(target: Path) -> None:
-    """Remove the `.<name>.<random>.tmp` temporaries a killed run (`kill -9`) left beside `target`:
-    nothing else would. Only names of exactly that shape: a user's `.<name>.my backup.tmp` stays."""
+    """Remove the `.<name>.<random>.tmp` temporaries a `kill -9` left beside `target`; only names
+    of exactly that shape: a user's `.<name>.my backup.tmp` stays."""
     for tmp in target.parent.glob(f".{target.name}.{'[0-9a-f]' * 16}.tmp"):
         remove(tmp)
 
@@ -55,8 +54,7 @@ def _follow_umask(tmp: Path) -> None:
     """Give the files under `tmp` the mode any file of the user's gets (safetensors makes 0600)."""
     mask = os.umask(0)
     os.umask(mask)
-    files = [tmp] if not tmp.is_dir() else [p for p in tmp.rglob("*") if p.is_file()]
-    for f in files:
+    for f in [tmp] if not tmp.is_dir() else [p for p in tmp.rglob("*") if p.is_file()]:
         if not f.is_symlink():
             f.chmod(0o666 & ~mask)
 
@@ -91,23 +89,18 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     tmp = temporary(target)
     if is_dir:
         tmp.mkdir()  # the user's usual mode, as for any folder they make (mkdtemp's is 0700)
-    try:
-        yield tmp
-        if _held:  # checked and renamed when the group ends
-            _held[-1].append((tmp, target))
-        else:
-            _refuse_foreign(target, tmp)
-            with _signals_held():
-                _rename(tmp, target)
-    except BaseException:
-        remove(tmp)
-        raise
+    with together():  # alone, a group of one
+        try:
+            yield tmp
+        except BaseException:
+            remove(tmp)
+            raise
+        _held[-1].append((tmp, target))
 
 
 def _refuse_foreign(old: Path, new: Path) -> None:
-    """A folder output is replaced whole: a file in it that its stage did not write this time (a
-    user's notes) would go with it, so it stops the run instead, as `dvc checkout` would. Checked
-    just before the rename, so a file that came while the other outputs were written counts."""
+    """A folder output is replaced whole: a file in it its stage did not write (a user's notes)
+    stops the run instead, as in `dvc checkout`. Checked just before the renames."""
     if not (new.is_dir() and old.is_dir() and not old.is_symlink()):
         return
     for top, dirs, names in os.walk(old):
@@ -157,18 +150,13 @@ def _on_signal(signum: int, frame: object) -> None:
     if _held_signals is not None:
         _held_signals.append(signum)
         return
-    ignore_signals()
+    handle_signals(signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def handle_signals() -> None:
+def handle_signals(handler: Callable[[int, Any], None] | signal.Handlers = _on_signal) -> None:
     for s in SIGNALS:
-        signal.signal(s, _on_signal)
-
-
-def ignore_signals() -> None:
-    for s in SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+        signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -225,9 +213,7 @@ def open_regular(path: Path) -> BinaryIO:
 
 
 MAX_SAFETENSORS = 256 << 20  # of any one file; all of MNIST as tensors is 55 MB
-# of its JSON header: a stage writes a few tensors and a short spec, well under 4 KiB; a header
-# of a million empty tensors (70 MB) cost 20 s and 1.8 GB to read
-MAX_SAFETENSORS_HEADER = 1 << 20
+MAX_SAFETENSORS_HEADER = 1 << 20  # a stage's is under 4 KiB; one of 70 MB took 20 s and 1.8 GB
 
 
 def read_safetensors(

@@ -8,8 +8,8 @@ class UserError(Exception):
 
 
 class BadFile(UserError):
-    """A file that is not what a stage writes. `why` is the reason alone, for a caller that names
-    the file its own way (a model read from a git revision has no path to fix)."""
+    """A file that is not what a stage writes; `why` alone is for a caller that names the file
+    its own way (a model read from a git revision has no path to fix)."""
 
     def __init__(self, path: object, why: str, hint: str = "") -> None:
         super().__init__(f"{path}: {why}" + (f"; {hint}" if hint else ""))
@@ -17,9 +17,8 @@ class BadFile(UserError):
 
 
 def printable(text: str) -> str:
-    """`text` as one line that shows what it holds, to print a file name or a user's value: bytes
-    that are not UTF-8 (kept in a str by surrogateescape) as \\xff, and control and invisible
-    characters as \\n, \\x1b, \\u202e, so a name can forge no line and no terminal escape."""
-    with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate no name has: see below
+    """`text` as one line, to print a file name or a user's value: non-UTF-8 bytes as \\xff and
+    control and invisible characters as \\n, \\x1b, \\u202e, so a name forges no line or escape."""
+    with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate no name has: repr shows it
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

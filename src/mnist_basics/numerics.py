@@ -1,29 +1,21 @@
 """Which CPU kernels run, chosen by the `train.kernels` param, so the bytes depend on params only.
 
-PyTorch picks its kernels (ATen's, MKL's, oneDNN's, NNPACK's) by CPU and sums by thread count, and
-each choice changes the order of float additions, so the trained bytes. `portable` (the default)
-is the baseline path every x86-64 CPU runs, the same bytes on every CPU kind seen; `native` the
-fastest this CPU has, the same bytes only on one CPU kind. The user's own settings of these
-variables are dropped. docs/reproducibility.md has what holds on which CPUs, measured.
+PyTorch picks its kernels by CPU and its sums by thread count, and each choice changes the order
+of float additions, so the bytes: `portable` (the default) is the baseline path every x86-64 CPU
+runs, the same bytes on every CPU; `native` the fastest this CPU has, the same bytes on one CPU
+kind. docs/reproducibility.md has what holds on which CPUs, measured.
 """
 
 import os
 import sys
 
-# The user's own settings of these would change the bytes: they are dropped.
-DROPPED = (
-    "ATEN_CPU_CAPABILITY",
-    "MKL_CBWR",
-    "MKL_ENABLE_INSTRUCTIONS",
-    "MKL_DEBUG_CPU_TYPE",
-    "ONEDNN_MAX_CPU_ISA",
-    "DNNL_MAX_CPU_ISA",
-)
 PORTABLE = {
     "ATEN_CPU_CAPABILITY": "default",  # ATen's baseline kernels, not AVX2 / AVX-512
     "MKL_CBWR": "COMPATIBLE",  # MKL's conditional numerical reproducibility: one code path
     "ONEDNN_MAX_CPU_ISA": "SSE41",
 }
+# The user's own settings of these would change the bytes: they are dropped.
+DROPPED = (*PORTABLE, "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE", "DNNL_MAX_CPU_ISA")
 
 
 def pin_env(threads: int, kernels: str = "portable") -> None:
@@ -32,12 +24,8 @@ def pin_env(threads: int, kernels: str = "portable") -> None:
         raise RuntimeError("pin_env must run before torch is imported")
     for key in DROPPED:
         os.environ.pop(key, None)
-    os.environ.update(
-        OMP_NUM_THREADS=str(threads),
-        MKL_NUM_THREADS=str(threads),
-        MKL_DYNAMIC="FALSE",
-        OMP_DYNAMIC="FALSE",
-    )
+    os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    os.environ.update(MKL_DYNAMIC="FALSE", OMP_DYNAMIC="FALSE")
     if kernels == "portable":
         os.environ.update(PORTABLE)
 

@@ -1,12 +1,9 @@
-"""params.yaml as one typed config (a pydantic model), checked once before a stage does any work.
-
-Every key has its default here and stands in params.yaml, so `dvc exp show` shows every value a
-run used. It is parsed as DVC parses it (YAML 1.2): PyYAML's YAML 1.1 would read `010` as 8 and
-`yes` as true. docs/params.md's table is made from the schema (`python -m mnist_basics.params`).
-"""
+"""params.yaml as one typed config, checked before a stage does any work. Parsed as DVC parses
+it (YAML 1.2); docs/params.md's table is made from the schema (`python -m mnist_basics.params`)."""
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,27 +17,29 @@ SOURCE_KINDS = "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or fil
 MAX_BYTES = 1 << 20  # a params file is a few hundred bytes; refuse a link to /dev/zero at once
 
 
-def _list(v: Any, why_not: Any, least: int, too_few: str) -> tuple:
-    """A list of `least` or more entries that each pass `why_not` (which returns why not, or "")."""
-    if not isinstance(v, list):
-        raise ValueError("not a list")
-    for x in v:
-        if why := why_not(x):
-            raise ValueError(f"entry {_shown(x)}: {why}")
-    if len(v) < least:
-        raise ValueError(too_few)
-    return tuple(v)
+def _list(
+    why_not: Callable[[Any], str], least: int, too_few: str, not_distinct: str = ""
+) -> BeforeValidator:
+    """A validator of a list of `least` or more entries that each pass `why_not` (which returns
+    why not, or ""); `not_distinct`, if given, refuses an entry twice."""
+
+    def check(v: Any) -> tuple:
+        if not isinstance(v, list):
+            raise ValueError("not a list")
+        for x in v:
+            if why := why_not(x):
+                raise ValueError(f"entry {_shown(x)}: {why}")
+        if len(v) < least:
+            raise ValueError(too_few)
+        if not_distinct and len(set(v)) != len(v):
+            raise ValueError(not_distinct)
+        return tuple(v)
+
+    return BeforeValidator(check)
 
 
 def _digit(d: Any) -> str:
     return "" if type(d) is int and 0 <= d <= 9 else "not a digit 0-9"
-
-
-def _digits(v: Any) -> tuple[int, ...]:
-    ds = _list(v, _digit, 2, "two or more digits are needed")
-    if len(set(ds)) != len(ds):
-        raise ValueError("the digits must be distinct")
-    return ds
 
 
 def _source(s: Any) -> str:
@@ -51,8 +50,7 @@ def _source(s: Any) -> str:
     return "" if s.strip() else "an empty source"
 
 
-def _sources(v: Any) -> tuple[str, ...]:
-    return _list(v, _source, 1, "at least 1 source is needed")
+DIGITS = _list(_digit, 2, "two or more digits are needed", "the digits must be distinct")
 
 
 def key(default: Any, doc: str, allowed: str = "", **constraints: Any) -> Any:
@@ -70,13 +68,13 @@ class Section(BaseModel):
 
 
 class Data(Section):
-    digits: Annotated[tuple[int, ...], BeforeValidator(_digits)] = key(
+    digits: Annotated[tuple[int, ...], DIGITS] = key(
         (3, 7),
         "Digits to classify; [3, 7] is the book's MNIST_SAMPLE. The first is the positive class "
         "of the two-digit models.",
         "two or more distinct digits 0-9",
     )
-    sources: Annotated[tuple[str, ...], BeforeValidator(_sources)] = key(
+    sources: Annotated[tuple[str, ...], _list(_source, 1, "at least 1 source is needed")] = key(
         SOURCES,
         "Where the images come from, tried in order; the first that delivers verified data serves.",
         SOURCE_KINDS,
@@ -201,9 +199,8 @@ def _fields() -> dict[str, dict]:
 
 
 def _shown(v: Any, limit: int = 300, within: tuple[list, ...] = ()) -> str:
-    """A value as the user wrote it in params.yaml; text in quotes, so "1" is not 1. A long list
-    ends in "...": YAML aliases can make a short file hold a list of a billion entries. A list
-    that holds itself raises RecursionError, which `validate` names."""
+    """A value as the user wrote it, text in quotes ("1" is not 1); cut short, for YAML aliases can
+    make a list of a billion entries; RecursionError for a list that holds itself."""
     if isinstance(v, list | tuple):
         if any(v is outer for outer in within):
             raise RecursionError("a list that contains itself")
@@ -223,7 +220,8 @@ def _shown(v: Any, limit: int = 300, within: tuple[list, ...] = ()) -> str:
     return text if len(text) <= limit else text[:limit] + ('..."' if isinstance(v, str) else "...")
 
 
-WHY = {
+WHY = {  # what the user reads for a pydantic error type, filled in from its context
+    "value_error": "{error}",  # ours, which may hold the user's value: filled in, never a format
     "int_type": "not an integer",
     "float_type": "not a number",
     "finite_number": "not a finite number",
@@ -240,46 +238,32 @@ WHY = {
 
 def _line(err: dict) -> str:
     """One pydantic error as the line the user reads."""
+    if err["type"] == "recursion_loop":
+        raise RecursionError
     loc = [x if isinstance(x, str) and x.isidentifier() else json.dumps(str(x)) for x in err["loc"]]
-    name = ".".join(loc)  # a key with a dot in it, or a list as a key, is shown quoted
+    name = ".".join(loc) or "the file"  # a key with a dot in it, or a list as a key, is quoted
     if err["type"] in ("extra_forbidden", "invalid_key"):  # a key not in the schema, or not text
         prefix = ".".join(loc[:-1])
         known = SECTIONS[prefix].model_fields if prefix else SECTIONS
         allowed_keys = ", ".join(f"{prefix}.{k}" if prefix else k for k in known)
         return f"unknown key {name} (= {_shown(err['input'])}); allowed: {allowed_keys}"
     if err["type"] == "model_type":
-        return f"{name} = {_shown(err['input'])} is invalid (not a mapping); allowed: {MAPPING}"
-    if err["type"] == "value_error":
-        why = str(err["ctx"]["error"])  # may hold the user's value: not a format string
+        why, can = "not a mapping", "a mapping of keys to values"
     else:
-        why = WHY[err["type"]].format(**err.get("ctx", {})) if err["type"] in WHY else err["msg"]
-    return (
-        f"{name} = {_shown(err['input'])} is invalid ({why}); allowed: {allowed(_fields()[name])}"
-    )
-
-
-MAPPING = "a mapping of keys to values"
+        why = WHY.get(err["type"], "{msg}").format(msg=err["msg"], **err.get("ctx", {}))
+        can = allowed(_fields()[name])
+    return f"{name} = {_shown(err['input'])} is invalid ({why}); allowed: {can}"
 
 
 def validate(raw: Any) -> Params:
     """Params from the parsed YAML; UserError naming the first bad key."""
-    raw = {} if raw is None else raw
     try:
-        if not isinstance(raw, dict):
-            raise UserError(
-                f"the file = {_shown(raw)} is invalid (not a mapping); allowed: {MAPPING}"
-            )
         try:
-            p = Params.model_validate(raw)
+            p = Params.model_validate({} if raw is None else raw)
         except ValidationError as e:
-            first = e.errors()[0]
-            if first["type"] == "recursion_loop":
-                raise RecursionError from None
-            raise UserError(_line(first)) from None
+            raise UserError(f"params.yaml: {_line(e.errors()[0])}") from None
     except RecursionError:  # a YAML alias inside its own anchor: `digits: &a [3, *a]`
         raise UserError("params.yaml: a value contains itself (a YAML alias)") from None
-    except UserError as e:
-        raise UserError(f"params.yaml: {e}") from None
     n = len(p.data.digits)
     if p.train.loss_func == "mnist_loss" and n != 2:  # one logit tells two digits apart, no more
         raise UserError(
@@ -313,8 +297,7 @@ def parse(text: str) -> Any:
 
 
 def load(path: str | Path = "params.yaml") -> Params:
-    """Read and check params.yaml, which must state every key (DVC records only what it
-    states); without the file, the defaults."""
+    """Read and check params.yaml, which must state every key; without the file, the defaults."""
     try:
         with atomic.open_regular(Path(path)) as f:
             data = f.read(MAX_BYTES + 1)
@@ -325,18 +308,17 @@ def load(path: str | Path = "params.yaml") -> Params:
     if len(data) > MAX_BYTES:
         raise UserError(f"{path}: more than {MAX_BYTES:,} bytes; a params file is a few hundred")
     try:
-        text = data.decode()
+        raw = parse(data.decode())
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
-    raw = parse(text)
     p = validate(raw)
     require_every_key(raw)
     return p
 
 
 def require_every_key(raw: Any) -> None:
-    """UserError naming the first key valid params `raw` leave out: DVC records only the keys
-    params.yaml states, so a default from here would be used and recorded nowhere."""
+    """UserError naming the first key valid params `raw` leave out: its default would be used
+    and recorded nowhere (DVC records only the keys params.yaml states)."""
     for sec, cls in SECTIONS.items():  # valid, so each section is a mapping or absent
         given = (raw or {}).get(sec) or {}
         for name, field in cls.model_fields.items():

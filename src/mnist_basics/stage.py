@@ -1,14 +1,13 @@
-"""What every stage script shares: params, logging, and a clean end on a mistake or a signal.
-
-A stage exits 0 with its outputs written atomically; 2 with one `<stage>: error: ...` line on a
-user's mistake; 130 on Ctrl-C, SIGTERM or its `dvc`'s death, the last good outputs kept.
-"""
+"""What every stage script shares: params, logging, and a clean end on a mistake or a signal:
+exit 0 with its outputs written atomically; 2 with one `<stage>: error: ...` line on a user's
+mistake; 130 on Ctrl-C, SIGTERM or its `dvc`'s death, the last good outputs kept."""
 
 import _thread
 import contextlib
 import errno
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -81,7 +80,7 @@ def end_children() -> None:
 
 def _exit(code: int, line: str = "") -> None:
     """Print `line`, then end at once: the cleanup has run; skip the slow teardown of torch."""
-    atomic.ignore_signals()
+    atomic.handle_signals(signal.SIG_IGN)
     if line:
         print(line, file=sys.stderr)
     logging.shutdown()
@@ -91,9 +90,8 @@ def _exit(code: int, line: str = "") -> None:
 
 
 class Stamp(NamedTuple):
-    """What tells a file's bytes changed: inode, mtime and size; and when it last changed: ctime,
-    which no tool sets back (`cp -p` does mtime), except for a file DVC has hard-linked to its
-    cache, whose ctime moves whenever another link comes or goes: its mtime."""
+    """What tells a file's bytes changed (inode, mtime, size) and when: ctime, which no tool sets
+    back (`cp -p` does mtime); mtime for a file hard-linked to DVC's cache: links move ctime."""
 
     inode: int
     mtime: int
@@ -133,13 +131,6 @@ def edited(before: dict[str, Stamp], now: dict[str, Stamp]) -> list[str]:
     return sorted(moved | {f for f, stamp in now.items() if stamp.changed > STARTED_NS})
 
 
-def changed_while_running(what: str) -> UserError:
-    return UserError(
-        f"{what} changed while the stage ran: dvc.lock would record it beside outputs made "
-        "without it, so no output was replaced; run it again"
-    )
-
-
 def run_stage(
     name: str, main: Callable[["Params"], None], outputs: Sequence[str | Path] = ()
 ) -> None:
@@ -156,10 +147,14 @@ def run_stage(
             atomic.clear_stale(Path(out))
         with atomic.together():  # no output replaced before params and deps are checked again
             main(p)
-            if params.load("params.yaml") != p:  # DVC reads them again to write dvc.lock
-                raise changed_while_running("params.yaml")
-            if changed := edited(stamps, deps_stamps(deps)):
-                raise changed_while_running(changed[0])
+            changed = edited(stamps, deps_stamps(deps))  # DVC reads both again for dvc.lock
+            if params.load("params.yaml") != p:
+                changed.insert(0, "params.yaml")
+            if changed:
+                raise UserError(
+                    f"{changed[0]} changed while the stage ran: dvc.lock would record it beside "
+                    "outputs made without it, so no output was replaced; run it again"
+                )
     except KeyboardInterrupt:
         end_children()
         _exit(130, f"{name}: interrupted; the last good outputs are left as they were")
