@@ -50,17 +50,12 @@ def clear_stale(target: Path) -> None:
 _held: list[list[tuple[Path, Path]]] = []
 
 
-def _follow_umask(tmp: Path) -> None:
-    """Give the files under `tmp` the mode any file of the user's gets (safetensors makes 0600)."""
-    mask = os.umask(0)
+def _rename(tmp: Path, target: Path) -> None:
+    mask = os.umask(0)  # the files get the mode any file of the user's gets (safetensors: 0600)
     os.umask(mask)
     for f in [tmp] if not tmp.is_dir() else [p for p in tmp.rglob("*") if p.is_file()]:
         if not f.is_symlink():
             f.chmod(0o666 & ~mask)
-
-
-def _rename(tmp: Path, target: Path) -> None:
-    _follow_umask(tmp)
     if tmp.is_dir() and not tmp.is_symlink() and target.exists():
         if _exchange(tmp, target):  # the new folder in place, the old one under tmp's name
             remove(tmp)

@@ -222,6 +222,7 @@ def _shown(v: Any, limit: int = 300, within: tuple[list, ...] = ()) -> str:
 
 WHY = {  # what the user reads for a pydantic error type, filled in from its context
     "value_error": "{error}",  # ours, which may hold the user's value: filled in, never a format
+    "model_type": "not a mapping",
     "int_type": "not an integer",
     "float_type": "not a number",
     "finite_number": "not a finite number",
@@ -247,11 +248,8 @@ def _line(err: dict) -> str:
         known = SECTIONS[prefix].model_fields if prefix else SECTIONS
         allowed_keys = ", ".join(f"{prefix}.{k}" if prefix else k for k in known)
         return f"unknown key {name} (= {_shown(err['input'])}); allowed: {allowed_keys}"
-    if err["type"] == "model_type":
-        why, can = "not a mapping", "a mapping of keys to values"
-    else:
-        why = WHY.get(err["type"], "{msg}").format(msg=err["msg"], **err.get("ctx", {}))
-        can = allowed(_fields()[name])
+    why = WHY.get(err["type"], "{msg}").format(msg=err["msg"], **err.get("ctx", {}))
+    can = "a mapping of keys to values" if err["type"] == "model_type" else allowed(_fields()[name])
     return f"{name} = {_shown(err['input'])} is invalid ({why}); allowed: {can}"
 
 
