@@ -1,6 +1,5 @@
 """The `mnist-basics` console script: each subcommand is a module with `add_arguments(parser)`
-and `run(args) -> int`; a UserError it raises is one escaped `<command>: error: ...` line, exit 2.
-"""
+and `run(args) -> int`; its UserError is one escaped `<command>: error: ...` line, exit 2."""
 
 import argparse
 import importlib
@@ -35,17 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return importlib.import_module(args._module).run(args)
     except UserError as e:
-        print(f"{args.command}: error: {printable(str(e))}", file=sys.stderr)
-        return 2
+        message, code = f"error: {printable(str(e))}", 2
     except KeyboardInterrupt:
-        print(f"{args.command}: interrupted", file=sys.stderr)
-        return 130
+        message, code = "interrupted", 130
     except OSError as e:
         if os.environ.get("MNIST_BASICS_TRACEBACK"):
             raise
         where = f"{e.filename}: " if e.filename else ""
-        print(f"{args.command}: error: {printable(f'{where}{e.strerror or e}')}", file=sys.stderr)
-        return 1
+        message, code = f"error: {printable(f'{where}{e.strerror or e}')}", 1
+    print(f"{args.command}: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,17 +1,15 @@
-"""`mnist-basics sweep`: a grid of `dvc exp run`s spread over a Ray cluster, one task per run.
+"""`mnist-basics sweep`: a queued sweep's grid and run names, one Ray task per `dvc exp run`.
 
-The grid and the run names (NAME-1 ... NAME-N) are a queued sweep's. Each task clones the origin
-at HEAD, `dvc pull`s, `dvc exp run`s and `dvc exp push`es; the runs are then `dvc exp pull`ed
-here. docs/sharing.md ("Sweeps across machines") says what every node needs; no credential
-travels with a task.
+Each task clones the origin at HEAD, `dvc pull`s, `dvc exp run`s and `dvc exp push`es; no
+credential travels with it (docs/sharing.md says what every node needs).
 """
 
 import argparse
 import itertools
+import logging
 import math
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,9 +23,8 @@ MAX_RUNS = 10_000  # runs of one grid
 STEP_TIMEOUT = 3600.0  # seconds any one git or dvc command of a task may take
 GIT_PROTOCOLS = "file:git:http:https:ssh"  # GIT_ALLOW_PROTOCOL, unless the user set their own
 STAGE_ERROR = re.compile(r"^[\w.-]+: error: ")
-EXP_NAME = re.compile(
-    r"(?!.*\.\.)[A-Za-z0-9][\w.-]{0,99}(?<!\.)"
-)  # a git ref name's part, not an option
+# a git ref name's part, not an option
+EXP_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9][\w.-]{0,99}(?<!\.)")
 DVC = [sys.executable, "-m", "dvc"]
 
 
@@ -54,20 +51,17 @@ class Outcome:
 
 
 def _run(
-    cmd: list[str], cwd: Path, timeout: float, env: dict | None = None
+    cmd: list[str], cwd: Path | str, timeout: float, env: dict | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`cmd` with its output captured and no stdin: nothing of a task waits on a terminal; git
     follows only the transports a repository is shared over (not `fd::`, `ext::`)."""
-    env = dict(os.environ if env is None else env)
-    env.setdefault("GIT_ALLOW_PROTOCOL", GIT_PROTOCOLS)
+    env = {"GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS, **(os.environ if env is None else env)}
     quiet = {"capture_output": True, "text": True, "stdin": subprocess.DEVNULL}
     return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, **quiet)
 
 
 def expand(params: list[str]) -> list[list[str]]:
     """The `-S` arguments of each run, as `dvc exp run --queue -S` would expand `params`."""
-    if not params:
-        return [[]]
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.cli_parse import to_path_overrides
     from dvc.utils.hydra import get_hydra_sweeps, to_hydra_overrides
@@ -83,17 +77,16 @@ def expand(params: list[str]) -> list[list[str]]:
         runs = math.prod(
             size(o.value()) for ovs in overrides.values() for o in to_hydra_overrides(ovs)
         )
-        if runs == 0:
-            raise SweepError(f"-S: the grid of {' '.join(params)} has no runs (an empty range?)")
-        if runs > MAX_RUNS:  # counted before the grid is built: a range can be huge
-            raise SweepError(f"-S: the grid has {runs} runs; at most {MAX_RUNS} are allowed")
-        sweeps = get_hydra_sweeps(overrides)
-    except SweepError:
-        raise
+        # counted before the grid is built: a range can be huge
+        sweeps = get_hydra_sweeps(overrides) if 0 < runs <= MAX_RUNS else []
     except (InvalidArgumentError, ValueError, ZeroDivisionError) as e:
         raise SweepError(f"-S: {e}") from e
     except Exception as e:  # hydra's OverrideParseException and friends
         raise SweepError(f"-S: cannot parse {params}: {e}") from e
+    if runs == 0:
+        raise SweepError(f"-S: the grid of {' '.join(params)} has no runs (an empty range?)")
+    if runs > MAX_RUNS:
+        raise SweepError(f"-S: the grid has {runs} runs; at most {MAX_RUNS} are allowed")
     return [
         [o if path == "params.yaml" else f"{path}:{o}" for path, ovs in s.items() for o in ovs]
         for s in sweeps
@@ -104,13 +97,14 @@ def reason_of(output: str) -> str:
     """The line that says why: the stage's `<stage>: error: ...`, else DVC's last ERROR line."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     for pick in (
-        lambda ln: bool(STAGE_ERROR.match(ln)),
+        STAGE_ERROR.match,
         lambda ln: ln.startswith("ERROR:"),
         lambda ln: "error" in ln.lower() or "fatal" in ln.lower(),
+        bool,  # else the last line
     ):
         if found := [ln for ln in lines if pick(ln)]:
             return found[-1]
-    return lines[-1] if lines else "no output"
+    return "no output"
 
 
 def _node() -> str:
@@ -125,24 +119,22 @@ def _node() -> str:
 def run_one(spec: Spec) -> Outcome:
     """Clone, pull, `dvc exp run`, `dvc exp push`, in a temp folder removed afterwards."""
     start = time.monotonic()
-    env = dict(os.environ)
+    who = {"NAME": "mnist-basics sweep", "EMAIL": "sweep@" + socket.gethostname()}
+    ids = {f"GIT_{role}_{k}": v for role in ("AUTHOR", "COMMITTER") for k, v in who.items()}
+    env = {"DVC_NO_ANALYTICS": "1", **ids, **os.environ}  # the node's own settings win
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env.setdefault("DVC_NO_ANALYTICS", "1")
-    for var, value in (("NAME", "mnist-basics sweep"), ("EMAIL", "sweep@" + socket.gethostname())):
-        env.setdefault(f"GIT_AUTHOR_{var}", value)
-        env.setdefault(f"GIT_COMMITTER_{var}", value)
-    work = Path(tempfile.mkdtemp(prefix=f"mnist-sweep-{spec.name}-"))
-    repo = work / "repo"
     sets = [a for o in spec.overrides for a in ("-S", o)]
-    steps = [
-        ("git clone", ["git", "clone", "-q", "--no-checkout", "--", spec.origin, str(repo)], work),
-        ("git checkout", ["git", "checkout", "-q", "--detach", spec.commit], repo),
-        ("dvc pull", [*DVC, "pull"], repo),
-        ("dvc exp run", [*DVC, "exp", "run", "-n", spec.name, *sets], repo),
-        ("dvc exp push", [*DVC, "exp", "push", "origin", spec.name], repo),
-    ]
-    reason = ""
-    try:
+    with tempfile.TemporaryDirectory(
+        prefix=f"mnist-sweep-{spec.name}-", ignore_cleanup_errors=True
+    ) as work:
+        repo = Path(work) / "repo"
+        steps = [
+            ("git clone", ["git", "clone", "-q", "--no-checkout", "--", spec.origin, "repo"], work),
+            ("git checkout", ["git", "checkout", "-q", "--detach", spec.commit], repo),
+            ("dvc pull", [*DVC, "pull"], repo),
+            ("dvc exp run", [*DVC, "exp", "run", "-n", spec.name, *sets], repo),
+            ("dvc exp push", [*DVC, "exp", "push", "origin", spec.name], repo),
+        ]
         for step, cmd, cwd in steps:
             try:
                 r = _run(cmd, cwd, STEP_TIMEOUT, env)
@@ -150,14 +142,11 @@ def run_one(spec: Spec) -> Outcome:
                 reason = f"{step}: no end after {STEP_TIMEOUT:.0f} s"
                 break
             if r.returncode != 0:
-                reason = reason_of(r.stdout + "\n" + r.stderr)
-                if step != "dvc exp run":
-                    reason = f"{step}: {reason}"
+                why = reason_of(r.stdout + "\n" + r.stderr)
+                reason = why if step == "dvc exp run" else f"{step}: {why}"
                 break
         else:
             reason = _not_pushed(repo, spec, env)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return Outcome(not reason, time.monotonic() - start, _node(), reason)
 
 
@@ -188,9 +177,8 @@ def _git(repo: Path, *args: str, check: bool = True) -> str:
 
 
 def resolve_origin(repo: Path, origin: str | None) -> tuple[str, str]:
-    """(URL the tasks clone, what `dvc exp pull` here is given) for --origin or `origin`. A path
-    is made absolute once (--origin against the user's folder), so the checks here and every
-    task's clone, each in its own folder, mean the same repository."""
+    """(URL the tasks clone, what `dvc exp pull` here is given) for --origin or `origin`; a path
+    made absolute, so the checks here and every task's clone mean the same repository."""
     if origin and origin.startswith("-"):
         raise SweepError(f"--origin {origin!r}: a git URL or path, not an option")
     if origin:
@@ -210,15 +198,9 @@ def _absolute(url: str, base: Path) -> str:
     return str((base / url).resolve())
 
 
-def _origin_refs(repo: Path, origin: str) -> list[tuple[str, str]]:
-    """(commit, ref) of every ref on the origin, in one `git ls-remote`."""
-    lines = _git(repo, "ls-remote", "--", origin).splitlines()
-    return [(line.split()[0], line.split()[-1]) for line in lines if line]
-
-
-def _check_on_origin(repo: Path, origin: str, commit: str, refs: list[tuple[str, str]]) -> None:
+def _check_on_origin(repo: Path, origin: str, commit: str, refs: list[list[str]]) -> None:
     """The tasks clone the origin: HEAD must be one of its refs or below one."""
-    heads = {sha for sha, _ in refs}
+    heads = {sha for sha, *_ in refs}
     if commit not in heads and not any(
         _run(["git", "merge-base", "--is-ancestor", commit, sha], repo, 60).returncode == 0
         for sha in heads
@@ -249,11 +231,11 @@ def run_name(given: str | None, commit: str, taken: set[str], runs: int) -> str:
     return next(name for name in names if free(name))
 
 
-def _experiments(repo: Path, commit: str, origin_refs: list[tuple[str, str]]) -> set[str]:
+def _experiments(repo: Path, commit: str, origin_refs: list[list[str]]) -> set[str]:
     """The names of `commit`'s experiments here and on the origin."""
     prefix = exp_ref(commit, "")
     here = _git(repo, "for-each-ref", "--format=%(refname)", "--", prefix).splitlines()
-    refs = [ref for _, ref in origin_refs] + here
+    refs = [ref for *_, ref in origin_refs] + here
     return {ref.removeprefix(prefix) for ref in refs if ref.startswith(prefix)}
 
 
@@ -266,16 +248,13 @@ def _ray_init(address: str | None) -> Any:
         import ray
     except ImportError as e:
         raise SweepError("ray is not installed: pip install -e '.[cluster]'") from e
-    import logging
-
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    kwargs.update({"address": address} if address else {"include_dashboard": False})
+    kwargs: dict[str, Any] = {"address": address} if address else {"include_dashboard": False}
     # A Ray client server sometimes dies while it starts (a fork amid gRPC threads, a known Ray
-    # race that README's Sharing section cites): the connection fails at once; a retry works.
+    # race that docs/sharing.md cites): the connection fails at once; a retry works.
     tries = 3 if address and address.startswith("ray://") else 1
     for attempt in range(1, tries + 1):
         try:
-            ray.init(**kwargs)
+            ray.init(logging_level=logging.WARNING, log_to_driver=False, **kwargs)
             return ray
         except Exception as e:
             ray.shutdown()
@@ -332,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
         commit = _git(repo, "rev-parse", "HEAD")
         origin_url, origin_here = resolve_origin(repo, args.origin)
         runs = expand(args.params)
-        on_origin = _origin_refs(repo, origin_url)
+        on_origin = [ln.split() for ln in _git(repo, "ls-remote", "--", origin_url).splitlines()]
         _check_on_origin(repo, origin_url, commit, on_origin)
         if _git(repo, "status", "--porcelain", "--untracked-files=no"):
             _say(
@@ -350,10 +329,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     outcomes: dict[str, Outcome] = {}
     try:
-        cpus = ray.cluster_resources().get("CPU", 0)
         _say(
             f"sweep: {len(specs)} runs of commit {commit[:7]} on {origin_url}, Ray cluster of "
-            f"{len(ray.nodes())} node(s), {cpus:g} CPU(s)"
+            f"{len(ray.nodes())} node(s), {ray.cluster_resources().get('CPU', 0):g} CPU(s)"
         )
         task = ray.remote(num_cpus=args.num_cpus, max_retries=0)(run_one)
         pending = {task.remote(s): s for s in specs}
@@ -391,12 +369,10 @@ def run(args: argparse.Namespace) -> int:
             f"{' '.join(s.overrides)}" + ("" if o.ok else f"\n      {o.reason}")
         )
 
-    code = 0 if len(landed) == len(specs) else 1
     if landed and not args.no_pull:
         r = _run([*DVC, "exp", "pull", origin_here, *landed], repo, STEP_TIMEOUT)
-        if r.returncode == 0:
-            _say(f"pulled {len(landed)} runs into this repo: dvc exp show")
-        else:
+        if r.returncode != 0:
             _say(f"sweep: error: dvc exp pull: {reason_of(r.stdout + r.stderr)}", error=True)
-            code = 1
-    return code
+            return 1
+        _say(f"pulled {len(landed)} runs into this repo: dvc exp show")
+    return 0 if len(landed) == len(specs) else 1
