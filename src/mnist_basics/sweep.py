@@ -328,13 +328,15 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.monotonic()
     outcomes: dict[str, Outcome] = {}
+    pending: dict[Any, Spec] = {}  # Ray's task refs: Ctrl-C cancels those submitted so far
     try:
         _say(
             f"sweep: {len(specs)} runs of commit {commit[:7]} on {origin_url}, Ray cluster of "
             f"{len(ray.nodes())} node(s), {ray.cluster_resources().get('CPU', 0):g} CPU(s)"
         )
         task = ray.remote(num_cpus=args.num_cpus, max_retries=0)(run_one)
-        pending = {task.remote(s): s for s in specs}
+        for s in specs:
+            pending[task.remote(s)] = s
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             spec = pending.pop(done[0])
