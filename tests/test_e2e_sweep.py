@@ -135,6 +135,26 @@ def test_sweep_from_a_node_reaches_the_cluster_by_its_gcs_address(
     assert re.search(r"^\s+train: error: params\.yaml: train\.lr = -1\b", text, re.M), text
 
 
+def test_more_cpus_a_run_than_any_node_has_is_refused_not_queued_for_ever(
+    team,
+    ray_cluster: RayCluster,  # noqa: F811
+) -> None:
+    proj, _ = team
+    r = subprocess.run(
+        [
+            sys.executable, "-m", "mnist_basics.cli", "sweep",
+            "-n", "big", "--num-cpus", "2", "--address", ray_cluster.gcs,
+        ],
+        cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        "sweep: error: --num-cpus 2: no node of the cluster has that many CPUs; allowed: up to 1, "
+        "its largest node's"
+    )
+
+
 def test_a_run_whose_name_the_origin_has_is_not_reported_landed(
     team, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -264,6 +264,27 @@ def _ray_init(address: str | None) -> Any:
             time.sleep(2)
 
 
+def _cpus(text: str) -> float:
+    try:
+        n = float(text)
+    except ValueError:
+        n = math.nan
+    if not 0 < n < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: a number of CPUs above 0")
+    return n
+
+
+def _check_cpus(ray: Any, per_run: float) -> None:
+    """A run that no node has the CPUs for would wait for ever: Ray queues it without a word."""
+    most = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+    if per_run > most:
+        ray.shutdown()
+        raise SweepError(
+            f"--num-cpus {per_run:g}: no node of the cluster has that many CPUs; allowed: up to "
+            f"{most:g}, its largest node's"
+        )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add(
@@ -292,7 +313,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="runs are NAME-1 ... NAME-N (default: sweep-<HEAD's short sha>, or sweep2-, ... "
         "when a sweep of HEAD has that name)",
     )
-    add("--num-cpus", type=float, default=1.0, help="CPUs Ray reserves for each run (default 1)")
+    add("--num-cpus", type=_cpus, default=1.0, help="CPUs Ray reserves for each run (default 1)")
     add(
         "--no-pull",
         action="store_true",
@@ -322,6 +343,7 @@ def run(args: argparse.Namespace) -> int:
         name = run_name(args.name, commit, _experiments(repo, commit, on_origin), len(runs))
         specs = [Spec(f"{name}-{i}", ovs, origin_url, commit) for i, ovs in enumerate(runs, 1)]
         ray = _ray_init(args.address)
+        _check_cpus(ray, args.num_cpus)
     except SweepError as e:
         _say(f"sweep: error: {e}", error=True)
         return 2
