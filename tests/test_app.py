@@ -194,8 +194,12 @@ def test_predict_endpoint(server: Server) -> None:
     assert np.array_equal(seen, prepare(body).pixels)
     status, d = server.post("predict", png(Image.new("RGB", (280, 280), "white")))
     assert (status, d["empty"]) == (200, True)
-    status, d = server.post("predict", b"not a png")
-    assert status == 400 and "not an image" in d["error"]
+    from test_predict_hostile import EPS, progressive_jpeg
+
+    # The page posts PNG: nothing else is decoded (Ghostscript, a JPEG's endless scans).
+    for other in (b"not a png", EPS, progressive_jpeg(28, 0), png(seven()).replace(b"PNG", b"GNP")):
+        status, d = server.post("predict", other)
+        assert (status, d) == (400, {"error": "not a PNG image"}), other[:20]
     blob = subprocess.run(
         ["git", "hash-object", "-w", "--stdin"],
         cwd=server.repo,

@@ -242,7 +242,7 @@ def test_a_newline_in_a_name_forges_no_row_and_no_error_line(workspace: Path, ca
     code, out, err = cli(capsys, "a\nb.png 7 1.000", "x\npredict: error: forged.png")
     assert code == 2
     assert len(out.splitlines()) == 2 and out.splitlines()[1].startswith("a\\nb.png 7 1.000 ")
-    assert err == ("predict: error: x\\npredict: error: forged.png: not an image Pillow can read\n")
+    assert err == "predict: error: x\\npredict: error: forged.png: " + FORMATS.decode() + "\n"
 
 
 def test_a_name_that_is_not_utf8(workspace: Path) -> None:
@@ -254,7 +254,7 @@ def test_a_name_that_is_not_utf8(workspace: Path) -> None:
     Path(name).write_text("x")
     r = process(workspace, name, env={"PYTHONIOENCODING": "utf-8"})
     assert r.returncode == 2
-    assert r.stderr == b"predict: error: \\xff\\x1b[2J.png: not an image Pillow can read\n"
+    assert r.stderr == b"predict: error: \\xff\\x1b[2J.png: " + FORMATS + b"\n"
 
 
 # --- models that cannot be trusted ----------------------------------------------------------
@@ -375,3 +375,52 @@ def test_a_folder_nested_too_deep_is_one_line_and_the_rest_is_predicted(
     code, out, err = cli(capsys, str(too_deep.relative_to(workspace)))
     assert code == 2 and "deep/a.png" in out
     assert err == "predict: error: deep: folders nested too deep to walk (about 1,000 levels)\n"
+
+
+# --- only formats Pillow decodes by itself, at a bounded cost ---------------------------------
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n{} loop\n"  # Ghostscript's for ever
+FORMATS = b"not a PNG, JPEG, GIF, BMP, TIFF or WebP image"
+
+
+def progressive_jpeg(side: int, repeats: int) -> bytes:
+    """A black progressive JPEG with its first AC scan repeated: 14 bytes a scan, and each is a
+    pass of libjpeg's over every block of the image."""
+    buf = io.BytesIO()
+    Image.new("L", (side, side)).save(buf, "JPEG", progressive=True)
+    data = buf.getvalue()
+    i, scan = 2, b""
+    while data[i + 1] != 0xD9:  # the segments up to the end of the image
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        end = i + 2 + length
+        if data[i + 1] == 0xDA:  # a scan: its header, then entropy-coded data to the next marker
+            while not (data[end] == 0xFF and data[end + 1] not in (0, *range(0xD0, 0xD8))):
+                end += 1
+            header = data[i + 4 : i + 2 + length]
+            if not scan and header[1 + 2 * header[0]] >= 1:  # spectral start > 0: an AC scan
+                scan = data[i:end]
+        i = end
+    return data[:i] + scan * repeats + data[i:]
+
+
+def test_postscript_is_refused_and_ghostscript_never_runs(workspace: Path, tmp_path: Path):
+    """Pillow's EPS plugin hands the file to `gs` with no time limit."""
+    bin_dir, ran = tmp_path / "bin", tmp_path / "gs ran"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f"#!/bin/sh\ntouch '{ran}'\n")
+    (bin_dir / "gs").chmod(0o755)
+    Path("loop.png").write_bytes(EPS)
+    seven().save("seven.png")
+    r = process(workspace, "loop.png", "seven.png", env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert r.stderr == b"predict: error: loop.png: " + FORMATS + b"\n"
+    assert [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == [b"seven.png"]
+    assert r.returncode == 2 and not ran.exists()
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded(workspace: Path) -> None:
+    Path("scans.jpg").write_bytes(progressive_jpeg(200, 5000))
+    seven().save("photo.jpg", progressive=True)  # a real progressive JPEG: ten or so scans
+    r = process(workspace, "scans.jpg", "photo.jpg")
+    assert r.stderr.startswith(b"predict: error: scans.jpg: a JPEG of 5,0")
+    assert r.stderr.endswith(b" scans: allowed: up to 100 (a photo has ten or so)\n")
+    assert [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == [b"photo.jpg"]

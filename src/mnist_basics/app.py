@@ -170,7 +170,7 @@ def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:
     except UserError as e:
         return 404, {"error": str(e)}
     try:
-        prepared = PREPARING.submit(prepare, body, max_pixels=MAX_PIXELS).result()
+        prepared = PREPARING.submit(prepare, body, max_pixels=MAX_PIXELS, formats=["PNG"]).result()
     except ImageError as e:
         if str(e).startswith("no ink"):
             return 200, {"empty": True, "model": rev, "digits": list(model.digits)}

@@ -9,8 +9,10 @@ stage's.
 
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -21,6 +23,11 @@ from mnist_basics.errors import BadFile, UserError
 SIDE = 28
 BOX = 20  # MNIST's size-normalisation box
 MAX_PIXELS = 40_000_000  # more than any sane photo of a digit; checked before decoding
+# What Pillow decodes by itself (its EPS plugin runs Ghostscript on the file), under its names.
+FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "GIF": "GIF", "BMP": "BMP", "TIFF": "TIFF", "WEBP": "WebP"}
+# libjpeg decodes any number of scans, each a pass over every pixel; a real progressive JPEG
+# has about ten (and a thumbnail's), a crafted one of 5 MB 350,000: 90 s of CPU.
+MAX_JPEG_SCANS = 100
 INK_THRESHOLD = 0.25  # of the stretched range: what counts as ink for the crop
 MIN_CONTRAST = 24  # grey levels between background and ink below which the page is empty
 NO_INK = "no ink found: a blank page (or too faint to read)"
@@ -47,11 +54,15 @@ class Prepared:
         return Image.fromarray(self.pixels, mode="L")
 
 
-def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open and decode an image, upright as its EXIF Orientation says; refuse a non-regular file (a
-    fifo would hang), a non-image and, from its header, one too large. ImageError names no path:
-    the caller names its input."""
+def open_image(
+    source: Path | bytes, max_pixels: int = MAX_PIXELS, formats: Sequence[str] = tuple(FORMATS)
+) -> Image.Image:
+    """Open and decode an image of one of `formats`, upright as its EXIF Orientation says; refuse
+    a non-regular file (a fifo would hang), another format and, from its header, one too large or
+    too costly to decode. ImageError names no path: the caller names its input."""
     too_large = f"too large (more than {max_pixels:,} pixels)"
+    *others, last = [FORMATS[f] for f in formats]
+    allowed = f"{', '.join(others)} or {last}" if others else last
     try:
         f = io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)
     except BadFile as e:
@@ -60,21 +71,38 @@ def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Imag
         with f, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: the pixels as stored
-            im = Image.open(f)
+            im = Image.open(f, formats=formats)
             w, h = im.size
             if w * h > max_pixels:
                 raise ImageError(f"{w}x{h} pixels is {too_large}")
+            jpeg = im.format == "JPEG" or im.info.get("compression") in ("jpeg", "tiff_jpeg")
+            if jpeg and (n := _jpeg_scans(f)) > MAX_JPEG_SCANS:
+                raise ImageError(
+                    f"a JPEG of {n:,} scans: allowed: up to {MAX_JPEG_SCANS} (a photo has ten "
+                    "or so)"
+                )
             im.load()
             im = upright(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{too_large}: {e}") from None
     except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read") from None
+        raise ImageError(f"not a {allowed} image") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         raise ImageError(f"cannot decode the image: {e}") from None
     if w == 0 or h == 0:
         raise ImageError("an empty image (0 pixels)")
     return im
+
+
+def _jpeg_scans(f: BinaryIO) -> int:
+    """Start-of-scan markers in the file: entropy-coded data never holds one (an 0xFF in it is
+    followed by 0x00), so metadata aside this is the number of scans."""
+    f.seek(0)
+    n, last = 0, b""
+    while chunk := f.read(1 << 20):
+        n += (last + chunk).count(b"\xff\xda")
+        last = chunk[-1:]
+    return n
 
 
 def upright(im: Image.Image) -> Image.Image:
@@ -173,7 +201,10 @@ def to_mnist(im: Image.Image, as_is: bool | None = None) -> Prepared:
 
 
 def prepare(
-    source: Path | bytes, as_is: bool | None = None, max_pixels: int = MAX_PIXELS
+    source: Path | bytes,
+    as_is: bool | None = None,
+    max_pixels: int = MAX_PIXELS,
+    formats: Sequence[str] = tuple(FORMATS),
 ) -> Prepared:
     """Open `source` (a file or its bytes) and bring it to MNIST's form (`as_is`: see to_mnist)."""
-    return to_mnist(open_image(source, max_pixels), as_is)
+    return to_mnist(open_image(source, max_pixels, formats), as_is)
