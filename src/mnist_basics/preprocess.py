@@ -1,12 +1,9 @@
-"""Any picture of a digit to the 28x28 form MNIST's digits have, the way MNIST itself was made.
-
-LeCun et al. size-normalised each digit to fit a 20x20 box keeping its aspect ratio (antialiased,
-hence the grey levels) and centred it by mass in a 28x28 field, light ink on black; `to_mnist`
-does the same to a photo, a scan or a drawing (docs/predict-and-serve.md has the steps). An image
-already in that form is used as it is, so a prediction on the pipeline's own PNGs is the evaluate
-stage's.
+"""Any picture of a digit to MNIST's 28x28 form, made as MNIST was: fit to a 20x20 box keeping
+its aspect ratio, centred by mass, light ink on black (docs/predict-and-serve.md has the steps).
+An image already in that form is used as it is, so predicting the pipeline's PNGs is evaluate's.
 """
 
+import contextlib
 import io
 import warnings
 from collections.abc import Sequence
@@ -54,12 +51,16 @@ class Prepared:
         return Image.fromarray(self.pixels, mode="L")
 
 
-def open_image(
-    source: Path | bytes, max_pixels: int = MAX_PIXELS, formats: Sequence[str] = tuple(FORMATS)
-) -> Image.Image:
-    """Open and decode an image of one of `formats`, upright as its EXIF Orientation says; refuse
-    a non-regular file (a fifo would hang), another format and, from its header, one too large or
-    too costly to decode. ImageError names no path: the caller names its input."""
+def prepare(
+    source: Path | bytes,
+    as_is: bool | None = None,
+    max_pixels: int = MAX_PIXELS,
+    formats: Sequence[str] = tuple(FORMATS),
+) -> Prepared:
+    """A file or its bytes in MNIST's form (`as_is`: see to_mnist), upright as its EXIF says. A
+    non-regular file (a fifo would hang), a format not in `formats` or, from its header, an image
+    too large or too costly to decode is refused; ImageError names no path: the caller names its
+    input."""
     too_large = f"too large (more than {max_pixels:,} pixels)"
     *others, last = [FORMATS[f] for f in formats]
     allowed = f"{', '.join(others)} or {last}" if others else last
@@ -82,7 +83,9 @@ def open_image(
                     "or so)"
                 )
             im.load()
-            im = upright(im)
+            # whatever a damaged EXIF raises (struct.error, among others), the pixels are good
+            with contextlib.suppress(Exception):
+                im = ImageOps.exif_transpose(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{too_large}: {e}") from None
     except UnidentifiedImageError:
@@ -91,7 +94,7 @@ def open_image(
         raise ImageError(f"cannot decode the image: {e}") from None
     if w == 0 or h == 0:
         raise ImageError("an empty image (0 pixels)")
-    return im
+    return to_mnist(im, as_is)
 
 
 def _jpeg_scans(f: BinaryIO) -> int:
@@ -105,15 +108,6 @@ def _jpeg_scans(f: BinaryIO) -> int:
     return n
 
 
-def upright(im: Image.Image) -> Image.Image:
-    """The image turned as its EXIF Orientation says; as stored when Pillow cannot apply its
-    EXIF (a wrong type under a tag raises struct.error, among others)."""
-    try:
-        return ImageOps.exif_transpose(im)
-    except Exception:  # whatever a damaged EXIF raises, the pixels are still good
-        return im
-
-
 def greyscale(im: Image.Image) -> np.ndarray:
     """float32 [H, W] in 0-255. Transparency is laid on white, unless the visible pixels are
     light (light ink on a transparent page), then on black."""
@@ -123,8 +117,7 @@ def greyscale(im: Image.Image) -> np.ndarray:
         lum = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
         visible = alpha > 0.5
         light_ink = visible.any() and not visible.all() and float(np.median(lum[visible])) > 127
-        back = 0.0 if light_ink else 255.0
-        return lum * alpha + back * (1 - alpha)
+        return lum * alpha + (0.0 if light_ink else 255.0) * (1 - alpha)
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im.convert("F"), dtype=np.float32)
         if not np.isfinite(a).all():  # a float TIFF may hold inf or nan: no range to stretch
@@ -185,26 +178,11 @@ def to_mnist(im: Image.Image, as_is: bool | None = None) -> Prepared:
     h, w = crop.shape
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = Image.fromarray((crop * 255).astype(np.float32), mode="F").resize(
-        size, Image.Resampling.LANCZOS
-    )
-    s = np.clip(np.asarray(small, dtype=np.float32), 0, 255)
+    small = Image.fromarray((crop * 255).astype(np.float32), mode="F")
+    s = np.clip(np.asarray(small.resize(size, Image.Resampling.LANCZOS)), 0, 255)
     if s.sum() == 0:
         raise ImageError(NO_INK)
     top, left = (int(np.rint((SIDE - 1) / 2 - c)) for c in centre_of_mass(s))
-    out = np.zeros((SIDE, SIDE), np.float32)
-    # Paste s at (top, left), clipped to the field (a lopsided digit may not fit once centred).
-    y0, x0 = max(0, top), max(0, left)
-    y1, x1 = min(SIDE, top + s.shape[0]), min(SIDE, left + s.shape[1])
-    out[y0:y1, x0:x1] = s[y0 - top : y1 - top, x0 - left : x1 - left]
-    return Prepared(np.rint(out).astype(np.uint8), as_is=False, inverted=inverted)
-
-
-def prepare(
-    source: Path | bytes,
-    as_is: bool | None = None,
-    max_pixels: int = MAX_PIXELS,
-    formats: Sequence[str] = tuple(FORMATS),
-) -> Prepared:
-    """Open `source` (a file or its bytes) and bring it to MNIST's form (`as_is`: see to_mnist)."""
-    return to_mnist(open_image(source, max_pixels, formats), as_is)
+    field = Image.new("F", (SIDE, SIDE))
+    field.paste(Image.fromarray(s, mode="F"), (left, top))  # clipped: a lopsided digit may not fit
+    return Prepared(np.rint(np.asarray(field)).astype(np.uint8), as_is=False, inverted=inverted)
