@@ -1,13 +1,6 @@
-"""`mnist-basics serve`: a local page to draw a digit and watch the model guess it as you draw.
-
-A small ASGI app (starlette, served by uvicorn) with one static HTML page (app.html) whose script
-draws on a canvas with pointer events (mouse, pen or finger) and POSTs the canvas as a PNG to
-/predict while you draw. The answer: the guessed digit, each class's probability (drawn as bars)
-and the 28x28 image the model saw, brought to MNIST's form by mnist_basics.preprocess exactly as
-`mnist-basics predict` does. Two selectors pick the models of any experiment or git revision
-(DVC's experiment refs, git branches and tags, plus the workspace), so two models can be compared
-on one drawing. The page loads nothing from outside the machine: no CDN, no web font, no
-telemetry. Install with `pip install -e '.[app]'`.
+"""`mnist-basics serve`: a local page (app.html) to draw a digit and watch the guesses, as you
+draw, of two models of any experiment, branch, tag or the workspace, on the drawing brought to
+MNIST's form as `predict` does. Nothing is loaded from outside the machine. Needs the `app` extra.
 """
 
 import argparse
@@ -23,8 +16,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image
-
 from mnist_basics import images, predict
 from mnist_basics.errors import UserError
 from mnist_basics.preprocess import ImageError, prepare
@@ -38,12 +29,10 @@ BODY_SECONDS = 10  # to receive one posted PNG; the page's are a few kB
 HEADER_SECONDS = 10  # to send a request's headers, from connecting or from the last answer
 MAX_PIXELS = 4_000_000  # of one posted drawing (the page's pad is 280x280): checked before decoding
 CACHED_MODELS = 8
-# Drawings are decoded in these two threads only: each may cost 100+ MB, and every thread that
-# allocates it keeps its own malloc arena, so the pool's 40 threads would each hold that much.
+# Drawings are decoded in 2 threads, not the pool's 40: each may cost 100+ MB, kept per thread
+# in its own malloc arena.
 PREPARING = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="prepare")
 TOO_LARGE = {"error": f"image larger than {MAX_BODY} bytes"}
-
-
 EXP_REF = re.compile(r"refs/exps/([0-9a-f]{2})/([0-9a-f]{38})/(.+)")  # DVC's: commit, then name
 KINDS = {"refs/tags/": "tag", "refs/heads/": "branch"}  # git's order for a name that is both
 AMBIGUOUS = "ambiguous"
@@ -69,16 +58,16 @@ def ref_lines(repo: Path) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=4)
-def revisions(refs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
-    """{name: (kind, commit)}, in the order DVC's `resolve_rev` tries them: git tags, branches,
-    a name all remotes' branches agree on, then experiments (of several commits: HEAD's), then
-    AMBIGUOUS for a name of neither kind that DVC cannot choose for."""
-    out: dict[str, tuple[str, str | None]] = {predict.WORKSPACE: ("workspace", None)}
+def revisions(refs: tuple[str, ...]) -> dict[str, str]:
+    """{name: kind}, in the order DVC's `resolve_rev` tries them: git tags, branches, a name all
+    remotes' branches agree on, then experiments (of several commits: HEAD's), then AMBIGUOUS
+    for a name of neither kind that DVC cannot choose for."""
+    out = {predict.WORKSPACE: "workspace"}
     pairs = [(line.split()[0], line.split()[-1]) for line in refs]
     for prefix, kind in KINDS.items():
-        for commit, ref in pairs:
+        for _, ref in pairs:
             if ref.startswith(prefix):
-                out.setdefault(ref.removeprefix(prefix), (kind, commit))
+                out.setdefault(ref.removeprefix(prefix), kind)
     remotes: dict[str, set[str]] = {}  # name: the commits of the remotes' branches of that name
     for remote in (name for kind, name in pairs if kind == "remote"):  # as `git remote` lists
         for commit, ref in pairs:
@@ -86,32 +75,27 @@ def revisions(refs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
                 remotes.setdefault(ref.removeprefix(f"refs/remotes/{remote}/"), set()).add(commit)
     for name, commits in remotes.items():
         if len(commits) == 1:
-            out.setdefault(name, ("remote branch", *commits))
+            out.setdefault(name, "remote branch")
     head = next((commit for commit, ref in pairs if ref == "HEAD"), None)
-    of_commits: dict[str, dict[str, str]] = {}  # name: {the commit it ran on: its own}
-    for commit, ref in pairs:
+    ran_on: dict[str, set[str]] = {}  # name: the commits its experiments ran on
+    for _, ref in pairs:
         if m := EXP_REF.fullmatch(ref):
-            of_commits.setdefault(m[3], {})[m[1] + m[2]] = commit
-    for name, runs in of_commits.items():
-        mine = next(iter(runs.values())) if len(runs) == 1 else runs.get(head or "")
-        out.setdefault(name, ("experiment", mine) if mine else (AMBIGUOUS, None))
+            ran_on.setdefault(m[3], set()).add(m[1] + m[2])
+    for name, bases in ran_on.items():
+        out.setdefault(name, "experiment" if len(bases) == 1 or head in bases else AMBIGUOUS)
     for name in remotes:
-        out.setdefault(name, (AMBIGUOUS, None))
+        out.setdefault(name, AMBIGUOUS)
     return out
 
 
 def list_revisions(repo: Path) -> list[dict]:
-    """What the selectors offer. Each entry: {"id": the --rev, "kind": workspace|experiment|
-    branch|tag|remote branch}."""
-    return [
-        {"id": n, "kind": k} for n, (k, _) in revisions(ref_lines(repo)).items() if k != AMBIGUOUS
-    ]
+    """What the selectors offer: {"id": the --rev, "kind": its kind}, none ambiguous."""
+    return [{"id": n, "kind": k} for n, k in revisions(ref_lines(repo)).items() if k != AMBIGUOUS]
 
 
 @functools.lru_cache(maxsize=256)
 def _commit(repo: Path, rev: str, refs: tuple[str, ...]) -> str:
-    """The commit a name or hex id names, by `predict --rev`'s (DVC's) rules; AMBIGUOUS, or ""
-    for none."""
+    """`predict --rev`'s (DVC's) answer, AMBIGUOUS or "" for none, cached until `refs` change."""
     try:
         return predict.commit_of(rev, str(repo))
     except predict.Ambiguous:
@@ -124,11 +108,10 @@ def commit_of(rev: str, repo: Path) -> str:
     """The commit a listed name or a commit's hex id names now; any other name is refused
     before git is asked (a re-run experiment or a moved branch names a new commit)."""
     refs = ref_lines(repo)
-    commit = ""
-    if rev in revisions(refs) or re.fullmatch(r"[0-9a-f]{4,40}", rev):
-        commit = _commit(repo, rev, refs)
+    listed = rev in revisions(refs) or re.fullmatch(r"[0-9a-f]{4,40}", rev)
+    commit = _commit(repo, rev, refs) if listed else ""
     if commit == AMBIGUOUS:
-        raise predict.ambiguous(f"model {rev[:60]!r}")
+        raise predict.Ambiguous(f"model {rev[:60]!r}")
     if not commit:
         raise UserError(
             f"unknown model {rev[:60]!r}: allowed: a name GET /models lists, or a commit's id"
@@ -142,7 +125,7 @@ _loading = threading.Lock()
 @functools.lru_cache(maxsize=CACHED_MODELS)
 def _cached_load(rev: str, repo: str, stamp: object) -> predict.LoadedModel:
     """The few most recently used models, each under a `stamp` of what it was read from."""
-    return predict.load(rev, repo, commit="" if rev == predict.WORKSPACE else rev)
+    return predict.load(rev, repo, commit=rev)  # rev: WORKSPACE or its commit
 
 
 def model_at(rev: str, repo: Path) -> predict.LoadedModel:
@@ -157,10 +140,6 @@ def model_at(rev: str, repo: Path) -> predict.LoadedModel:
         rev = commit_of(rev, repo)
     with _loading:
         return _cached_load(rev, str(repo), stamp)
-
-
-def png_data_url(image: Image.Image) -> str:
-    return "data:image/png;base64," + base64.b64encode(images.png_bytes(image)).decode()
 
 
 def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:
@@ -179,21 +158,21 @@ def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:
         pred = predict.predict_prepared(model, [("drawing", prepared)])[0]
     except UserError as e:  # a model whose outputs overflow: the revision's fault, not ours
         return 422, {"error": str(e)}
+    png = images.png_bytes(prepared.image())
     return 200, {
         "empty": False,
         "model": rev,
         "digit": pred.digit,
         "digits": list(model.digits),
         "probabilities": [pred.probabilities[d] for d in model.digits],
-        "image": png_data_url(prepared.image()),
+        "image": "data:image/png;base64," + base64.b64encode(png).decode(),
         "spec": model.spec,
     }
 
 
 def refusal(host: str, origin: str | None, listen: str, server: tuple[str, int]) -> str | None:
-    """Why a request is refused, if it is: a Host other than the names of this server (a
-    DNS-rebinding page under another name), or an Origin other than its own (a cross-site POST).
-    """
+    """Why a request is refused, if it is: a Host not this server's (a DNS-rebinding page under
+    another name), or an Origin not its own (a cross-site POST)."""
     addr, port = server
     names = {"127.0.0.1", "localhost", "[::1]", listen, f"[{addr}]" if ":" in addr else addr}
     if host not in {f"{n}:{port}" for n in names}:
@@ -219,7 +198,7 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
     async def page(request: Request) -> Response:
         return HTMLResponse(page_html, headers={"Cache-Control": "no-store"})
 
-    async def revisions(request: Request) -> Response:
+    async def models(request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(list_revisions, repo))
 
     async def guess(request: Request) -> Response:
@@ -239,20 +218,15 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
             return JSONResponse(why, 408, headers={"Connection": "close"})
         except ClientDisconnect:  # the page was closed mid-upload: nobody to answer
             return Response(status_code=400)
-        body = bytes(body)
-        status, data = await run_in_threadpool(answer, repo, rev, body)
+        status, data = await run_in_threadpool(answer, repo, rev, bytes(body))
         return JSONResponse(data, status)
 
     async def no_favicon(request: Request) -> Response:  # no 404 in the browser's console
         return Response(status_code=204)
 
     async def guard(request: Request, call_next) -> Response:
-        why = refusal(
-            request.headers.get("host", ""),
-            request.headers.get("origin"),
-            host,
-            request.scope["server"],
-        )
+        head = request.headers
+        why = refusal(head.get("host", ""), head.get("origin"), host, request.scope["server"])
         if why:  # and the connection closed: a foreign page's keep-alives hold no slot
             status = 421 if why.startswith("Host") else 403
             return JSONResponse({"error": why}, status, headers={"Connection": "close"})
@@ -262,7 +236,7 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)],
         routes=[
             Route("/", page),
-            Route("/models", revisions),
+            Route("/models", models),
             Route("/predict", guess, methods=["POST"]),
             Route("/favicon.ico", no_favicon),
         ],
@@ -277,16 +251,15 @@ def _port(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--host",
         default="127.0.0.1",
         help="address to listen on (127.0.0.1: this machine only; 0.0.0.0 lets anyone on the "
         "network list the repo's branches, tags and experiments and run its models)",
     )
-    parser.add_argument("--port", type=_port, default=8000, help="port (8000; 0: any free one)")
-    parser.add_argument(
-        "--repo", type=Path, default=Path("."), help="the project (default: the current folder)"
-    )
+    add("--port", type=_port, default=8000, help="port (8000; 0: any free one)")
+    add("--repo", type=Path, default=Path("."), help="the project (default: the current folder)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -299,9 +272,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(1)
-    app = create_app(args.repo, args.host)
     config = uvicorn.Config(
-        app,
+        create_app(args.repo, args.host),
         host=args.host,
         port=args.port,
         log_level="warning",

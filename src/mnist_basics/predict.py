@@ -1,8 +1,6 @@
 """`mnist-basics predict PATH...`: the trained model's digit and class probabilities per image.
-
 A bad input is one line on stderr (`predict: error: <path>: <what is wrong>`, the path escaped)
-and exit status 2; the other inputs are still predicted.
-"""
+and exit status 2; the other inputs are still predicted."""
 
 import argparse
 import json
@@ -51,8 +49,8 @@ class Prediction:
 
 
 def load(rev: str | None = None, repo: str | None = None, commit: str = "") -> LoadedModel:
-    """The workspace's model (rev None or "workspace"), or revision `rev`'s; `serve`'s too, which
-    gives `commit`, rev's commit, resolved already."""
+    """The workspace's model (rev None or "workspace"), or revision `rev`'s (at `commit`, if
+    resolved already)."""
     if rev in (None, WORKSPACE):
         path = Path(repo or ".") / MODEL_PATH
         if not path.exists():
@@ -94,18 +92,16 @@ def git(repo: Path | str | None, *args: str) -> subprocess.CompletedProcess[str]
 class Ambiguous(UserError):
     """A name DVC finds on several commits and will not choose between."""
 
-
-def ambiguous(rev: str) -> Ambiguous:
-    return Ambiguous(
-        f"{rev}: several commits have this name (experiments of several commits, none of them "
-        "HEAD's, or branches of several remotes); give the one you mean by its commit id"
-    )
+    def __init__(self, rev: str) -> None:
+        super().__init__(
+            f"{rev}: several commits have this name (experiments of several commits, none of "
+            "them HEAD's, or branches of several remotes); give the one you mean by its commit id"
+        )
 
 
 def commit_of(rev: str, repo: str | None = None) -> str:
-    """The sha of the commit `rev` names, by DVC's own `resolve_rev` (what `dvc exp apply` and
-    `dvc exp show` read): git's names, a remote's branch, then an experiment's name. A tree, a
-    blob or garbage is one line; `rev` reaches git only after --end-of-options."""
+    """The sha of the commit `rev` names, by DVC's own `resolve_rev` (as `dvc exp apply` reads
+    it); a tree, a blob or garbage is one line. `rev` reaches git only after --end-of-options."""
     from dvc.scm import SCM, RevError, SCMError, resolve_rev
 
     shown = printable(rev if len(rev) <= 80 else rev[:77] + "...")
@@ -114,14 +110,12 @@ def commit_of(rev: str, repo: str | None = None) -> str:
     except SCMError:
         where = Path(repo or ".").resolve()
         raise UserError(f"--rev {shown}: {where} is not in a git repository") from None
+    sha = ""
     try:  # "" is HEAD to resolve_rev but the workspace to dvc.api: neither, here
         sha = resolve_rev(scm, rev) if rev else ""
-    except RevError as e:
-        if "ambiguous" in str(e):
-            raise ambiguous(f"--rev {shown}") from None
-        sha = ""
-    except Exception:  # libgit2's answer to a malformed name (a NUL, a bad `@{...}`)
-        sha = ""
+    except Exception as e:  # RevError, or libgit2's to a malformed name (a NUL, a bad `@{...}`)
+        if isinstance(e, RevError) and "ambiguous" in str(e):
+            raise Ambiguous(f"--rev {shown}") from None
     finally:
         scm.close()
     if sha:
@@ -138,8 +132,7 @@ def commit_of(rev: str, repo: str | None = None) -> str:
 
 
 def read_at_rev(rev: str, repo: str | None = None, commit: str = "") -> bytes:
-    """The bytes of the model at a git revision or DVC experiment (`commit`, if the caller has
-    resolved `rev` already), without a checkout."""
+    """The model's bytes at a git revision or DVC experiment (`commit`, if resolved already)."""
     import dvc.api
     from dvc.exceptions import DvcException
 
@@ -208,14 +201,11 @@ def expand(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
             missing = isinstance(e, FileNotFoundError)
             errors.append((s, "no such file or folder" if missing else _why(e)))
             continue
-        if not is_dir:
-            files.append(Path(s))
-            continue
         before = len(errors)
-        found = image_files(Path(s), errors)
-        files += found
+        found = image_files(Path(s), errors) if is_dir else [Path(s)]
         if not found and len(errors) == before:
             errors.append((s, "a folder with no image files"))
+        files += found
     return files, errors
 
 
@@ -279,16 +269,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--show", metavar="DIR", type=Path, help="write the 28x28 image the model saw per input")
     how = parser.add_mutually_exclusive_group()
-    how.add_argument(
-        "--as-is",
-        action="store_true",
-        help="use every image as it is (28x28, light ink on black), never preprocessed",
-    )
-    how.add_argument(
-        "--preprocess",
-        action="store_true",
-        help="preprocess every image, even one already in MNIST's form (default: only others)",
-    )
+    for flag, what in (
+        ("--as-is", "use every image as it is (28x28, light ink on black), never preprocessed"),
+        ("--preprocess", "preprocess every image, even one in MNIST's form (default: only others)"),
+    ):
+        how.add_argument(flag, action="store_true", help=what)
 
 
 def _error(path: str, what: str) -> None:
@@ -318,8 +303,8 @@ def run(args: argparse.Namespace) -> int:
         if target is not None:
             write_shown(p.prepared, target)
     if args.json:
-        images = [p.as_json() for p in preds]
-        doc = {"model": {"source": model.source, "spec": model.spec}, "images": images}
+        model_json = {"source": model.source, "spec": model.spec}
+        doc = {"model": model_json, "images": [p.as_json() for p in preds]}
         print(json.dumps(doc, indent=1, allow_nan=False))
     elif preds:
         print(table(preds, model.digits))
