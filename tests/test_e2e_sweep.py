@@ -113,21 +113,22 @@ def test_sweep_on_ray_lands_every_good_run_and_reports_the_bad_one(
     assert not (mate.path / "data" / "tensors").exists()  # nothing ran in the teammate's clone
 
 
+def sweep_from_a_node(proj: DvcProject, cluster: RayCluster, *args: str):
+    """`mnist-basics sweep --address host:port`, as on a node of the cluster; the driver too sees
+    itself at 127.0.0.1, the nodes' address (see ray_cluster's doc)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_basics.cli", "sweep", *args, "--address", cluster.gcs],
+        cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def test_sweep_from_a_node_reaches_the_cluster_by_its_gcs_address(
     team,
     ray_cluster: RayCluster,  # noqa: F811
 ) -> None:
     """`--address host:port`, as on a node of the cluster: one run, refused before it trains."""
-    proj, _ = team
-    # The driver too sees itself at 127.0.0.1, the nodes' address (see ray_cluster's doc).
-    r = subprocess.run(
-        [
-            sys.executable, "-m", "mnist_basics.cli", "sweep",
-            "-n", "gcs", "-S", "train.lr=-1", "--address", ray_cluster.gcs,
-        ],
-        cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    r = sweep_from_a_node(team[0], ray_cluster, "-n", "gcs", "-S", "train.lr=-1")
     text = r.stdout + r.stderr
     assert r.returncode == 1, text
     assert re.search(r"^sweep: 1 runs .* Ray cluster of 2 node\(s\), 2 CPU\(s\)$", text, re.M), text
@@ -139,15 +140,7 @@ def test_more_cpus_a_run_than_any_node_has_is_refused_not_queued_for_ever(
     team,
     ray_cluster: RayCluster,  # noqa: F811
 ) -> None:
-    proj, _ = team
-    r = subprocess.run(
-        [
-            sys.executable, "-m", "mnist_basics.cli", "sweep",
-            "-n", "big", "--num-cpus", "2", "--address", ray_cluster.gcs,
-        ],
-        cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    r = sweep_from_a_node(team[0], ray_cluster, "-n", "big", "--num-cpus", "2")
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.splitlines()[-1] == (
         "sweep: error: --num-cpus 2: no node of the cluster has that many CPUs; allowed: up to 1, "
