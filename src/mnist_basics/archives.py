@@ -1,9 +1,5 @@
-"""The archive-safety rules: what a .tgz, a zip or a folder may hold before a byte of it is read.
-
-An archive may come from a user's URL. Nothing is extracted to disk, and still a member that could
-point outside its folder, a link, a device or fifo is refused by name, and counts and sizes are
-capped: a hostile archive is one clear error, not a filled disk.
-"""
+"""What a .tgz, a zip or a folder (maybe from a user's URL) may hold before a byte of it is read:
+a hostile archive is one clear error, not a filled disk or a hung stage (docs/data.md)."""
 
 import lzma
 import os
@@ -15,7 +11,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from mnist_basics.errors import UserError
 from mnist_basics.layout import Entry
@@ -33,8 +29,7 @@ M = TypeVar("M")
 
 
 def _checked(where: str, members: Iterable[tuple[str, int, str | None, M]]) -> Iterator[M]:
-    """Each (name, size, why its kind is refused or None, member), checked as it comes: a bomb
-    is stopped before it fills memory."""
+    """Each (name, size, why its kind is refused or None, member), checked as it comes."""
     total = 0
     for count, (name, size, why, member) in enumerate(members, 1):
         total += max(size, 0)
@@ -58,14 +53,12 @@ def _tar_kind(m: tarfile.TarInfo) -> str | None:
 
 
 class _Refused(Exception):
-    """A header refused unread: not a ReadError, which `tarfile.open` would retry as another
-    compression."""
+    """A header refused: not a ReadError, which `tarfile.open` retries as another compression."""
 
 
 class _Header(tarfile.TarInfo):
-    """A member header that says when it is damaged. tarfile itself ends the member list at the
-    first header it cannot parse, with no error, so a corrupt archive would be read short: some
-    of its images silently gone."""
+    """A member header that says when it is damaged, where tarfile would end the member list
+    silently (a corrupt archive read short), and refuses what tarfile would read unbounded."""
 
     @classmethod
     def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
@@ -90,12 +83,11 @@ class _Header(tarfile.TarInfo):
             raise _Refused(f"a member of negative size ({member.size:,} bytes)")
         if len(tarfile_.pax_headers) > MAX_GLOBAL_RECORDS:
             raise _Refused("more pax global records than a tar of PNGs needs")
+        member.pax_headers = {}  # read already, and tarfile keeps every member
         return member
 
     def _proc_pax(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        # tarfile parses pax records in time that grows with the square of a run of digits or
-        # of a record that does not end where its length says (before Python 3.11.10): a
-        # 1.5 MB .tgz would cost hours. Such records are refused first, in one linear pass.
+        # tarfile parses some pax records in quadratic time (before 3.11.10): refused first
         f = tarfile_.fileobj
         ahead = f.read(self._block(self.size))  # type: ignore[union-attr]
         why = _bad_records(ahead[: self.size])
@@ -136,8 +128,7 @@ class _ReadAhead:
 
 
 def _bad_records(records: bytes) -> str:
-    """What in pax records (`<length> <key>=<value>\\n`, one after another) is no record, or "":
-    a long run of digits, a length that does not end at a newline, a record with no `=`."""
+    """What in pax records (`<length> <key>=<value>\\n`, one after another) is no record, or ""."""
     if re.search(rb"[0-9]{33}", records):
         return "a run of more than 32 digits"
     pos = 0
@@ -153,23 +144,18 @@ def _bad_records(records: bytes) -> str:
     return ""
 
 
-def _read_to_the_end(tf: tarfile.TarFile, where: str) -> None:
-    """Read what follows the last member (the end blocks), so that the compression's own check
-    runs (gzip's CRC and length), capped so that no padding can be a bomb."""
-    left = MAX_BYTES
-    while chunk := tf.fileobj.read(1 << 20):  # type: ignore[union-attr]
-        left -= len(chunk)
-        if left < 0:
-            raise UserError(f"{where}: more than {MAX_BYTES:,} bytes after its last member")
-
-
 def tar_entries(path: Path) -> list[Entry]:
     """The regular files of a tar (gzip'd or not), each checked; links and devices refused."""
     try:
         tf = tarfile.open(path, "r:*", tarinfo=_Header)  # noqa: SIM115 - kept open for readers
-        members = _checked(path.name, ((m.name, m.size, _tar_kind(m), _lean(m)) for m in tf))
-        entries = [(m.name, partial(_read_file, tf, m)) for m in members if m.isfile()]
-        _read_to_the_end(tf, path.name)
+        members = _checked(path.name, ((m.name, m.size, _tar_kind(m), m) for m in tf))
+        entries = [
+            (m.name, partial(_read, tf.extractfile, m, m.size)) for m in members if m.isfile()
+        ]
+        left = MAX_BYTES  # read on to the end, capped, so the compression's check (a CRC) runs
+        while chunk := tf.fileobj.read(1 << 20):  # type: ignore[union-attr]
+            if (left := left - len(chunk)) < 0:
+                raise UserError(f"{path.name}: more than {MAX_BYTES:,} bytes after its last member")
         return entries
     except (_Refused, tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error) as e:
         raise UserError(f"{path.name}: cannot read the archive: {e}") from e
@@ -179,19 +165,9 @@ def tar_entries(path: Path) -> list[Entry]:
         ) from None
 
 
-def _lean(m: tarfile.TarInfo) -> tarfile.TarInfo:
-    """The member without its pax records, read already: tarfile keeps every member."""
-    m.pax_headers = {}
-    return m
-
-
-def _read_file(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
-    return tf.extractfile(m).read()  # type: ignore[union-attr]  # a regular file: never None
-
-
 def zip_entries(zf: zipfile.ZipFile, where: str) -> list[Entry]:
-    """The files of a zip, every name, size and method checked first (reading one checks its
-    CRC): stored, as the download stage writes them, or deflated, as `zip -r` does."""
+    """The files of a zip, every name, size and method checked first: stored, as the download
+    stage writes them, or deflated, as `zip -r` does (reading one checks its CRC)."""
     methods = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
     odd = "compressed by another method than deflate"  # bzip2 and lzma inflate a member whole
     members = (
@@ -199,25 +175,23 @@ def zip_entries(zf: zipfile.ZipFile, where: str) -> list[Entry]:
         for i in zf.infolist()
     )
     return [
-        (i.filename, partial(_read_member, zf, i))
+        (i.filename, partial(_read, zf.open, i, i.file_size))
         for i in _checked(where, members)
         if not i.is_dir()
     ]
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    """A member's declared bytes and no more: `zf.read` inflates up to 2 GiB in one step before
-    it cuts the data to the declared size."""
-    with zf.open(info) as f:
-        return f.read(info.file_size)
+def _read(open_member: Callable[[M], IO[bytes] | None], member: M, size: int) -> bytes:
+    """A member's declared bytes and no more: `ZipFile.read` inflates up to 2 GiB before cutting."""
+    with open_member(member) as f:  # type: ignore[union-attr]  # a regular file: never None
+        return f.read(size)
 
 
 TOO_DEEP = "folders nested too deep to walk (about 1,000 levels)"
 
 
 def visible_files(folder: Path, onerror: Callable | None = None) -> Iterator[Path]:
-    """The files under `folder`, top down, hidden files and folders (a `.git`) left out;
-    `onerror` gets os.walk's error for a folder that cannot be read."""
+    """The files under `folder`, top down, but hidden ones (a `.git`); `onerror` as os.walk's."""
     try:
         for root, dirs, files in os.walk(folder, onerror=onerror):
             dirs[:] = [d for d in dirs if not d.startswith(".")]

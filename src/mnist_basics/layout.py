@@ -1,9 +1,5 @@
-"""fast.ai's layout and names, in one place: `<split>/<digit>/<index>.png`.
-
-`train/3/10.png` is MNIST training image #10; `valid/` holds the test set. A tree in this layout
-(a folder, a .tgz, data/raw.zip) is read into one uint8 array per split, by digit then index;
-every fault is named at once, up to MAX_LISTED, since a user's own tree has no checksum.
-"""
+"""fast.ai's layout, `<split>/<digit>/<index>.png` (`train/3/10.png`: MNIST training image #10,
+`valid/`: the test set), read from a folder, a .tgz or data/raw.zip with every fault named."""
 
 import io
 import re
@@ -19,8 +15,7 @@ SPLITS = ("train", "valid")
 SPLIT_NAMES = {"train": "train", "training": "train", "valid": "valid", "testing": "valid"}
 MAX_LISTED = 20
 
-# (name relative to the archive or folder, a function that returns the file's bytes)
-Entry = tuple[str, Callable[[], bytes]]
+Entry = tuple[str, Callable[[], bytes]]  # (name in the archive or folder, reads its bytes)
 
 
 @dataclass(frozen=True)
@@ -79,7 +74,8 @@ def decode_png(data: bytes) -> np.ndarray | str:
 def read_tree(
     entries: Iterable[Entry], where: str, digits: Iterable[int] | None = None
 ) -> dict[str, Split]:
-    """Every PNG of the tree (or only those of `digits`) as one Split per split."""
+    """Every PNG of the tree (or only those of `digits`) as one Split per split, by digit then
+    index; every fault named at once, up to MAX_LISTED, as a user's own tree has no checksum."""
     items = [(name.strip("/").split("/"), read) for name, read in entries]
     depth = _root_depth([p for p, _ in items])
     wanted = set(digits) if digits is not None else None

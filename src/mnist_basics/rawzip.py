@@ -1,9 +1,5 @@
-"""data/raw.zip: the PNG tree in fast.ai's layout as one file, the same bytes on every build.
-
-One archive costs DVC one check per `dvc status`, a folder one per file (docs/data.md). Members
-are stored in canonical order, with a fixed date and mode, each PNG by the same encoder: the same
-pixels give the same zip, so dvc.lock's MD5 of it holds across sources and machines.
-"""
+"""data/raw.zip: the PNG tree in fast.ai's layout as one file (one DVC check, not one a PNG),
+the same bytes for the same pixels, so dvc.lock's MD5 of it holds across sources and machines."""
 
 import logging
 import struct

@@ -1,8 +1,5 @@
-"""The book's "tensorize and stack": each split's PNGs as one uint8 array, in canonical order.
-
-The PNGs are the members of data/raw.zip, decoded by Pillow as the book does (`Image.open`);
-the arrays are written as safetensors, never pickle. No torch import: it costs more than the work.
-"""
+"""The book's "tensorize and stack": data/raw.zip's PNGs as one uint8 array per split, written as
+safetensors, never pickle. No torch import: it costs more than the work."""
 
 import logging
 from pathlib import Path

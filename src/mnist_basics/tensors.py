@@ -1,5 +1,4 @@
-"""data/tensors' files read back: the format the tensorize stage writes, checked before the
-baseline, train and evaluate stages use it (each has this module among its dvc.yaml deps)."""
+"""data/tensors' files read back, checked to be what the tensorize stage writes."""
 
 import hashlib
 from pathlib import Path
@@ -9,8 +8,8 @@ from mnist_basics.errors import BadFile
 
 
 def read_split(path: Path, framework: str = "pt") -> dict:
-    """The arrays of a split tensorize wrote (NumPy's or torch's `framework`); one clear line if
-    they are not what it writes."""
+    """The arrays of a split (NumPy's or torch's `framework`); one line if tensorize did not
+    write them."""
     needs = ("images", "labels")
     arrays, _ = atomic.read_safetensors(path, "a tensors", "tensorize", needs, framework)
     x, y = arrays["images"], arrays["labels"]
@@ -33,7 +32,7 @@ def read_split(path: Path, framework: str = "pt") -> dict:
 
 
 def digest(path: Path) -> bytes:
-    """The split's SHA-256, which the logits computed on it carry: evaluate pairs them with its
-    images by position, so logits of the same images in another order would score nonsense."""
+    """The split's SHA-256, which its logits carry: evaluate pairs them with its images by
+    position."""
     with atomic.open_regular(path) as f:
         return hashlib.file_digest(f, "sha256").digest()

@@ -1,8 +1,5 @@
-"""HTTP(S) and file:// downloads with urllib: a timeout on every read, a size cap.
-
-Our machines reach no internet but the package index, so a source must fail in seconds: a stalled
-server, and a body bringing less than MIN_PROGRESS bytes a `timeout`, are given up.
-"""
+"""HTTP(S) and file:// downloads with urllib, capped in size and time: our machines reach no
+internet but the package index, so a stalled or dripping source must fail in seconds."""
 
 import hashlib
 import http.client
@@ -68,8 +65,7 @@ def describe(exc: BaseException) -> str:
 
 def _transfer(url: str, out: BinaryIO, timeout: float, max_bytes: int, got: list[int]) -> None:
     """The download itself: headers, then the body into `out`, its bytes counted in got[0]."""
-    opener = urllib.request.build_opener(_SafeRedirect)
-    with opener.open(url, timeout=timeout) as resp:
+    with urllib.request.build_opener(_SafeRedirect).open(url, timeout=timeout) as resp:
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         if total is not None and total > max_bytes:
@@ -89,25 +85,21 @@ def deadline(timeout: float) -> float:
 
 
 def _watched(work: Callable[[], None], got: list[int], timeout: float, until: float) -> None:
-    """Run `work` in a thread; give up once `timeout` seconds (the first: twice that, for the
-    connect and headers) bring less than MIN_PROGRESS bytes, which a trickle's every byte would
-    not, as it resets the socket's timeout, or at `until`, the source's deadline. A thread
-    given up on ends with the process."""
-    box: dict[str, BaseException] = {}
+    """Run `work` in a daemon thread, given up on when a `timeout` (the first: two, for connect
+    and headers) brings under MIN_PROGRESS bytes, as a trickle would, or at `until`."""
+    errors: list[BaseException] = []
 
     def run() -> None:
         try:
             work()
         except BaseException as e:  # raised again in the caller's thread
-            box["error"] = e
+            errors.append(e)
 
     thread = threading.Thread(target=run, daemon=True, name="fetch")
     thread.start()
     seen, since, window = 0, time.monotonic(), 2 * timeout
-    while True:
-        thread.join(0.1)
-        if not thread.is_alive():
-            break
+    thread.join(0.1)
+    while thread.is_alive():
         now = time.monotonic()
         if got[0] - seen >= MIN_PROGRESS:
             seen, since, window = got[0], now, timeout
@@ -118,13 +110,14 @@ def _watched(work: Callable[[], None], got: list[int], timeout: float, until: fl
                 f"too slow: {got[0]:,} bytes when the {WHOLE * timeout:g} s a source may take "
                 f"in all ({WHOLE} x data.timeout) were up"
             )
-    if "error" in box:
-        raise box["error"]
+        thread.join(0.1)
+    if errors:
+        raise errors[0]
 
 
 def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int, until: float) -> None:
-    """Download `url` to `dest` in a scratch folder by `until` (the source's deadline); a
-    FetchError if it is short, long or slow."""
+    """Download `url` to `dest` by `until` (the source's deadline); a FetchError if it is short,
+    long or slow."""
     check_scheme(url)
     got = [0]
     try:

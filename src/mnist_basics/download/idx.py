@@ -1,8 +1,5 @@
-"""The four original IDX files: their published MD5s, read, check, parse, rebuild.
-
-The MD5s are of the uncompressed files (mirrors recompress the .gz files). The mirrors, a user's
-IDX folder and the wheel's pickle all end here, so each is proven to give MNIST's exact pixels.
-"""
+"""The four original IDX files: their published MD5s (of the uncompressed files, as mirrors
+recompress), so that every source that ends here is proven to give MNIST's exact pixels."""
 
 import gzip
 import hashlib
@@ -14,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mnist_basics.errors import UserError
-from mnist_basics.layout import Split
+from mnist_basics.layout import SPLITS, Split
 
 
 class IdxFile(NamedTuple):
@@ -29,11 +26,12 @@ class IdxFile(NamedTuple):
         return self.name + ".gz"
 
 
-TRAIN_IMAGES = IdxFile("train-images-idx3-ubyte", 47040016, "6bbc9ace898e44ae57da46a324031adb")
-TRAIN_LABELS = IdxFile("train-labels-idx1-ubyte", 60008, "a25bea736e30d166cdddb491f175f624")
-TEST_IMAGES = IdxFile("t10k-images-idx3-ubyte", 7840016, "2646ac647ad5339dbf082846283269ea")
-TEST_LABELS = IdxFile("t10k-labels-idx1-ubyte", 10008, "27ae3e4e09519cfbb04c329615203637")
-IDX_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+IDX_FILES = (  # in pairs of images and labels: train, then valid (t10k)
+    IdxFile("train-images-idx3-ubyte", 47040016, "6bbc9ace898e44ae57da46a324031adb"),
+    IdxFile("train-labels-idx1-ubyte", 60008, "a25bea736e30d166cdddb491f175f624"),
+    IdxFile("t10k-images-idx3-ubyte", 7840016, "2646ac647ad5339dbf082846283269ea"),
+    IdxFile("t10k-labels-idx1-ubyte", 10008, "27ae3e4e09519cfbb04c329615203637"),
+)
 
 
 def verify(f: IdxFile, content: bytes) -> None:
@@ -72,10 +70,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
 def select(contents: dict[str, bytes], digits: tuple[int, ...]) -> dict[str, Split]:
     """fast.ai's splits of `digits` (valid: t10k's), each image keeping its index in its file."""
     out = {}
-    for split, images, labels in (
-        ("train", TRAIN_IMAGES, TRAIN_LABELS),
-        ("valid", TEST_IMAGES, TEST_LABELS),
-    ):
+    for split, images, labels in zip(SPLITS, IDX_FILES[::2], IDX_FILES[1::2], strict=True):
         all_labels = parse(contents[labels.name])
         keep = np.flatnonzero(np.isin(all_labels, digits))
         pixels = parse(contents[images.name])[keep]

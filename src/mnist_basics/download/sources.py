@@ -1,8 +1,6 @@
-"""The sources MNIST can come from, tried in order; the first that delivers verified data serves.
-
-A source returns one Split per split and a few words for the log, or raises: the next is tried.
-Its scratch files go in a temporary folder beside data/raw.zip, so a failed one leaves nothing.
-"""
+"""The sources MNIST can come from, tried in order: each returns one Split per split and a few
+words for the log, or raises, and the next is tried. Scratch files go in a temporary folder
+beside data/raw.zip, so a failed source leaves nothing."""
 
 import logging
 import stat
@@ -16,14 +14,7 @@ from urllib.request import url2pathname
 from mnist_basics import archives, layout, rawzip
 from mnist_basics.atomic import atomic_path, scratch_dir
 from mnist_basics.download import idx, pypi
-from mnist_basics.download.fetch import (
-    FetchError,
-    deadline,
-    describe,
-    fetch,
-    file_digest,
-    scheme,
-)
+from mnist_basics.download.fetch import FetchError, deadline, describe, fetch, file_digest, scheme
 from mnist_basics.errors import UserError
 from mnist_basics.layout import Split
 from mnist_basics.params import SOURCE_KINDS, SOURCES
@@ -74,8 +65,7 @@ class Urls(NamedTuple):
 
 
 class Job(NamedTuple):
-    """What one source attempt needs: the digits, the timeout and the deadline of all its
-    downloads, where to look, a scratch folder."""
+    """One source attempt: digits, timeout and deadline of its downloads, URLs, scratch folder."""
 
     digits: tuple[int, ...]
     timeout: float
@@ -83,12 +73,16 @@ class Job(NamedTuple):
     urls: Urls
     scratch: Path
 
+    def fetch(self, url: str, name: str, max_bytes: int) -> Path:
+        """Download `url` into the scratch folder as `name`, under this attempt's limits."""
+        fetch(url, self.scratch / name, timeout=self.timeout, max_bytes=max_bytes, until=self.until)
+        return self.scratch / name
+
 
 def fastai(job: Job) -> tuple[Splits, str]:
     """fast.ai's own archive, size and MD5 checked: mnist_sample.tgz for 3s and 7s, else all."""
     arc = job.urls.sample if set(job.digits) == {3, 7} else job.urls.full
-    tgz = job.scratch / "fastai.tgz"
-    fetch(arc.url, tgz, timeout=job.timeout, max_bytes=arc.size, until=job.until)
+    tgz = job.fetch(arc.url, "fastai.tgz", arc.size)
     if not arc.matches(tgz):
         found = f"{tgz.stat().st_size} bytes, MD5 {file_digest(tgz, 'md5')}"
         raise UserError(
@@ -115,11 +109,7 @@ def mnist(job: Job) -> tuple[Splits, str]:
         why: dict[str, str] = {}
         for mirror in list(alive):
             try:
-                fetch(
-                    mirror + f.gz, job.scratch / f.gz,
-                    timeout=job.timeout, max_bytes=MAX_IDX_GZ, until=job.until,
-                )  # fmt: skip
-                contents[f.name] = idx.gunzip(job.scratch / f.gz, f)
+                contents[f.name] = idx.gunzip(job.fetch(mirror + f.gz, f.gz, MAX_IDX_GZ), f)
                 break
             except SOURCE_ERRORS as e:
                 why[mirror] = e.reason if isinstance(e, FetchError) else describe(e)
@@ -164,11 +154,7 @@ def user(spec: str, job: Job) -> tuple[Splits, str]:
     if scheme(spec) == "file":
         return _local(Path(url2pathname(urlsplit(spec).path)), job)
     if scheme(spec):
-        fetch(
-            spec, job.scratch / "user.tgz",
-            timeout=job.timeout, max_bytes=MAX_USER_ARCHIVE, until=job.until,
-        )  # fmt: skip
-        return _local(job.scratch / "user.tgz", job)
+        return _local(job.fetch(spec, "user.tgz", MAX_USER_ARCHIVE), job)
     return _local(Path(spec).expanduser(), job)
 
 
