@@ -383,11 +383,12 @@ EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n{} loop\n"  # Ghostsc
 FORMATS = b"not a PNG, JPEG, GIF, BMP, TIFF or WebP image"
 
 
-def progressive_jpeg(side: int, repeats: int) -> bytes:
-    """A black progressive JPEG with its first AC scan repeated: 14 bytes a scan, and each is a
-    pass of libjpeg's over every block of the image."""
+def progressive_jpeg(side: int, repeats: int, kind: str = "JPEG") -> bytes:
+    """A black progressive JPEG (or MPO: a JPEG, then more images) with its first AC scan
+    repeated: 14 bytes a scan, and each is a pass of libjpeg's over every block of the image."""
     buf = io.BytesIO()
-    Image.new("L", (side, side)).save(buf, "JPEG", progressive=True)
+    more = {"save_all": True, "append_images": [Image.new("L", (8, 8))]} if kind == "MPO" else {}
+    Image.new("L", (side, side)).save(buf, kind, progressive=True, **more)
     data = buf.getvalue()
     i, scan = 2, b""
     while data[i + 1] != 0xD9:  # the segments up to the end of the image
@@ -417,8 +418,10 @@ def test_postscript_is_refused_and_ghostscript_never_runs(workspace: Path, tmp_p
     assert r.returncode == 2 and not ran.exists()
 
 
-def test_a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded(workspace: Path) -> None:
-    Path("scans.jpg").write_bytes(progressive_jpeg(200, 5000))
+@pytest.mark.parametrize("kind", ["JPEG", "MPO"])
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded(workspace: Path, kind):
+    Path("scans.jpg").write_bytes(progressive_jpeg(200, 5000, kind))
+    assert Image.open("scans.jpg").format == kind
     seven().save("photo.jpg", progressive=True)  # a real progressive JPEG: ten or so scans
     r = process(workspace, "scans.jpg", "photo.jpg")
     assert r.stderr.startswith(b"predict: error: scans.jpg: a JPEG of 5,0")

@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.JpegImagePlugin import JpegImageFile  # and MPO's, a JPEG with more images after it
 
 from mnist_basics.atomic import open_regular
 from mnist_basics.errors import BadFile, UserError
@@ -25,6 +26,7 @@ FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "GIF": "GIF", "BMP": "BMP", "TIFF": "TI
 # libjpeg decodes any number of scans, each a pass over every pixel; a real progressive JPEG
 # has about ten (and a thumbnail's), a crafted one of 5 MB 350,000: 90 s of CPU.
 MAX_JPEG_SCANS = 100
+JPEG_TIFF = ("jpeg", "tiff_jpeg")  # a TIFF's compressions that libjpeg decodes
 INK_THRESHOLD = 0.25  # of the stretched range: what counts as ink for the crop
 MIN_CONTRAST = 24  # grey levels between background and ink below which the page is empty
 NO_INK = "no ink found: a blank page (or too faint to read)"
@@ -76,8 +78,8 @@ def prepare(
             w, h = im.size
             if w * h > max_pixels:
                 raise ImageError(f"{w}x{h} pixels is {too_large}")
-            jpeg = im.format == "JPEG" or im.info.get("compression") in ("jpeg", "tiff_jpeg")
-            if jpeg and (n := _jpeg_scans(f)) > MAX_JPEG_SCANS:
+            libjpeg = isinstance(im, JpegImageFile) or im.info.get("compression") in JPEG_TIFF
+            if libjpeg and (n := _jpeg_scans(f)) > MAX_JPEG_SCANS:
                 raise ImageError(
                     f"a JPEG of {n:,} scans: allowed: up to {MAX_JPEG_SCANS} (a photo has ten "
                     "or so)"
