@@ -122,11 +122,11 @@ def test_a_relative_origin_means_one_repository_for_the_checks_and_the_tasks(
     assert resolve_origin(repo, "./a:b.git")[0] == str(repo / "sub" / "a:b.git")
 
 
-@pytest.mark.parametrize("cpus", ["-1", "0", "nan", "inf", "x"])
+@pytest.mark.parametrize("cpus", ["-1", "0", "nan", "inf", "x", "1e-9", "0.33333"])
 def test_a_number_of_cpus_that_is_none_is_refused_in_one_line(tmp_path: Path, cpus: str) -> None:
     r = sweep(git_repo(tmp_path / "repo"), f"--num-cpus={cpus}")
     assert r.returncode == 2
     assert r.stderr.splitlines()[-1] == (
         f"mnist-basics sweep: error: argument --num-cpus: {cpus!r}: allowed: a number of CPUs "
-        "above 0"
+        "above 0, in steps of 0.0001"
     )

@@ -269,8 +269,10 @@ def _cpus(text: str) -> float:
         n = float(text)
     except ValueError:
         n = math.nan
-    if not 0 < n < math.inf:
-        raise argparse.ArgumentTypeError(f"{text!r}: allowed: a number of CPUs above 0")
+    if not 0 < n < math.inf or round(n, 4) != n:  # Ray counts resources in steps of 0.0001
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: allowed: a number of CPUs above 0, in steps of 0.0001"
+        )
     return n
 
 
