@@ -118,7 +118,7 @@ def test_ctrl_c_during_the_renames_waits_until_they_are_done(
         signal.raise_signal(signal.SIGINT)  # as if the user pressed Ctrl-C now
 
     monkeypatch.setattr(atomic, "_rename", rename_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt), atomic.together():
+    with pytest.raises(atomic.Replaced), atomic.together():  # the stage says they are all new
         with atomic.atomic_path(tmp_path / "plots", is_dir=True) as tmp:
             (tmp / "a.png").write_bytes(b"new plot")
         atomic.write_bytes(model, b"new model")
@@ -143,7 +143,7 @@ def test_one_output_alone_is_renamed_with_signals_held(
             signal.raise_signal(signal.SIGINT)  # as the swapped-out old folder is removed
 
     monkeypatch.setattr(atomic, "remove", remove_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt), atomic.atomic_path(tmp_path / "out", is_dir=True) as tmp:
+    with pytest.raises(atomic.Replaced), atomic.atomic_path(tmp_path / "out", is_dir=True) as tmp:
         (tmp / "x").write_bytes(b"new")
     assert _files(tmp_path) == {"out/x": b"new"}
 

@@ -592,3 +592,41 @@ def test_more_signals_during_the_cleanup_cannot_break_into_it(tmp_path: Path) ->
     assert rc == 130, out
     assert out.strip() == "slow: interrupted; the last good outputs are left as they were", out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.py"]
+
+
+RENAMING_STAGE = """
+import os, signal
+from mnist_basics import atomic
+from mnist_basics.stage import run_stage
+
+real = atomic._rename
+
+def rename_then_ctrl_c(tmp, target):
+    real(tmp, target)
+    os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C now
+
+atomic._rename = rename_then_ctrl_c
+run_stage("renaming", lambda params: atomic.write_bytes("out", b"new"))
+"""
+
+
+def test_ctrl_c_during_the_renames_says_the_outputs_are_new(tmp_path: Path) -> None:
+    """The signal waits for the renames, so every output is new; the line says so, and that
+    dvc.lock does not record them (the stage failed)."""
+    (tmp_path / "renaming.py").write_text(RENAMING_STAGE)
+    (tmp_path / "out").write_bytes(b"old")
+    r = subprocess.run(
+        [sys.executable, "renaming.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip() == (
+        "renaming: interrupted as its outputs were replaced: all are new, but dvc.lock does not "
+        "record them; run it again"
+    ), r.stderr
+    assert (tmp_path / "out").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "renaming.py"]

@@ -108,6 +108,10 @@ def _refuse_foreign(old: Path, new: Path) -> None:
                 )
 
 
+class Replaced(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM that came while the outputs were renamed: they are all new."""
+
+
 @contextlib.contextmanager
 def together() -> Iterator[None]:
     """The outputs a block writes with `atomic_path` all replace their targets, or none does;
@@ -116,6 +120,7 @@ def together() -> Iterator[None]:
         yield
         return
     held: list[tuple[Path, Path]] = []
+    renamed = False
     _held.append(held)
     try:
         yield
@@ -125,7 +130,10 @@ def together() -> Iterator[None]:
             while held:
                 _rename(*held[0])
                 del held[0]
-    except BaseException:
+            renamed = True  # a signal held back until here is raised as the block ends
+    except BaseException as e:
+        if renamed and isinstance(e, KeyboardInterrupt):
+            raise Replaced(*e.args) from None
         for tmp, _ in held:
             remove(tmp)
         raise

@@ -155,8 +155,14 @@ def run_stage(
                     f"{changed[0]} changed while the stage ran: dvc.lock would record it beside "
                     "outputs made without it, so no output was replaced; run it again"
                 )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         end_children()
+        if isinstance(e, atomic.Replaced):
+            _exit(
+                130,
+                f"{name}: interrupted as its outputs were replaced: all are new, but "
+                "dvc.lock does not record them; run it again",
+            )
         _exit(130, f"{name}: interrupted; the last good outputs are left as they were")
     except UserError as e:
         _exit(2, f"{name}: error: {e}")
