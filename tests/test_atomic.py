@@ -6,6 +6,7 @@ import errno
 import os
 import signal
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,10 @@ from mnist_basics.errors import UserError
 
 
 @pytest.fixture
-def ctrl_c_raises():
+def ctrl_c_raises(monkeypatch: pytest.MonkeyPatch):
     """Ctrl-C raises KeyboardInterrupt, as in a terminal: a job started in the background by a
-    non-interactive shell inherits SIGINT ignored."""
+    non-interactive shell inherits SIGINT ignored. No output is replaced yet."""
+    monkeypatch.setattr(atomic, "replaced", [])
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, old)
@@ -118,10 +120,11 @@ def test_ctrl_c_during_the_renames_waits_until_they_are_done(
         signal.raise_signal(signal.SIGINT)  # as if the user pressed Ctrl-C now
 
     monkeypatch.setattr(atomic, "_rename", rename_then_ctrl_c)
-    with pytest.raises(atomic.Replaced), atomic.together():  # the stage says they are all new
+    with pytest.raises(KeyboardInterrupt), atomic.together():
         with atomic.atomic_path(tmp_path / "plots", is_dir=True) as tmp:
             (tmp / "a.png").write_bytes(b"new plot")
         atomic.write_bytes(model, b"new model")
+    assert atomic.replaced == [tmp_path / "plots", model]  # the stage says they are all new
     assert _files(tmp_path) == {
         "plots/a.png": b"new plot",
         "logits": b"old logits",
@@ -143,9 +146,23 @@ def test_one_output_alone_is_renamed_with_signals_held(
             signal.raise_signal(signal.SIGINT)  # as the swapped-out old folder is removed
 
     monkeypatch.setattr(atomic, "remove", remove_then_ctrl_c)
-    with pytest.raises(atomic.Replaced), atomic.atomic_path(tmp_path / "out", is_dir=True) as tmp:
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_path(tmp_path / "out", is_dir=True) as tmp:
         (tmp / "x").write_bytes(b"new")
+    assert atomic.replaced == [tmp_path / "out"]
     assert _files(tmp_path) == {"out/x": b"new"}
+
+
+def test_a_left_temporary_is_ignored_by_git(tmp_path: Path) -> None:
+    """A `kill -9` can leave one beside an output until the stage runs again (dvc repro may find
+    it up to date): `git add -A` must not commit it, and a user's own file stays visible."""
+    root = Path(__file__).resolve().parents[1]
+    left = atomic.temporary(root / "data" / "tensors")
+    mine = root / "data" / ".tensors.my backup.tmp"
+    r = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--", str(left), str(mine)],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert r.stdout.split() == [str(left)], r.stderr
 
 
 def test_clear_stale_removes_only_the_temporaries_atomic_path_makes(tmp_path: Path) -> None:

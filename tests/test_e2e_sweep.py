@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -162,3 +163,33 @@ def test_a_run_whose_name_the_origin_has_is_not_reported_landed(
     assert first.ok, first.reason
     assert not again.ok
     assert again.reason == "dvc exp push: the origin's twice is not this run (it was there already)"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_sweep_cancels_the_runs_in_one_line(
+    team,
+    ray_cluster: RayCluster,  # noqa: F811
+    sig: signal.Signals,
+) -> None:
+    """Ctrl-C or SIGTERM (a job manager's stop) while a run trains: the runs are cancelled, the
+    sweep says so (no crash dump of Ray's) and exits 130; nothing lands on the origin."""
+    proj, _ = team
+    name = f"stop{sig.value}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_basics.cli", "sweep", "-n", name, "-S", "train.epochs=5000",
+         "--no-pull", "--address", ray_cluster.gcs],
+        cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("sweep: 1 runs")
+        time.sleep(5)  # the task has cloned and is pulling or training
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert err.splitlines()[-1] == "sweep: interrupted; unfinished runs cancelled", err
+    assert "SIGTERM received" not in err
+    listed = proj.dvc("exp", "list", "origin", "--name-only", timeout=120).stdout.split()
+    assert f"{name}-1" not in listed

@@ -9,8 +9,10 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -427,3 +429,27 @@ def test_a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded(workspace:
     assert r.stderr.startswith(b"predict: error: scans.jpg: a JPEG of 5,0")
     assert r.stderr.endswith(b" scans: allowed: up to 100 (a photo has ten or so)\n")
     assert [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == [b"photo.jpg"]
+
+
+def tiled_tiff(side: int, tile: tuple[int, int], pixels: bytes) -> bytes:
+    """A `side`x`side` greyscale TIFF of one deflate tile of `tile` (width, length) pixels."""
+    data = zlib.compress(pixels)
+    tags = {256: side, 257: side, 258: 8, 259: 8, 262: 1, 277: 1, 284: 1, 322: tile[0],
+            323: tile[1], 324: 0, 325: len(data)}  # fmt: skip
+    ifd_end = 8 + 2 + 12 * len(tags) + 4
+    tags[324] = ifd_end  # the tile's offset: right after the directory
+    entries = b"".join(struct.pack("<HHII", t, 4, 1, v) for t, v in sorted(tags.items()))
+    return b"II*\0" + struct.pack("<IH", 8, len(tags)) + entries + b"\0\0\0\0" + data
+
+
+def test_a_tiff_tile_larger_than_the_pixel_cap_is_refused_before_it_is_decoded(workspace: Path):
+    """libtiff allocates a tile whole: a 164-byte 16x16 TIFF of one 32768x65504 tile cost 2 GB."""
+    ink = seven().convert("L").resize((16, 16)).tobytes()
+    Path("bomb.tif").write_bytes(tiled_tiff(16, (32768, 65504), ink))
+    Path("tiled.tif").write_bytes(tiled_tiff(16, (16, 16), ink))
+    r = process(workspace, "bomb.tif", "tiled.tif")
+    assert r.stderr == (
+        b"predict: error: bomb.tif: a TIFF tile of 2,146,435,072 pixels is too large (more than "
+        b"40,000,000 pixels)\n"
+    )
+    assert [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == [b"tiled.tif"]

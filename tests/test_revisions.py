@@ -71,6 +71,17 @@ def test_git_names_come_first_and_a_tag_before_a_branch(repo) -> None:
     assert kinds["same"] == "branch" and kinds["both"] == "tag"
 
 
+def test_a_branch_named_workspace_is_reached_by_its_full_name(repo) -> None:
+    """`workspace` is the working copy's model, as in `dvc plots diff workspace`: a branch of
+    that name is `predict --rev refs/heads/workspace`, and serve does not list it."""
+    path, c = repo
+    git(path, "branch", "workspace", c["a"])
+    assert predict.commit_of("refs/heads/workspace", str(path)) == c["a"]
+    assert [r for r in app.list_revisions(path) if r["id"] == "workspace"] == [
+        {"id": "workspace", "kind": "workspace"}
+    ]
+
+
 def test_an_experiment_named_like_a_commit_id_is_that_commit(repo) -> None:
     """`dvc exp run -n <HEAD's short sha>` is allowed; DVC, and so both here, read the name as
     the commit."""

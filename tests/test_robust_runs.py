@@ -595,25 +595,38 @@ def test_more_signals_during_the_cleanup_cannot_break_into_it(tmp_path: Path) ->
 
 
 RENAMING_STAGE = """
-import os, signal
+import contextlib, os, signal
 from mnist_basics import atomic
 from mnist_basics.stage import run_stage
 
-real = atomic._rename
+real_rename, real_together = atomic._rename, atomic.together
 
 def rename_then_ctrl_c(tmp, target):
-    real(tmp, target)
+    real_rename(tmp, target)
     os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C now
 
-atomic._rename = rename_then_ctrl_c
+@contextlib.contextmanager
+def together_then_ctrl_c():
+    with real_together():
+        yield
+    if not atomic._held:  # the stage's own block has ended: its outputs are replaced
+        os.kill(os.getpid(), signal.SIGINT)
+
+if WHEN == "during":
+    atomic._rename = rename_then_ctrl_c
+else:
+    atomic.together = together_then_ctrl_c
 run_stage("renaming", lambda params: atomic.write_bytes("out", b"new"))
 """
 
 
-def test_ctrl_c_during_the_renames_says_the_outputs_are_new(tmp_path: Path) -> None:
-    """The signal waits for the renames, so every output is new; the line says so, and that
-    dvc.lock does not record them (the stage failed)."""
-    (tmp_path / "renaming.py").write_text(RENAMING_STAGE)
+@pytest.mark.parametrize("when", ["during", "after"])
+def test_ctrl_c_during_or_after_the_renames_says_the_outputs_are_new(
+    tmp_path: Path, when: str
+) -> None:
+    """A signal during the renames waits for them, so every output is new; one just after them
+    finds them new too. The line says so, and that dvc.lock does not record them."""
+    (tmp_path / "renaming.py").write_text(f"WHEN = {when!r}\n" + RENAMING_STAGE)
     (tmp_path / "out").write_bytes(b"old")
     r = subprocess.run(
         [sys.executable, "renaming.py"],

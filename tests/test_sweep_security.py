@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_basics.sweep import SweepError, exp_ref, resolve_origin, run_name
+from mnist_basics.sweep import SweepError, exp_ref, expand, resolve_origin, run_name
 
 
 def sweep(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -130,3 +130,10 @@ def test_a_number_of_cpus_that_is_none_is_refused_in_one_line(tmp_path: Path, cp
         f"mnist-basics sweep: error: argument --num-cpus: {cpus!r}: allowed: a number of CPUs "
         "above 0, in steps of 0.0001"
     )
+
+
+@pytest.mark.parametrize("path", ["/tmp/x.yaml", "../../x.yaml", "sub/../../x.yaml"])
+def test_a_params_file_outside_the_repository_is_refused(path: str) -> None:
+    """Every task's `dvc exp run -S FILE:...` would rewrite that file on its node."""
+    with pytest.raises(SweepError, match=r"allowed: a params file inside the repository$"):
+        expand([f"{path}:x=1"])

@@ -48,6 +48,8 @@ def clear_stale(target: Path) -> None:
 
 # The renames a `together()` block holds back until it ends: (temporary, target), in order.
 _held: list[list[tuple[Path, Path]]] = []
+# The targets replaced so far: a stop from then on must not say the old outputs are kept.
+replaced: list[Path] = []
 
 
 def _rename(tmp: Path, target: Path) -> None:
@@ -108,10 +110,6 @@ def _refuse_foreign(old: Path, new: Path) -> None:
                 )
 
 
-class Replaced(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM that came while the outputs were renamed: they are all new."""
-
-
 @contextlib.contextmanager
 def together() -> Iterator[None]:
     """The outputs a block writes with `atomic_path` all replace their targets, or none does;
@@ -120,20 +118,16 @@ def together() -> Iterator[None]:
         yield
         return
     held: list[tuple[Path, Path]] = []
-    renamed = False
     _held.append(held)
     try:
         yield
         for tmp, target in held:  # every folder, before any rename
             _refuse_foreign(target, tmp)
-        with _signals_held():
+        with _signals_held():  # a signal that comes meanwhile is raised once all are renamed
             while held:
                 _rename(*held[0])
-                del held[0]
-            renamed = True  # a signal held back until here is raised as the block ends
-    except BaseException as e:
-        if renamed and isinstance(e, KeyboardInterrupt):
-            raise Replaced(*e.args) from None
+                replaced.append(held.pop(0)[1])
+    except BaseException:
         for tmp, _ in held:
             remove(tmp)
         raise

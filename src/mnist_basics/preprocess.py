@@ -78,6 +78,9 @@ def prepare(
             w, h = im.size
             if w * h > max_pixels:
                 raise ImageError(f"{w}x{h} pixels is {too_large}")
+            tags = getattr(im, "tag_v2", {})  # libtiff allocates a TIFF's tile whole
+            if (tile := int(tags.get(322) or 0) * int(tags.get(323) or 0)) > max_pixels:
+                raise ImageError(f"a TIFF tile of {tile:,} pixels is {too_large}")
             libjpeg = isinstance(im, JpegImageFile) or im.info.get("compression") in JPEG_TIFF
             if libjpeg and (n := _jpeg_scans(f)) > MAX_JPEG_SCANS:
                 raise ImageError(

@@ -29,9 +29,10 @@ PAGE = """<!DOCTYPE html>
 <html>
 <head>
     <meta charset="utf-8">
-    <!-- dvc-render writes revision names into the page unescaped, and a git branch may be named
-    <svg/onload=...>: whatever runs here may not fetch, post a form or load an outside image
-    (no policy stops it navigating away, opening WebRTC, or adding a preconnect hint). -->
+    <!-- dvc-render writes revision names and plot values into the page unescaped, and a branch
+    may be named <svg/onload=...>: whatever runs here may not fetch, post a form or load an
+    outside image (no policy stops it navigating away, opening WebRTC, or adding a preconnect
+    hint). -->
     <meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src
     'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src 'self' data: blob:;
     form-action 'none'; base-uri 'none'">

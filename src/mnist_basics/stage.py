@@ -155,9 +155,9 @@ def run_stage(
                     f"{changed[0]} changed while the stage ran: dvc.lock would record it beside "
                     "outputs made without it, so no output was replaced; run it again"
                 )
-    except KeyboardInterrupt as e:
+    except KeyboardInterrupt:
         end_children()
-        if isinstance(e, atomic.Replaced):
+        if atomic.replaced:
             _exit(
                 130,
                 f"{name}: interrupted as its outputs were replaced: all are new, but "

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnist_basics import atomic
+
 MAX_RUNS = 10_000  # runs of one grid
 STEP_TIMEOUT = 3600.0  # seconds any one git or dvc command of a task may take
 GIT_PROTOCOLS = "file:git:http:https:ssh"  # GIT_ALLOW_PROTOCOL, unless the user set their own
@@ -74,6 +76,9 @@ def expand(params: list[str]) -> list[list[str]]:
 
     try:
         overrides = to_path_overrides(params)
+        for path in overrides:  # each task's `dvc exp run` would rewrite a file outside its clone
+            if Path(path).is_absolute() or ".." in Path(path).parts:
+                raise SweepError(f"-S {path}:...: allowed: a params file inside the repository")
         runs = math.prod(
             size(o.value()) for ovs in overrides.values() for o in to_hydra_overrides(ovs)
         )
@@ -350,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
         _say(f"sweep: error: {e}", error=True)
         return 2
 
+    atomic.handle_signals()  # SIGTERM as Ctrl-C: in place of Ray's handler, which dumps a crash
     start = time.monotonic()
     outcomes: dict[str, Outcome] = {}
     pending: dict[Any, Spec] = {}  # Ray's task refs: Ctrl-C cancels those submitted so far
@@ -396,7 +402,11 @@ def run(args: argparse.Namespace) -> int:
         )
 
     if landed and not args.no_pull:
-        r = _run([*DVC, "exp", "pull", origin_here, *landed], repo, STEP_TIMEOUT)
+        try:
+            r = _run([*DVC, "exp", "pull", origin_here, *landed], repo, STEP_TIMEOUT)
+        except KeyboardInterrupt:
+            _say(f"sweep: interrupted; the runs landed, so `dvc exp pull {origin_here}` them", True)
+            return 130
         if r.returncode != 0:
             _say(f"sweep: error: dvc exp pull: {reason_of(r.stdout + r.stderr)}", error=True)
             return 1
