@@ -105,7 +105,7 @@ def test_pillow_decompression_bomb_is_too_large(tmp_path: Path, monkeypatch) -> 
 def test_not_an_image(tmp_path: Path) -> None:
     f = tmp_path / "x.png"
     f.write_text("not a png")
-    with pytest.raises(ImageError, match=r"^not a PNG, JPEG, GIF, BMP, TIFF or WebP image$"):
+    with pytest.raises(ImageError, match=r"^not a PNG, JPEG, GIF, BMP or WebP image$"):
         prepare(f)
     trunc = tmp_path / "t.png"
     seven().save(trunc)
@@ -184,16 +184,12 @@ def test_two_digit_model_sigmoid_is_p_first(tmp_path: Path, monkeypatch, capsys)
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda p: p.write_text("hello"), "not a PNG, JPEG, GIF, BMP, TIFF or WebP image"),
+        (lambda p: p.write_text("hello"), "not a PNG, JPEG, GIF, BMP or WebP image"),
         (lambda p: Image.new("RGB", (120, 90), "white").save(p, "PNG"), "no ink found"),
         (lambda p: Image.new("1", (9000, 5000), 1).save(p, "PNG"), "too large"),
-        (lambda p: Image.new("RGB", (60, 60)).convert("LAB").save(p, "TIFF"), "mode LAB"),
-        (
-            lambda p: Image.fromarray(np.full((30, 30), np.inf, np.float32), "F").save(p, "TIFF"),
-            "not finite",
-        ),
+        (lambda p: seven().save(p, "TIFF"), "not a PNG, JPEG, GIF, BMP or WebP image"),
     ],
-    ids=["not-an-image", "empty-page", "too-large", "lab-tiff", "inf-float-tiff"],
+    ids=["not-an-image", "empty-page", "too-large", "tiff"],
 )
 def test_bad_input_is_one_line_and_exit_2(workspace: Path, capsys, make, message) -> None:
     make(workspace / "bad.png")
@@ -320,4 +316,4 @@ def test_as_a_process_no_traceback(workspace: Path) -> None:
         timeout=120,
     )
     assert r.returncode == 2
-    assert r.stderr == "predict: error: bad.png: not a PNG, JPEG, GIF, BMP, TIFF or WebP image\n"
+    assert r.stderr == "predict: error: bad.png: not a PNG, JPEG, GIF, BMP or WebP image\n"

@@ -132,8 +132,15 @@ def test_a_number_of_cpus_that_is_none_is_refused_in_one_line(tmp_path: Path, cp
     )
 
 
-@pytest.mark.parametrize("path", ["/tmp/x.yaml", "../../x.yaml", "sub/../../x.yaml"])
-def test_a_params_file_outside_the_repository_is_refused(path: str) -> None:
-    """Every task's `dvc exp run -S FILE:...` would rewrite that file on its node."""
-    with pytest.raises(SweepError, match=r"allowed: a params file inside the repository$"):
-        expand([f"{path}:x=1"])
+@pytest.mark.parametrize("path", ["/tmp/x.yaml", "../../x.yaml", "./../x.yaml", "link.yaml"])
+def test_a_params_file_outside_the_repository_is_refused(tmp_path: Path, path: str) -> None:
+    """Every task's `dvc exp run -S FILE:...` would rewrite that file on its node, through a
+    committed link too."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "link.yaml").symlink_to(tmp_path / "victim.yaml")
+    (repo / "conf.yaml").write_text("x: 0\n")
+    with pytest.raises(SweepError) as e:
+        expand([f"{path}:x=1"], repo)
+    assert str(e.value) == f"-S {path}:...: allowed: a params file inside the repository"
+    assert expand(["conf.yaml:x=1,2"], repo) == [["conf.yaml:x=1"], ["conf.yaml:x=2"]]

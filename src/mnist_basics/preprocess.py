@@ -21,12 +21,12 @@ from mnist_basics.errors import BadFile, UserError
 SIDE = 28
 BOX = 20  # MNIST's size-normalisation box
 MAX_PIXELS = 40_000_000  # more than any sane photo of a digit; checked before decoding
-# What Pillow decodes by itself (its EPS plugin runs Ghostscript on the file), under its names.
-FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "GIF": "GIF", "BMP": "BMP", "TIFF": "TIFF", "WEBP": "WebP"}
+# What Pillow decodes by itself, under its names: not EPS (it runs Ghostscript on the file), nor
+# TIFF (libtiff decodes tiles that all point at the same bytes, each at the cost of a whole one).
+FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "GIF": "GIF", "BMP": "BMP", "WEBP": "WebP"}
 # libjpeg decodes any number of scans, each a pass over every pixel; a real progressive JPEG
 # has about ten (and a thumbnail's), a crafted one of 5 MB 350,000: 90 s of CPU.
 MAX_JPEG_SCANS = 100
-JPEG_TIFF = ("jpeg", "tiff_jpeg")  # a TIFF's compressions that libjpeg decodes
 INK_THRESHOLD = 0.25  # of the stretched range: what counts as ink for the crop
 MIN_CONTRAST = 24  # grey levels between background and ink below which the page is empty
 NO_INK = "no ink found: a blank page (or too faint to read)"
@@ -78,11 +78,7 @@ def prepare(
             w, h = im.size
             if w * h > max_pixels:
                 raise ImageError(f"{w}x{h} pixels is {too_large}")
-            tags = getattr(im, "tag_v2", {})  # libtiff allocates a TIFF's tile whole
-            if (tile := int(tags.get(322) or 0) * int(tags.get(323) or 0)) > max_pixels:
-                raise ImageError(f"a TIFF tile of {tile:,} pixels is {too_large}")
-            libjpeg = isinstance(im, JpegImageFile) or im.info.get("compression") in JPEG_TIFF
-            if libjpeg and (n := _jpeg_scans(f)) > MAX_JPEG_SCANS:
+            if isinstance(im, JpegImageFile) and (n := _jpeg_scans(f)) > MAX_JPEG_SCANS:
                 raise ImageError(
                     f"a JPEG of {n:,} scans: allowed: up to {MAX_JPEG_SCANS} (a photo has ten "
                     "or so)"
@@ -125,13 +121,11 @@ def greyscale(im: Image.Image) -> np.ndarray:
         return lum * alpha + (0.0 if light_ink else 255.0) * (1 - alpha)
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im.convert("F"), dtype=np.float32)
-        if not np.isfinite(a).all():  # a float TIFF may hold inf or nan: no range to stretch
-            raise ImageError("pixels that are not finite numbers (inf or nan)")
         lo, hi = float(a.min()), float(a.max())
         return (a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)
     try:
         return np.asarray(im.convert("L"), dtype=np.float32)
-    except ValueError as e:  # a mode Pillow cannot turn into grey (a Lab TIFF)
+    except ValueError as e:  # a mode Pillow cannot turn into grey
         raise ImageError(f"its colour mode {im.mode} cannot be read as grey ({e})") from None
 
 

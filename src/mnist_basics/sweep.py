@@ -62,7 +62,7 @@ def _run(
     return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, **quiet)
 
 
-def expand(params: list[str]) -> list[list[str]]:
+def expand(params: list[str], repo: Path = Path()) -> list[list[str]]:
     """The `-S` arguments of each run, as `dvc exp run --queue -S` would expand `params`."""
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.cli_parse import to_path_overrides
@@ -77,13 +77,15 @@ def expand(params: list[str]) -> list[list[str]]:
     try:
         overrides = to_path_overrides(params)
         for path in overrides:  # each task's `dvc exp run` would rewrite a file outside its clone
-            if Path(path).is_absolute() or ".." in Path(path).parts:
+            if not (repo / path).resolve().is_relative_to(repo.resolve()):
                 raise SweepError(f"-S {path}:...: allowed: a params file inside the repository")
         runs = math.prod(
             size(o.value()) for ovs in overrides.values() for o in to_hydra_overrides(ovs)
         )
         # counted before the grid is built: a range can be huge
         sweeps = get_hydra_sweeps(overrides) if 0 < runs <= MAX_RUNS else []
+    except SweepError:
+        raise
     except (InvalidArgumentError, ValueError, ZeroDivisionError) as e:
         raise SweepError(f"-S: {e}") from e
     except Exception as e:  # hydra's OverrideParseException and friends
@@ -332,13 +334,26 @@ def _say(text: str, error: bool = False) -> None:
     print(text, file=sys.stderr if error else sys.stdout, flush=True)
 
 
+def _summary(name: str, specs: list[Spec], outcomes: dict[str, Outcome], where: str) -> None:
+    """Every run: ok or FAILED with its reason, its time and its params."""
+    landed = sum(outcomes[s.name].ok for s in specs)
+    _say(f"\nsweep {name}: {landed} of {len(specs)} runs landed on {where}")
+    width = max(len(s.name) for s in specs)
+    for s in specs:
+        o = outcomes[s.name]
+        _say(
+            f"  {s.name:<{width}}  {'ok    ' if o.ok else 'FAILED'}  {o.seconds:5.1f} s  "
+            f"{' '.join(s.overrides)}" + ("" if o.ok else f"\n      {o.reason}")
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """The sweep; 0 when every run landed, 1 when one failed, 2 before any run on a mistake."""
     try:
         repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
         commit = _git(repo, "rev-parse", "HEAD")
         origin_url, origin_here = resolve_origin(repo, args.origin)
-        runs = expand(args.params)
+        runs = expand(args.params, repo)
         on_origin = [ln.split() for ln in _git(repo, "ls-remote", "--", origin_url).splitlines()]
         _check_on_origin(repo, origin_url, commit, on_origin)
         if _git(repo, "status", "--porcelain", "--untracked-files=no"):
@@ -383,32 +398,21 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
+        ray.shutdown()
         _say("sweep: interrupted; unfinished runs cancelled", error=True)
         return 130
-    finally:
-        ray.shutdown()
-
     landed = [s.name for s in specs if outcomes[s.name].ok]
-    _say(
-        f"\nsweep {name}: {len(landed)} of {len(specs)} runs landed on {origin_url} in "
-        f"{time.monotonic() - start:.1f} s"
-    )
-    width = max(len(s.name) for s in specs)
-    for s in specs:
-        o = outcomes[s.name]
-        _say(
-            f"  {s.name:<{width}}  {'ok    ' if o.ok else 'FAILED'}  {o.seconds:5.1f} s  "
-            f"{' '.join(s.overrides)}" + ("" if o.ok else f"\n      {o.reason}")
-        )
-
-    if landed and not args.no_pull:
-        try:
+    try:
+        ray.shutdown()
+        _summary(name, specs, outcomes, f"{origin_url} in {time.monotonic() - start:.1f} s")
+        if landed and not args.no_pull:
             r = _run([*DVC, "exp", "pull", origin_here, *landed], repo, STEP_TIMEOUT)
-        except KeyboardInterrupt:
-            _say(f"sweep: interrupted; the runs landed, so `dvc exp pull {origin_here}` them", True)
-            return 130
-        if r.returncode != 0:
-            _say(f"sweep: error: dvc exp pull: {reason_of(r.stdout + r.stderr)}", error=True)
-            return 1
-        _say(f"pulled {len(landed)} runs into this repo: dvc exp show")
+            if r.returncode != 0:
+                _say(f"sweep: error: dvc exp pull: {reason_of(r.stdout + r.stderr)}", error=True)
+                return 1
+            _say(f"pulled {len(landed)} runs into this repo: dvc exp show")
+    except KeyboardInterrupt:
+        pull = f"dvc exp pull {origin_here} --rev {commit[:7]}"
+        _say(f"sweep: interrupted after the runs ended; those that landed: {pull}", error=True)
+        return 130
     return 0 if len(landed) == len(specs) else 1
