@@ -454,3 +454,21 @@ def test_a_tiff_is_refused_and_never_reaches_libtiff(workspace: Path):
         b"predict: error: " + name + b": " + FORMATS + b"\n" for name in (b"bomb.tif", b"tiled.png")
     )
     assert [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == [b"seven.png"]
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_a_png_of_many_colour_profiles_is_refused_before_it_is_opened(workspace: Path):
+    """Pillow inflates every iCCP chunk (up to 1 MB each) as it opens a PNG: 5 MB of them cost
+    serve 11 s of CPU for one drawing. The spec allows one, which is read as usual."""
+    seven().save("one.png", icc_profile=b"\0" * 1000)
+    data = Path("one.png").read_bytes()
+    profile = png_chunk(b"iCCP", b"p\0\0" + zlib.compress(b"\0" * (1 << 20), 9))
+    Path("many.png").write_bytes(data[:33] + profile * 500 + data[33:])  # after IHDR
+    r = process(workspace, "many.png", "one.png")
+    assert r.stderr == (
+        b"predict: error: many.png: a PNG of 501 colour profiles (iCCP chunks): allowed: one\n"
+    )
+    assert [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == [b"one.png"]

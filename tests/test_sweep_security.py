@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_basics.sweep import SweepError, exp_ref, expand, resolve_origin, run_name
+from mnist_basics.sweep import SweepError, _links, exp_ref, expand, resolve_origin, run_name
 
 
 def sweep(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -132,7 +132,11 @@ def test_a_number_of_cpus_that_is_none_is_refused_in_one_line(tmp_path: Path, cp
     )
 
 
-@pytest.mark.parametrize("path", ["/tmp/x.yaml", "../../x.yaml", "./../x.yaml", "link.yaml"])
+@pytest.mark.parametrize(
+    "path",
+    ["/tmp/x.yaml", "../../x.yaml", "./../x.yaml", "link.yaml", "sub/../conf.yaml",
+     "REPO/conf.yaml", "committed/p.yaml"],
+)  # fmt: skip
 def test_a_params_file_outside_the_repository_is_refused(tmp_path: Path, path: str) -> None:
     """Every task's `dvc exp run -S FILE:...` would rewrite that file on its node, through a
     committed link too."""
@@ -140,7 +144,21 @@ def test_a_params_file_outside_the_repository_is_refused(tmp_path: Path, path: s
     repo.mkdir()
     (repo / "link.yaml").symlink_to(tmp_path / "victim.yaml")
     (repo / "conf.yaml").write_text("x: 0\n")
+    (repo / "committed").mkdir()  # a folder here, a link out in the commit the tasks check out
+    path = path.replace("REPO", str(repo))  # the user's own checkout, not the task's clone
     with pytest.raises(SweepError) as e:
-        expand([f"{path}:x=1"], repo)
+        expand([f"{path}:x=1"], repo, links={"committed"})
     assert str(e.value) == f"-S {path}:...: allowed: a params file inside the repository"
     assert expand(["conf.yaml:x=1,2"], repo) == [["conf.yaml:x=1"], ["conf.yaml:x=2"]]
+
+
+def test_the_links_of_the_commit_the_tasks_check_out(tmp_path: Path) -> None:
+    """A link removed here but committed still leads each task's run out of its clone."""
+    run = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*run, "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "conf").symlink_to("/tmp")
+    (tmp_path / "p.yaml").write_text("x: 0\n")
+    subprocess.run([*run, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*run, "commit", "-qm", "c"], cwd=tmp_path, check=True)
+    (tmp_path / "conf").unlink()
+    assert _links(tmp_path, "HEAD") == {"conf"}

@@ -74,6 +74,8 @@ def prepare(
         with f, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: the pixels as stored
+            if (n := _png_profiles(f)) > 1:  # Pillow inflates each as it opens the file
+                raise ImageError(f"a PNG of {n:,} colour profiles (iCCP chunks): allowed: one")
             im = Image.open(f, formats=formats)
             w, h = im.size
             if w * h > max_pixels:
@@ -96,6 +98,18 @@ def prepare(
     if w == 0 or h == 0:
         raise ImageError("an empty image (0 pixels)")
     return to_mnist(im, as_is)
+
+
+def _png_profiles(f: BinaryIO) -> int:
+    """A PNG's iCCP chunks before its pixels, from the chunk headers: Pillow inflates each, up
+    to 1 MB, and keeps the last; the PNG spec allows one."""
+    n = 0
+    if f.read(8) == b"\x89PNG\r\n\x1a\n":
+        while len(head := f.read(8)) == 8 and head[4:] != b"IDAT":
+            n += head[4:] == b"iCCP"
+            f.seek(int.from_bytes(head[:4], "big") + 4, io.SEEK_CUR)  # the data, then its CRC
+    f.seek(0)
+    return n
 
 
 def _jpeg_scans(f: BinaryIO) -> int:

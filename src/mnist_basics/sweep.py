@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,9 @@ def _run(
     return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, **quiet)
 
 
-def expand(params: list[str], repo: Path = Path()) -> list[list[str]]:
-    """The `-S` arguments of each run, as `dvc exp run --queue -S` would expand `params`."""
+def expand(params: list[str], repo: Path = Path(), links: Iterable[str] = ()) -> list[list[str]]:
+    """The `-S` arguments of each run, as `dvc exp run --queue -S` would expand `params`; a FILE
+    must be a path inside `repo` both here and in the tasks' checkout, which has `links`."""
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.cli_parse import to_path_overrides
     from dvc.utils.hydra import get_hydra_sweeps, to_hydra_overrides
@@ -76,9 +78,12 @@ def expand(params: list[str], repo: Path = Path()) -> list[list[str]]:
 
     try:
         overrides = to_path_overrides(params)
-        for path in overrides:  # each task's `dvc exp run` would rewrite a file outside its clone
-            if not (repo / path).resolve().is_relative_to(repo.resolve()):
-                raise SweepError(f"-S {path}:...: allowed: a params file inside the repository")
+        for name in overrides:  # a task's `dvc exp run` would write outside its clone
+            path = Path(name)
+            inside = (repo / path).resolve().is_relative_to(repo.resolve())
+            linked = any(path == Path(ln) or Path(ln) in path.parents for ln in links)
+            if path.is_absolute() or ".." in path.parts or not inside or linked:
+                raise SweepError(f"-S {name}:...: allowed: a params file inside the repository")
         runs = math.prod(
             size(o.value()) for ovs in overrides.values() for o in to_hydra_overrides(ovs)
         )
@@ -98,6 +103,12 @@ def expand(params: list[str], repo: Path = Path()) -> list[list[str]]:
         [o if path == "params.yaml" else f"{path}:{o}" for path, ovs in s.items() for o in ovs]
         for s in sweeps
     ]
+
+
+def _links(repo: Path, commit: str) -> set[str]:
+    """The symbolic links of `commit`'s tree, which the tasks check out."""
+    tree = _git(repo, "ls-tree", "-r", "-z", "--full-tree", commit).split("\0")
+    return {entry.split("\t", 1)[1] for entry in tree if entry.startswith("120000 ")}
 
 
 def reason_of(output: str) -> str:
@@ -353,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
         repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
         commit = _git(repo, "rev-parse", "HEAD")
         origin_url, origin_here = resolve_origin(repo, args.origin)
-        runs = expand(args.params, repo)
+        runs = expand(args.params, repo, _links(repo, commit))
         on_origin = [ln.split() for ln in _git(repo, "ls-remote", "--", origin_url).splitlines()]
         _check_on_origin(repo, origin_url, commit, on_origin)
         if _git(repo, "status", "--porcelain", "--untracked-files=no"):
