@@ -467,8 +467,10 @@ def test_a_png_of_many_colour_profiles_is_refused_before_it_is_opened(workspace:
     data = Path("one.png").read_bytes()
     profile = png_chunk(b"iCCP", b"p\0\0" + zlib.compress(b"\0" * (1 << 20), 9))
     Path("many.png").write_bytes(data[:33] + profile * 500 + data[33:])  # after IHDR
-    r = process(workspace, "many.png", "one.png")
-    assert r.stderr == (
-        b"predict: error: many.png: a PNG of 501 colour profiles (iCCP chunks): allowed: one\n"
+    Path("after.png").write_bytes(data[:-12] + profile * 500 + data[-12:])  # after IDAT: load()
+    r = process(workspace, "many.png", "after.png", "one.png")
+    assert r.stderr == b"".join(
+        b"predict: error: " + name + b": a PNG of 501 colour profiles (iCCP chunks): allowed: one\n"
+        for name in (b"many.png", b"after.png")
     )
     assert [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == [b"one.png"]

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from mnist_basics.sweep import SweepError, _links, exp_ref, expand, resolve_origin, run_name
+from mnist_basics.sweep import (
+    SweepError,
+    _linked,
+    _links,
+    exp_ref,
+    expand,
+    resolve_origin,
+    run_name,
+)
 
 
 def sweep(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -162,3 +171,26 @@ def test_the_links_of_the_commit_the_tasks_check_out(tmp_path: Path) -> None:
     subprocess.run([*run, "commit", "-qm", "c"], cwd=tmp_path, check=True)
     (tmp_path / "conf").unlink()
     assert _links(tmp_path, "HEAD") == {"conf"}
+
+
+def test_a_params_file_dvc_pull_linked_into_the_cache_is_not_written(tmp_path: Path) -> None:
+    """With cache.type hardlink or symlink, `dvc pull` makes a DVC-tracked file a link into the
+    shared cache; `dvc exp run -S` would write through it, into the cache and other checkouts."""
+    (tmp_path / "cache").write_text("x: 1\n")
+    (tmp_path / "hard.yaml").hardlink_to(tmp_path / "cache")
+    (tmp_path / "soft.yaml").symlink_to(tmp_path / "cache")
+    (tmp_path / "own.yaml").write_text("x: 1\n")
+    for name in ("hard.yaml", "soft.yaml"):
+        assert _linked(tmp_path, [f"{name}:x=2", "train.lr=1"]) == (
+            f"-S {name}:...: a link into DVC's cache here; allowed: a file of its own"
+        )
+    assert _linked(tmp_path, ["own.yaml:x=2", "new.yaml:x=1", "train.lr=1"]) == ""
+
+
+def test_a_file_name_that_is_not_utf8_is_no_traceback(tmp_path: Path) -> None:
+    run = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*run, "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / os.fsdecode(b"caf\xe9")).symlink_to("/tmp")
+    subprocess.run([*run, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*run, "commit", "-qm", "c"], cwd=tmp_path, check=True)
+    assert _links(tmp_path, "HEAD") == {os.fsdecode(b"caf\xe9")}

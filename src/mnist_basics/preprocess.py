@@ -101,11 +101,11 @@ def prepare(
 
 
 def _png_profiles(f: BinaryIO) -> int:
-    """A PNG's iCCP chunks before its pixels, from the chunk headers: Pillow inflates each, up
-    to 1 MB, and keeps the last; the PNG spec allows one."""
+    """A PNG's iCCP chunks, before its pixels or after them, from the chunk headers: Pillow
+    inflates each, up to 1 MB, and keeps the last; the PNG spec allows one."""
     n = 0
     if f.read(8) == b"\x89PNG\r\n\x1a\n":
-        while len(head := f.read(8)) == 8 and head[4:] != b"IDAT":
+        while len(head := f.read(8)) == 8:
             n += head[4:] == b"iCCP"
             f.seek(int.from_bytes(head[:4], "big") + 4, io.SEEK_CUR)  # the data, then its CRC
     f.seek(0)

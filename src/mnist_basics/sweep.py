@@ -59,7 +59,8 @@ def _run(
     """`cmd` with its output captured and no stdin: nothing of a task waits on a terminal; git
     follows only the transports a repository is shared over (not `fd::`, `ext::`)."""
     env = {"GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS, **(os.environ if env is None else env)}
-    quiet = {"capture_output": True, "text": True, "stdin": subprocess.DEVNULL}
+    quiet = {"capture_output": True, "text": True, "errors": "surrogateescape"}
+    quiet |= {"stdin": subprocess.DEVNULL}  # a ref or file name need not be UTF-8
     return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, **quiet)
 
 
@@ -154,6 +155,8 @@ def run_one(spec: Spec) -> Outcome:
             ("dvc exp push", [*DVC, "exp", "push", "origin", spec.name], repo),
         ]
         for step, cmd, cwd in steps:
+            if step == "dvc exp run" and (reason := _linked(repo, spec.overrides)):
+                break
             try:
                 r = _run(cmd, cwd, STEP_TIMEOUT, env)
             except subprocess.TimeoutExpired:
@@ -166,6 +169,18 @@ def run_one(spec: Spec) -> Outcome:
         else:
             reason = _not_pushed(repo, spec, env)
     return Outcome(not reason, time.monotonic() - start, _node(), reason)
+
+
+def _linked(repo: Path, overrides: list[str]) -> str:
+    """Why a FILE of `-S FILE:...` may not be written here: `dvc pull` made it a link into DVC's
+    cache (cache.type hardlink or symlink), and DVC would write through it into the cache."""
+    for o in overrides:
+        name, colon, _ = o.partition(":")
+        path = repo / name
+        linked = path.is_symlink() or (path.exists() and path.stat().st_nlink > 1)
+        if colon and "=" not in name and linked:
+            return f"-S {name}:...: a link into DVC's cache here; allowed: a file of its own"
+    return ""
 
 
 def exp_ref(commit: str, name: str) -> str:
