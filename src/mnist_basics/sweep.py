@@ -59,9 +59,10 @@ def _run(
     """`cmd` with its output captured and no stdin: nothing of a task waits on a terminal; git
     follows only the transports a repository is shared over (not `fd::`, `ext::`)."""
     env = {"GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS, **(os.environ if env is None else env)}
-    quiet = {"capture_output": True, "text": True, "errors": "surrogateescape"}
-    quiet |= {"stdin": subprocess.DEVNULL}  # a ref or file name need not be UTF-8
-    return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, **quiet)
+    return subprocess.run(
+        cmd, cwd=cwd, env=env, timeout=timeout, stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, errors="surrogateescape",  # a ref or file name need not be UTF-8
+    )  # fmt: skip
 
 
 def expand(params: list[str], repo: Path = Path(), links: Iterable[str] = ()) -> list[list[str]]:
