@@ -494,3 +494,34 @@ def test_other_host_names_and_foreign_origins_are_refused(server: Server) -> Non
     }
     status, body = _raw(server, "POST", "/predict", foreign, b"x")
     assert status == 403 and b"Origin" in body
+
+
+def test_a_request_another_page_sent_is_refused(server: Server) -> None:
+    """A no-cors GET from another page carries no Origin, but the browser's Sec-Fetch-Site: a
+    page on another port of localhost is `same-site`. Nor may a page frame this one."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    port = urlsplit(server.url).port
+    own = {"Host": f"127.0.0.1:{port}"}
+    for site in ("cross-site", "same-site"):
+        status, body = _raw(server, "GET", "/models", {**own, "Sec-Fetch-Site": site})
+        assert status == 403 and b"main" not in body and b"Sec-Fetch-Site" in body, site
+    for site in ("same-origin", "none"):
+        assert _raw(server, "GET", "/models", {**own, "Sec-Fetch-Site": site})[0] == 200, site
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200 and r.getheader("X-Frame-Options") == "DENY"
+    assert r.getheader("Content-Security-Policy") == "frame-ancestors 'none'"
+    conn.close()
+
+
+def test_an_ipv6_address_is_announced_as_a_url(repo: Path) -> None:
+    s = Server(repo, "--host", "::1")
+    try:
+        assert s.url.startswith("http://[::1]:")
+        assert s.get("models")[0] == {"id": "workspace", "kind": "workspace"}
+    finally:
+        s.stop()

@@ -12,6 +12,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -474,3 +475,75 @@ def test_a_png_of_many_colour_profiles_is_refused_before_it_is_opened(workspace:
         for name in (b"many.png", b"after.png")
     )
     assert [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == [b"one.png"]
+
+
+def test_a_file_past_the_size_cap_is_refused_unread(workspace: Path) -> None:
+    """The pixel cap does not bound what Pillow keeps of a file: a PNG's private chunks, a GIF's
+    comment (44 bytes of memory a byte), the whole of a WebP. A sparse 1 GB chunk, next to
+    nothing on disk, cost 2.2 GB."""
+    seven().save("ok.png")
+    data = Path("ok.png").read_bytes()
+    with open("sparse.png", "wb") as f:
+        f.write(data[:33] + struct.pack(">I", 1 << 30) + b"prVt")
+        f.truncate(33 + 8 + (1 << 30))  # the chunk's bytes: a hole
+        f.seek(0, io.SEEK_END)
+        f.write(b"\0\0\0\0" + data[33:])
+    Path("empty.png").touch()
+    r = process(workspace, "sparse.png", "empty.png", "ok.png")
+    assert r.stderr.decode().splitlines() == [
+        "predict: error: sparse.png: too large (more than 64 MB; a photo is a few)",
+        "predict: error: empty.png: an empty file",
+    ]
+    assert [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == [b"ok.png"]
+
+
+def test_a_proc_file_is_not_read(tmp_path: Path) -> None:
+    """A file of /proc says it is empty, and reading some has effects (kmsg loses its records)."""
+    from mnist_basics.preprocess import ImageError, file_bytes
+
+    with pytest.raises(ImageError, match=r"^an empty file$"):
+        file_bytes(Path("/proc/self/status"))
+
+
+def test_a_fifo_is_looked_at_before_it_is_opened(tmp_path: Path) -> None:
+    """Opening is itself an act for some files: a writer waiting on a fifo goes on, a tape
+    rewinds. The writer here must still be waiting once predict has refused the fifo."""
+    import threading
+
+    from mnist_basics.preprocess import ImageError
+
+    fifo = tmp_path / "f.png"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: open(fifo, "wb").close())
+    writer.start()
+    wchan = Path(f"/proc/self/task/{writer.native_id}/wchan")
+    while writer.is_alive() and wchan.read_text() != "wait_for_partner":  # in open(), blocked
+        time.sleep(0.01)
+    with pytest.raises(ImageError, match="not a regular file"):
+        prepare(fifo)
+    writer.join(0.5)
+    waiting = writer.is_alive()
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # let it go
+    writer.join()
+    assert waiting
+
+
+def test_a_decode_out_of_memory_is_one_line(tmp_path: Path) -> None:
+    """Under a memory limit, a large image's pixels cannot be allocated: a line, not MemoryError."""
+    Image.new("RGBA", (6000, 6000), "white").save(tmp_path / "big.png")
+    code = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from mnist_basics.preprocess import ImageError, prepare\n"
+        "status = open('/proc/self/status').read().splitlines()\n"
+        "vm = int(next(ln for ln in status if ln.startswith('VmSize')).split()[1])\n"
+        "resource.setrlimit(resource.RLIMIT_AS, ((vm << 10) + (100 << 20),) * 2)\n"
+        "try:\n"
+        "    prepare(Path(sys.argv[1]))\n"
+        "except ImageError as e:\n"
+        "    print(e)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "big.png")], capture_output=True, text=True
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, "not enough memory to decode it\n", "")

@@ -90,6 +90,27 @@ def test_an_experiment_named_like_a_commit_id_is_that_commit(repo) -> None:
     assert both_ways(path, c["b"][:7]) == (c["b"], c["b"])
 
 
+@pytest.mark.parametrize("name", ["b7", "heads/main"])
+def test_an_experiment_git_reads_as_another_commit_is_not_listed(repo, name: str) -> None:
+    """serve would label the commit's answers with the experiment's name: a short id of an
+    unlisted commit, or `heads/main` (git's refs/heads/main)."""
+    path, c = repo
+    name = c["b"][:7] if name == "b7" else name
+    git(path, "update-ref", f"refs/exps/{c['a'][:2]}/{c['a'][2:]}/{name}", c["run_a"])
+    git(path, "update-ref", f"refs/exps/{c['a'][:2]}/{c['a'][2:]}/fine", c["run_a"])
+    theirs = c["b"] if name != "heads/main" else c["run_b"]
+    assert both_ways(path, name) == (theirs, theirs)
+    listed = [r["id"] for r in app.list_revisions(path)]
+    assert name not in listed and "fine" in listed
+
+
+def test_serve_names_its_own_parameter_in_an_error(repo) -> None:
+    """A client of serve gave ?model=, not predict's --rev."""
+    path, c = repo
+    status, d = app.answer(path, c["a"], b"")
+    assert status == 404 and d["error"].startswith(f"model {c['a']}: "), d
+
+
 def test_a_top_level_ref_file_is_not_a_name_to_dvc(repo) -> None:
     """`git update-ref main X` (no refs/heads/) writes .git/main, which git reads before the
     branch and libgit2, so DVC, ignores."""

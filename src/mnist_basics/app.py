@@ -58,10 +58,34 @@ def ref_lines(repo: Path) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=4)
-def revisions(refs: tuple[str, ...]) -> dict[str, str]:
+def shadowed(repo: Path, refs: tuple[str, ...]) -> frozenset[str]:
+    """Experiment names git reads as another commit (a hex prefix of one, `heads/main`): DVC asks
+    git first, so such a name is that commit's model, not the experiment's."""
+    exps: dict[str, set[str]] = {}
+    for line in refs:
+        if m := EXP_REF.fullmatch(line.split()[-1]):
+            exps.setdefault(m[3], set()).add(m[1] + m[2])
+    if not exps:
+        return frozenset()
+    asked = "".join(f"{name}^{{commit}}\n" for name in exps)  # a ref name holds no newline
+    try:
+        r = predict.git(repo, "cat-file", "--batch-check=%(objectname)", input=asked)
+    except predict.NO_GIT:
+        return frozenset()
+    said = r.stdout.splitlines() if r.returncode == 0 else []
+    return frozenset(
+        name
+        for (name, commits), line in zip(exps.items(), said, strict=False)
+        if re.fullmatch(r"[0-9a-f]{40}", line) and line not in commits
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def revisions(refs: tuple[str, ...], hidden: frozenset[str] = frozenset()) -> dict[str, str]:
     """{name: kind}, in the order DVC's `resolve_rev` tries them: git tags, branches, a name all
-    remotes' branches agree on, then experiments (of several commits: HEAD's), then AMBIGUOUS
-    for a name of neither kind that DVC cannot choose for."""
+    remotes' branches agree on, then experiments (of several commits: HEAD's; `hidden`: git
+    names another commit so), then AMBIGUOUS for a name of neither kind that DVC cannot choose
+    for."""
     out = {predict.WORKSPACE: "workspace"}
     pairs = [(line.split()[0], line.split()[-1]) for line in refs]
     for prefix, kind in KINDS.items():
@@ -82,7 +106,8 @@ def revisions(refs: tuple[str, ...]) -> dict[str, str]:
         if m := EXP_REF.fullmatch(ref):
             ran_on.setdefault(m[3], set()).add(m[1] + m[2])
     for name, bases in ran_on.items():
-        out.setdefault(name, "experiment" if len(bases) == 1 or head in bases else AMBIGUOUS)
+        one = (len(bases) == 1 or head in bases) and name not in hidden
+        out.setdefault(name, "experiment" if one else AMBIGUOUS)
     for name in remotes:
         out.setdefault(name, AMBIGUOUS)
     return out
@@ -90,7 +115,9 @@ def revisions(refs: tuple[str, ...]) -> dict[str, str]:
 
 def list_revisions(repo: Path) -> list[dict]:
     """What the selectors offer: {"id": the --rev, "kind": its kind}, none ambiguous."""
-    return [{"id": n, "kind": k} for n, k in revisions(ref_lines(repo)).items() if k != AMBIGUOUS]
+    refs = ref_lines(repo)
+    listed = revisions(refs, shadowed(repo, refs))
+    return [{"id": n, "kind": k} for n, k in listed.items() if k != AMBIGUOUS]
 
 
 @functools.lru_cache(maxsize=256)
@@ -146,8 +173,8 @@ def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:
     """(HTTP status, JSON) for one posted drawing and revision `rev`'s model."""
     try:
         model = model_at(rev, repo)
-    except UserError as e:
-        return 404, {"error": str(e)}
+    except UserError as e:  # predict's words name its option; a client here gave ?model=
+        return 404, {"error": re.sub(r"^--rev ", "model ", str(e))}
     try:
         prepared = PREPARING.submit(prepare, body, max_pixels=MAX_PIXELS, formats=["PNG"]).result()
     except ImageError as e:
@@ -170,15 +197,20 @@ def answer(repo: Path, rev: str, body: bytes) -> tuple[int, dict]:
     }
 
 
-def refusal(host: str, origin: str | None, listen: str, server: tuple[str, int]) -> str | None:
+def refusal(
+    host: str, origin: str | None, site: str | None, listen: str, server: tuple[str, int]
+) -> str | None:
     """Why a request is refused, if it is: a Host not this server's (a DNS-rebinding page under
-    another name), or an Origin not its own (a cross-site POST)."""
+    another name), an Origin not its own (a cross-site POST), or a browser's word (`site`,
+    Sec-Fetch-Site) that another page sent it (a no-cors GET carries no Origin)."""
     addr, port = server
     names = {"127.0.0.1", "localhost", "[::1]", listen, f"[{addr}]" if ":" in addr else addr}
     if host not in {f"{n}:{port}" for n in names}:
         return f"Host {host!r} is not this server's; allowed: {sorted(names)} with port {port}"
     if origin is not None and origin != f"http://{host}":
         return f"Origin {origin!r} is another site's; only http://{host} may use this server"
+    if site not in (None, "same-origin", "none"):
+        return f"a request from another page (Sec-Fetch-Site: {site[:40]!r}); only this server's"
     return None
 
 
@@ -196,7 +228,8 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
     page_html = (Path(__file__).parent / "app.html").read_text(encoding="utf-8")
 
     async def page(request: Request) -> Response:
-        return HTMLResponse(page_html, headers={"Cache-Control": "no-store"})
+        no_frames = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+        return HTMLResponse(page_html, headers={"Cache-Control": "no-store", **no_frames})
 
     async def models(request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(list_revisions, repo))
@@ -226,7 +259,10 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
 
     async def guard(request: Request, call_next) -> Response:
         head = request.headers
-        why = refusal(head.get("host", ""), head.get("origin"), host, request.scope["server"])
+        why = refusal(
+            head.get("host", ""), head.get("origin"), head.get("sec-fetch-site"), host,
+            request.scope["server"],
+        )  # fmt: skip
         if why:  # and the connection closed: a foreign page's keep-alives hold no slot
             status = 421 if why.startswith("Host") else 403
             return JSONResponse({"error": why}, status, headers={"Connection": "close"})
@@ -256,7 +292,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--host",
         default="127.0.0.1",
         help="address to listen on (127.0.0.1: this machine only; 0.0.0.0 lets anyone on the "
-        "network list the repo's branches, tags and experiments and run its models)",
+        "network list the repo's branches, tags and experiments and run its models; :: is "
+        "IPv6 only)",
     )
     add("--port", type=_port, default=8000, help="port (8000; 0: any free one)")
     add("--repo", type=Path, default=Path("."), help="the project (default: the current folder)")
@@ -318,4 +355,5 @@ def announce(server: "uvicorn.Server") -> None:
         time.sleep(0.05)
     for sock in (sock for s in server.servers for sock in s.sockets):
         host, port = sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
         print(f"serve: http://{host}:{port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)

@@ -198,14 +198,18 @@ def write_new(target: Path, data: bytes) -> None:
 
 
 def open_regular(path: Path) -> BinaryIO:
-    """`path` opened for reading if it is a regular file (a fifo would block), else BadFile."""
+    """`path` opened for reading if it is a regular file, else BadFile: looked at before it is
+    opened (opening a device may act: a tape rewinds), and again after (it may have changed)."""
+    not_regular = "not a regular file (a folder, fifo, socket or device)"
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise BadFile(path, not_regular)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a fifo: no wait
     except OSError as e:
         raise BadFile(path, (e.strerror or type(e).__name__).lower()) from e
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise BadFile(path, "not a regular file (a folder, fifo, socket or device)")
+        raise BadFile(path, not_regular)
     return os.fdopen(fd, "rb")
 
 

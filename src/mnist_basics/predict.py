@@ -81,11 +81,11 @@ def _load_file(path: Path, source: str) -> LoadedModel:
 NO_GIT = (OSError, ValueError, subprocess.TimeoutExpired)  # no git; a NUL in an argument; no answer
 
 
-def git(repo: Path | str | None, *args: str) -> subprocess.CompletedProcess[str]:
+def git(repo: Path | str | None, *args: str, input: str = "") -> subprocess.CompletedProcess[str]:
     """`git ARGS` in `repo`, output as text (a ref name need not be UTF-8); NO_GIT if it cannot."""
     return subprocess.run(
         ["git", *args], cwd=repo, capture_output=True, text=True, errors="replace",
-        stdin=subprocess.DEVNULL, timeout=60,
+        input=input, timeout=60,
     )  # fmt: skip
 
 

@@ -5,6 +5,7 @@ An image already in that form is used as it is, so predicting the pipeline's PNG
 
 import contextlib
 import io
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from mnist_basics.errors import BadFile, UserError
 SIDE = 28
 BOX = 20  # MNIST's size-normalisation box
 MAX_PIXELS = 40_000_000  # more than any sane photo of a digit; checked before decoding
+# of one file, read whole before it is checked: Pillow keeps a PNG's private chunks and a GIF's
+# comment (in 1-byte blocks, 44 bytes of memory each) and its WebP plugin reads the whole file
+MAX_BYTES = 64 << 20
 # What Pillow decodes by itself, under its names: not EPS (it runs Ghostscript on the file), nor
 # TIFF (libtiff decodes tiles that all point at the same bytes, each at the cost of a whole one).
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "GIF": "GIF", "BMP": "BMP", "WEBP": "WebP"}
@@ -66,12 +70,9 @@ def prepare(
     too_large = f"too large (more than {max_pixels:,} pixels)"
     *others, last = [FORMATS[f] for f in formats]
     allowed = f"{', '.join(others)} or {last}" if others else last
+    f = io.BytesIO(source if isinstance(source, bytes) else file_bytes(source))
     try:
-        f = io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)
-    except BadFile as e:
-        raise ImageError(e.why) from None
-    try:
-        with f, warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: the pixels as stored
             if (n := _png_profiles(f)) > 1:  # Pillow inflates each as it opens the file
@@ -95,9 +96,29 @@ def prepare(
         raise ImageError(f"not a {allowed} image") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         raise ImageError(f"cannot decode the image: {e}") from None
+    except MemoryError:
+        raise ImageError("not enough memory to decode it") from None
     if w == 0 or h == 0:
         raise ImageError("an empty image (0 pixels)")
     return to_mnist(im, as_is)
+
+
+def file_bytes(path: Path) -> bytes:
+    """A regular file's bytes, read once, so that the checks and the decoder see the same ones
+    even while the file grows; refused past MAX_BYTES, or empty."""
+    try:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size  # 0 for /proc's files: reading some has effects
+            data = f.read(MAX_BYTES + 1) if 0 < size <= MAX_BYTES else b""
+    except BadFile as e:
+        raise ImageError(e.why) from None
+    except OSError as e:
+        raise ImageError((e.strerror or type(e).__name__).lower()) from None
+    if max(size, len(data)) > MAX_BYTES:
+        raise ImageError(f"too large (more than {MAX_BYTES >> 20} MB; a photo is a few)")
+    if not data:
+        raise ImageError("an empty file")
+    return data
 
 
 def _png_profiles(f: BinaryIO) -> int:
