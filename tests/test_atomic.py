@@ -7,6 +7,7 @@ import os
 import signal
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,46 @@ def test_a_folder_output_is_swapped_in_never_missing(tmp_path: Path, monkeypatch
     assert (target / "train.safetensors").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["tensors"]
     assert all(p != target and new_in_place for p, new_in_place in removed), removed
+
+
+@pytest.fixture
+def mount_point(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs mounted on a folder, as a container's volume is."""
+    target = tmp_path / "volume"
+    target.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)],
+                       capture_output=True)  # fmt: skip
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def test_an_output_that_is_a_mount_point_is_refused_before_any_rename(
+    tmp_path: Path, mount_point: Path
+) -> None:
+    """The swap fails there (EBUSY): taken for a kernel without it, the old folder's files
+    were removed, and the outputs renamed before it were already the new run's."""
+    (mount_point / "a.bin").write_text("old")
+    first = tmp_path / "metrics.json"
+    first.write_text("old")
+    refused = pytest.raises(UserError, match=r"volume: a mount point, which a run cannot replace")
+    with refused, atomic.together():
+        with atomic.atomic_path(first) as tmp:
+            tmp.write_text("new")
+        with atomic.atomic_path(mount_point, is_dir=True) as tmp:
+            (tmp / "a.bin").write_text("new")
+    assert first.read_text() == "old" and (mount_point / "a.bin").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "volume"]
+
+
+def test_a_failed_swap_removes_nothing(mount_point: Path) -> None:
+    """Only a kernel or file system without the swap falls back to remove-then-rename."""
+    (mount_point / "a.bin").write_text("old")
+    new = mount_point.with_name("new")
+    new.mkdir()
+    with pytest.raises(OSError, match="Device or resource busy"):
+        atomic._rename(new, mount_point)
+    assert (mount_point / "a.bin").read_text() == "old"

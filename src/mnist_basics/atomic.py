@@ -2,6 +2,7 @@
 And the one reader of the stages' safetensors files, with one clear line when one is broken."""
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -68,14 +69,19 @@ def _rename(tmp: Path, target: Path) -> None:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one step (Linux's renameat2 RENAME_EXCHANGE): a folder cannot be renamed
-    over a folder, and removing the old one first leaves a moment with neither."""
+    over a folder, and removing the old one first leaves a moment with neither. False where
+    there is no such call; any other failure is raised, before anything is removed."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     if not hasattr(libc, "renameat2"):
         return False
     at_fdcwd, rename_exchange = -100, 2
-    return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    if (err := ctypes.get_errno()) in (errno.ENOSYS, errno.EINVAL):  # no kernel or FS support
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 @contextlib.contextmanager
@@ -93,6 +99,16 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
             remove(tmp)
             raise
         _held[-1].append((tmp, target))
+
+
+def _refuse_mount(target: Path) -> None:
+    """An output that is a mount point (a container's volume) can be neither swapped nor
+    renamed over: said before any output of the group is replaced."""
+    if os.path.ismount(target):
+        raise UserError(
+            f"{target}: a mount point, which a run cannot replace (it writes beside it and "
+            "renames); mount the folder above it instead (no output was replaced)"
+        )
 
 
 def _refuse_foreign(old: Path, new: Path) -> None:
@@ -121,7 +137,8 @@ def together() -> Iterator[None]:
     _held.append(held)
     try:
         yield
-        for tmp, target in held:  # every folder, before any rename
+        for tmp, target in held:  # every output, before any rename
+            _refuse_mount(target)
             _refuse_foreign(target, tmp)
         with _signals_held():  # a signal that comes meanwhile is raised once all are renamed
             while held:
