@@ -13,6 +13,7 @@ form of the address (`--address host:port`, the GCS) reaches the same cluster.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -193,3 +194,51 @@ def test_a_signal_mid_sweep_cancels_the_runs_in_one_line(
     assert "SIGTERM received" not in err
     listed = proj.dvc("exp", "list", "origin", "--name-only", timeout=120).stdout.split()
     assert f"{name}-1" not in listed
+
+
+def test_a_push_that_fails_after_its_ref_landed_says_so(
+    team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dvc exp push` sends the git ref before the data: a remote that takes no data leaves
+    the run on the origin without its outputs, which a teammate's pull would miss."""
+    proj, _ = team
+    for var, value in proj.env.items():
+        monkeypatch.setenv(var, value)
+    commit = proj.git("rev-parse", "HEAD").stdout.strip()
+    origin = proj.git("remote", "get-url", "origin").stdout.strip()
+    store = proj.dvc("remote", "list").stdout.split()[1]
+    readonly = [["mount", "--bind", store, store], ["mount", "-o", "remount,bind,ro", store]]
+    for cmd in readonly:  # the pull reads the remote, the push cannot write to it
+        if (r := subprocess.run(cmd, capture_output=True, text=True)).returncode != 0:
+            subprocess.run(["umount", store], capture_output=True)
+            pytest.skip(f"cannot mount the DVC remote read-only here: {r.stderr.strip()}")
+    try:
+        o = run_one(Spec("half", ["train.epochs=1", "train.lr=0.3"], origin, commit))  # new data
+    finally:
+        subprocess.run(["umount", store], check=True)
+    assert not o.ok
+    assert o.reason.startswith("dvc exp push: "), o.reason
+    assert o.reason.endswith(
+        "; its ref is on the origin without all its outputs: dvc exp remove -g origin half"
+    ), o.reason
+
+
+def test_sigterm_after_ray_shut_down_is_still_an_interrupt() -> None:
+    """The summary and the final `dvc exp pull` come after Ray is shut down: a SIGTERM then
+    must still reach the sweep's line, not end the process silently (exit 143)."""
+    code = (
+        "import os, signal, time, ray\n"
+        "from mnist_basics import atomic, sweep\n"
+        "ray.init(include_dashboard=False, log_to_driver=False)\n"
+        "atomic.handle_signals()\n"
+        "sweep._shutdown(ray)\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+    )
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert (r.returncode, r.stdout) == (0, "interrupted\n"), r.stderr

@@ -182,9 +182,29 @@ def test_a_params_file_dvc_pull_linked_into_the_cache_is_not_written(tmp_path: P
     (tmp_path / "own.yaml").write_text("x: 1\n")
     for name in ("hard.yaml", "soft.yaml"):
         assert _linked(tmp_path, [f"{name}:x=2", "train.lr=1"]) == (
-            f"-S {name}:...: a link into DVC's cache here; allowed: a file of its own"
+            f"-S {name}:...: a link here (into DVC's cache?); allowed: a file of its own"
         )
     assert _linked(tmp_path, ["own.yaml:x=2", "new.yaml:x=1", "train.lr=1"]) == ""
+
+
+def test_params_yaml_of_a_bare_key_and_a_link_on_the_way_are_checked_too(tmp_path: Path) -> None:
+    """`-S x=2` writes params.yaml, which `dvc pull` links into the cache when DVC tracks it; a
+    file system that ignores case reads `LNK/x.yaml` through a committed link `lnk`, as here
+    `lnk/x.yaml` goes through it."""
+    (tmp_path / "cache").write_text("x: 1\n")
+    (tmp_path / "params.yaml").hardlink_to(tmp_path / "cache")
+    assert _linked(tmp_path, ["x=2"]) == (
+        "-S params.yaml:...: a link here (into DVC's cache?); allowed: a file of its own"
+    )
+    (tmp_path / "params.yaml").unlink()
+    (tmp_path / "params.yaml").write_text("x: 1\n")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "x.yaml").write_text("y: 1\n")
+    (tmp_path / "lnk").symlink_to(tmp_path / "outside")
+    assert _linked(tmp_path, ["x=2", "lnk/x.yaml:y=3"]) == (
+        "-S lnk/x.yaml:...: a link here (into DVC's cache?); allowed: a file of its own"
+    )
+    assert _linked(tmp_path, ["x=2", "outside/x.yaml:y=3"]) == ""
 
 
 def test_a_file_name_that_is_not_utf8_is_no_traceback(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -166,6 +167,11 @@ def run_one(spec: Spec) -> Outcome:
             if r.returncode != 0:
                 why = reason_of(r.stdout + "\n" + r.stderr)
                 reason = why if step == "dvc exp run" else f"{step}: {why}"
+                if step == "dvc exp push" and not _not_pushed(repo, spec, env):  # ref, then data
+                    reason += (
+                        f"; its ref is on the origin without all its outputs: "
+                        f"dvc exp remove -g origin {spec.name}"
+                    )
                 break
         else:
             reason = _not_pushed(repo, spec, env)
@@ -173,14 +179,22 @@ def run_one(spec: Spec) -> Outcome:
 
 
 def _linked(repo: Path, overrides: list[str]) -> str:
-    """Why a FILE of `-S FILE:...` may not be written here: `dvc pull` made it a link into DVC's
-    cache (cache.type hardlink or symlink), and DVC would write through it into the cache."""
-    for o in overrides:
-        name, colon, _ = o.partition(":")
-        path = repo / name
-        linked = path.is_symlink() or (path.exists() and path.stat().st_nlink > 1)
-        if colon and "=" not in name and linked:
-            return f"-S {name}:...: a link into DVC's cache here; allowed: a file of its own"
+    """Why a file the run's `-S` writes (params.yaml for a bare KEY) may not be written here:
+    through a link, DVC would write into what it points at. `dvc pull` makes a tracked file a
+    link into DVC's cache (cache.type hardlink or symlink), and a file system that ignores case
+    reads `LNK/x.yaml` through a committed link `lnk`."""
+    from dvc.utils.cli_parse import to_path_overrides
+
+    for name in to_path_overrides(overrides):
+        path = repo
+        for part in Path(name).parts:
+            path /= part
+            if path.is_symlink():
+                break
+        else:
+            if not (path.exists() and path.stat().st_nlink > 1):
+                continue
+        return f"-S {name}:...: a link here (into DVC's cache?); allowed: a file of its own"
     return ""
 
 
@@ -374,6 +388,14 @@ def _summary(name: str, specs: list[Spec], outcomes: dict[str, Outcome], where: 
         )
 
 
+def _shutdown(ray: Any) -> None:
+    """Ray's shutdown, then Ctrl-C's handling of SIGTERM again: Ray sets SIGTERM's C handler
+    back to the default (the process would end without a word), while Python's getsignal still
+    shows ours."""
+    ray.shutdown()
+    atomic.handle_signals()
+
+
 def run(args: argparse.Namespace) -> int:
     """The sweep; 0 when every run landed, 1 when one failed, 2 before any run on a mistake."""
     try:
@@ -430,7 +452,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     landed = [s.name for s in specs if outcomes[s.name].ok]
     try:
-        ray.shutdown()
+        _shutdown(ray)
         _summary(name, specs, outcomes, f"{origin_url} in {time.monotonic() - start:.1f} s")
         if landed and not args.no_pull:
             r = _run([*DVC, "exp", "pull", origin_here, *landed], repo, STEP_TIMEOUT)
@@ -439,7 +461,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             _say(f"pulled {len(landed)} runs into this repo: dvc exp show")
     except KeyboardInterrupt:
-        pull = f"dvc exp pull {origin_here} --rev {commit[:7]}"
+        pull = shlex.join(["dvc", "exp", "pull", origin_here, *landed])
         _say(f"sweep: interrupted after the runs ended; those that landed: {pull}", error=True)
         return 130
     return 0 if len(landed) == len(specs) else 1
