@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +111,24 @@ def test_the_same_image_twice_and_digits_that_are_not_ascii(tmp_path: Path, tree
     assert "train: the same <digit>/<index>.png twice" in msg
     assert "valid/\u0661: not a digit folder (0-9)" in msg
     assert "valid/1/\u00b3.png: not an <index>.png file" in msg
+
+
+def test_a_png_with_a_colour_profile_is_refused_before_pillow_inflates_it(
+    tmp_path: Path, tree: Path
+) -> None:
+    """Pillow inflates every iCCP chunk (up to 1 MB each) as it opens a PNG, and the grey levels
+    are used as stored: an MNIST PNG has no profile, and each member that has one is named."""
+    png = (tree / "train/1/0.png").read_bytes()
+    data = b"p\0\0" + zlib.compress(b"\0" * (1 << 20), 9)
+    profile = struct.pack(">I", len(data)) + b"iCCP" + data + struct.pack(">I", zlib.crc32(data))
+    head, pixels, end = png[:33], png[33:-12], png[-12:]  # IHDR, IDAT, IEND
+    (tree / "train/1/900.png").write_bytes(head + profile + pixels + end)
+    (tree / "valid/4/901.png").write_bytes(head + profile * 300 + pixels + profile + end)
+    with pytest.raises(UserError) as e:
+        download([1, 4, 8], [str(tree)], 1, tmp_path / "raw.zip")
+    head, *listed = [line.strip() for line in str(e.value).splitlines()[-3:]]
+    assert head == f"{tree}: 2 problem(s) in fast.ai's layout:"
+    assert sorted(listed) == [
+        "train/1/900.png: a colour profile (1 iCCP chunk(s)): an MNIST PNG has none",
+        "valid/4/901.png: a colour profile (301 iCCP chunk(s)): an MNIST PNG has none",
+    ]

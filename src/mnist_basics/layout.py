@@ -5,6 +5,7 @@ import io
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -60,10 +61,27 @@ def _root_depth(names: list[list[str]]) -> int:
     )
 
 
+def png_profiles(f: BinaryIO) -> int:
+    """A PNG's iCCP chunks, before its pixels or after them, from the chunk headers: Pillow
+    inflates each, up to 1 MB, and keeps the last; the PNG spec allows one."""
+    n = 0
+    if f.read(8) == b"\x89PNG\r\n\x1a\n":
+        while len(head := f.read(8)) == 8:
+            n += head[4:] == b"iCCP"
+            f.seek(int.from_bytes(head[:4], "big") + 4, io.SEEK_CUR)  # the data, then its CRC
+    f.seek(0)
+    return n
+
+
 def decode_png(data: bytes) -> np.ndarray | str:
-    """The book's `Image.open`: a 28x28 greyscale PNG as uint8 [28, 28], or what is wrong."""
+    """The book's `Image.open`: a 28x28 greyscale PNG as uint8 [28, 28], or what is wrong. One
+    with a colour profile is refused: the grey levels are used as stored, so a profile would do
+    nothing, yet Pillow inflates each (up to 1 MB, from a few bytes of the archive) first."""
+    f = io.BytesIO(data)
+    if n := png_profiles(f):
+        return f"a colour profile ({n:,} iCCP chunk(s)): an MNIST PNG has none"
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(f) as im:
             if im.format != "PNG" or im.size != (28, 28) or im.mode != "L":
                 return f"{im.format} {im.size[0]}x{im.size[1]} mode {im.mode}, not 28x28 mode L"
             return np.asarray(im)

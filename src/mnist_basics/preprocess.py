@@ -18,6 +18,7 @@ from PIL.JpegImagePlugin import JpegImageFile  # and MPO's, a JPEG with more ima
 
 from mnist_basics.atomic import open_regular
 from mnist_basics.errors import BadFile, UserError
+from mnist_basics.layout import png_profiles
 
 SIDE = 28
 BOX = 20  # MNIST's size-normalisation box
@@ -75,7 +76,7 @@ def prepare(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: the pixels as stored
-            if (n := _png_profiles(f)) > 1:  # Pillow inflates each as it opens the file
+            if (n := png_profiles(f)) > 1:  # Pillow inflates each as it opens the file
                 raise ImageError(f"a PNG of {n:,} colour profiles (iCCP chunks): allowed: one")
             im = Image.open(f, formats=formats)
             w, h = im.size
@@ -119,18 +120,6 @@ def file_bytes(path: Path) -> bytes:
     if not data:
         raise ImageError("an empty file")
     return data
-
-
-def _png_profiles(f: BinaryIO) -> int:
-    """A PNG's iCCP chunks, before its pixels or after them, from the chunk headers: Pillow
-    inflates each, up to 1 MB, and keeps the last; the PNG spec allows one."""
-    n = 0
-    if f.read(8) == b"\x89PNG\r\n\x1a\n":
-        while len(head := f.read(8)) == 8:
-            n += head[4:] == b"iCCP"
-            f.seek(int.from_bytes(head[:4], "big") + 4, io.SEEK_CUR)  # the data, then its CRC
-    f.seek(0)
-    return n
 
 
 def _jpeg_scans(f: BinaryIO) -> int:
