@@ -272,6 +272,19 @@ def test_an_alias_bomb_is_shown_short_and_at_once() -> None:
     assert len(str(e.value)) < 1000
 
 
+def test_a_mapping_alias_bomb_is_shown_short_and_at_once() -> None:
+    """Aliases nest mappings as they do lists: a million leaves under an unknown key, cut short."""
+    lines = ["m0: &m0 {k: 1}"]
+    keys = [f"k{j}" for j in range(10)]
+    lines += [f"m{i}: &m{i} {{{', '.join(f'{k}: *m{i - 1}' for k in keys)}}}" for i in range(1, 7)]
+    raw = yaml.safe_load("\n".join([*lines, "evaluate: {bomb: *m6}"]))
+    with pytest.raises(
+        UserError, match=r"unknown key evaluate\.bomb \(= \{\"k0\": \{.*\.\.\.\}\)"
+    ) as e:
+        params_mod.validate({"evaluate": raw["evaluate"]})
+    assert len(str(e.value)) < 1000 and "\n" not in str(e.value)
+
+
 # YAML 1.1 (PyYAML) and YAML 1.2 (ruamel, DVC) read these differently
 YAML_1_1_VS_1_2 = [
     "010",

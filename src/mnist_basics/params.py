@@ -198,22 +198,22 @@ def _fields() -> dict[str, dict]:
     }
 
 
-def _shown(v: Any, limit: int = 300, within: tuple[list, ...] = ()) -> str:
+def _shown(v: Any, limit: int = 300, within: tuple[Any, ...] = ()) -> str:
     """A value as the user wrote it, text in quotes ("1" is not 1); cut short, for YAML aliases can
-    make a list of a billion entries; RecursionError for a list that holds itself."""
-    if isinstance(v, list | tuple):
+    make a list or mapping of a billion entries; RecursionError for one that holds itself."""
+    if isinstance(v, list | tuple | dict):
         if any(v is outer for outer in within):
-            raise RecursionError("a list that contains itself")
+            raise RecursionError("a value that contains itself")
         parts: list[str] = []
-        for x in v:
+        for k, x in v.items() if isinstance(v, dict) else enumerate(v):
             if limit <= 0:
                 parts.append("...")
                 break
-            parts.append(_shown(x, limit, (*within, v)))
+            name = f"{_shown(k, limit)}: " if isinstance(v, dict) else ""
+            parts.append(name + _shown(x, limit, (*within, v)))
             limit -= len(parts[-1]) + 2
-        return "[" + ", ".join(parts) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_shown(k)}: {_shown(x, limit)}" for k, x in v.items()) + "}"
+        ends = "{}" if isinstance(v, dict) else "[]"
+        return ends[0] + ", ".join(parts) + ends[1]
     if isinstance(v, float) and not math.isfinite(v):
         return {math.inf: ".inf", -math.inf: "-.inf"}.get(v, ".nan")
     text = json.dumps(v, ensure_ascii=False) if isinstance(v, bool | str) or v is None else str(v)
