@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import struct
+import tarfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -132,3 +133,22 @@ def test_a_png_with_a_colour_profile_is_refused_before_pillow_inflates_it(
         "train/1/900.png: a colour profile (1 iCCP chunk(s)): an MNIST PNG has none",
         "valid/4/901.png: a colour profile (301 iCCP chunk(s)): an MNIST PNG has none",
     ]
+
+
+@pytest.mark.parametrize(
+    ("odd", "every"), [("./my_mnist/", True), ("my_mnist//", False), ("my_mnist/./", False)]
+)
+def test_empty_and_dot_parts_of_a_member_name_are_no_folders(
+    tmp_path: Path, tree: Path, odd: str, every: bool
+) -> None:
+    """Read as tar reads them: `tar czf x.tgz ./my_mnist` names every member `./my_mnist/...`, and
+    `my_mnist//train` is `my_mnist/train` (that one member was ignored, without a word)."""
+    tgz = tmp_path / "mine.tgz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        for i, f in enumerate(sorted(tree.rglob("*.png"))):
+            top = odd if every or i == 0 else "my_mnist/"
+            tf.add(f, top + f.relative_to(tree).as_posix())
+    out = tmp_path / "raw.zip"
+    download([1, 4], [str(tgz)], 1, out)
+    _, counts = digest_zip(out, "mnist_14")
+    assert counts == {"train/1": 40, "train/4": 40, "valid/1": 12, "valid/4": 12}

@@ -48,6 +48,12 @@ def parse(parts: list[str]) -> tuple[str, int, int] | str:
     return split, int(parts[1]), int(parts[2][:-4])
 
 
+def path_parts(name: str) -> list[str]:
+    """A member's name as its folders and file, read as tar and a file system read it: an empty
+    or `.` part is no folder (`./mnist_sample//train` is `mnist_sample/train`)."""
+    return [p for p in name.split("/") if p not in ("", ".")]
+
+
 def _root_depth(names: list[list[str]]) -> int:
     """Where the splits are: in the tree itself (0) or in its one sub-folder (1, mnist_sample/)."""
     for depth in (0, 1):
@@ -94,7 +100,7 @@ def read_tree(
 ) -> dict[str, Split]:
     """Every PNG of the tree (or only those of `digits`) as one Split per split, by digit then
     index; every fault named at once, up to MAX_LISTED, as a user's own tree has no checksum."""
-    items = [(name.strip("/").split("/"), read) for name, read in entries]
+    items = [(path_parts(name), read) for name, read in entries]
     depth = _root_depth([p for p, _ in items])
     wanted = set(digits) if digits is not None else None
     found: dict[str, dict[tuple[int, int], np.ndarray]] = {s: {} for s in SPLITS}

@@ -63,7 +63,8 @@ def read(path: Path) -> tuple[str, dict[str, Split]]:
         raise UserError(f"{path}: not a readable zip ({e}); {EXPECTED}") from None
     with zf:
         entries = archives.zip_entries(zf, str(path))
-        tops = sorted({n.split("/", 1)[0] for n in zf.namelist() if "/" in n.strip("/")})
+        parts = [layout.path_parts(n) for n in zf.namelist()]
+        tops = sorted({p[0] for p in parts if len(p) > 1})
         if len(tops) != 1:
             raise UserError(f"{path}: expected one dataset folder, found {tops}; {EXPECTED}")
         logging.getLogger("mnist_basics").info("decoding %d PNGs of %s", len(entries), path)
