@@ -9,6 +9,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -261,3 +262,29 @@ def test_a_failed_swap_removes_nothing(mount_point: Path) -> None:
     with pytest.raises(OSError, match="Device or resource busy"):
         atomic._rename(new, mount_point)
     assert (mount_point / "a.bin").read_text() == "old"
+
+
+@pytest.mark.parametrize("framework", ["np", "pt"])
+def test_a_safetensors_file_replaced_while_read_is_read_whole_as_it_was_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, framework: str
+) -> None:
+    """train renames a model over the one serve or predict reads: the header, metadata and data
+    all come from the file as opened, never the old header with the new file's data."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    path, new = tmp_path / "model.safetensors", tmp_path / "new.safetensors"
+    path.write_bytes(save({"w": np.zeros(2, np.float32)}, {"spec": "old"}))
+    new.write_bytes(save({"w": np.ones(5000, np.float32)}, {"spec": "new"}))
+    real_open = atomic.open_regular
+
+    def replaced_once_open(p: Path) -> BinaryIO:
+        f = real_open(p)
+        if new.exists():
+            os.replace(new, path)
+        return f
+
+    monkeypatch.setattr(atomic, "open_regular", replaced_once_open)
+    arrays, meta = atomic.read_safetensors(path, "a model", "train", ("w",), framework)
+    assert meta == {"spec": "old"} and np.asarray(arrays["w"]).tolist() == [0.0, 0.0]
+    assert not new.exists()

@@ -3,6 +3,7 @@ And the one reader of the stages' safetensors files, with one clear line when on
 
 import contextlib
 import errno
+import json
 import os
 import secrets
 import shutil
@@ -237,26 +238,34 @@ MAX_SAFETENSORS_HEADER = 1 << 20  # a stage's is under 4 KiB; one of 70 MB took 
 def read_safetensors(
     path: Path, what: str, stage: str, needs: tuple[str, ...] = (), framework: str = "pt"
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The arrays and metadata of a safetensors file `stage` writes; one line if it is not."""
-    from safetensors import SafetensorError, safe_open
+    """The arrays and metadata of a safetensors file `stage` writes; one line if it is not. Read
+    from one open: `safe_open` opens the path again for the data, and a rename in between would
+    pair this file's header with another's data."""
+    from safetensors import SafetensorError
 
+    if framework == "pt":
+        from safetensors.torch import load
+    else:
+        from safetensors.numpy import load
     try:
         with open_regular(path) as f:
-            size, head = os.fstat(f.fileno()).st_size, f.read(8)
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(MAX_SAFETENSORS + 1) if size <= MAX_SAFETENSORS else b""
     except BadFile as e:
         if isinstance(e.__cause__, FileNotFoundError):
             raise UserError(f"{path}: missing; run `dvc repro {stage}` first") from None
         raise
     try:
-        if size > MAX_SAFETENSORS:
-            raise ValueError(f"{size:,} bytes, more than the {MAX_SAFETENSORS:,} it may have")
-        if (n := int.from_bytes(head, "little")) > MAX_SAFETENSORS_HEADER:
+        if max(size, len(data)) > MAX_SAFETENSORS:
+            got = max(size, len(data))
+            raise ValueError(f"{got:,} bytes, more than the {MAX_SAFETENSORS:,} it may have")
+        if (n := int.from_bytes(data[:8], "little")) > MAX_SAFETENSORS_HEADER:
             raise ValueError(f"a header of {n:,} bytes, more than {MAX_SAFETENSORS_HEADER:,}")
-        with safe_open(str(path), framework=framework) as f:
-            arrays, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}  # noqa: SIM118
+        arrays = load(data)  # checks the header, metadata included, before the JSON read below
+        meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
         if missing := [k for k in needs if k not in arrays]:
             raise ValueError(f"no {', '.join(missing)} in it")
         return arrays, meta
-    except (SafetensorError, OSError, ValueError, MemoryError) as e:
+    except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as e:
         why = f"not {what} file as the {stage} stage writes it ({e or type(e).__name__})"
         raise BadFile(path, why, f"`dvc repro -f {stage}` writes it again") from None
