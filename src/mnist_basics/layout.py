@@ -5,7 +5,6 @@ import io
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -15,6 +14,8 @@ from mnist_basics.errors import UserError
 SPLITS = ("train", "valid")
 SPLIT_NAMES = {"train": "train", "training": "train", "valid": "valid", "testing": "valid"}
 MAX_LISTED = 20
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PIXELS = (b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND")  # a PNG's chunks that make its pixels
 
 Entry = tuple[str, Callable[[], bytes]]  # (name in the archive or folder, reads its bytes)
 
@@ -67,27 +68,27 @@ def _root_depth(names: list[list[str]]) -> int:
     )
 
 
-def png_profiles(f: BinaryIO) -> int:
-    """A PNG's iCCP chunks, before its pixels or after them, from the chunk headers: Pillow
-    inflates each, up to 1 MB, and keeps the last; the PNG spec allows one."""
-    n = 0
-    if f.read(8) == b"\x89PNG\r\n\x1a\n":
-        while len(head := f.read(8)) == 8:
-            n += head[4:] == b"iCCP"
-            f.seek(int.from_bytes(head[:4], "big") + 4, io.SEEK_CUR)  # the data, then its CRC
-    f.seek(0)
-    return n
+def png_chunks(data: bytes) -> list[tuple[bytes, int, int]]:
+    """A PNG's chunks, before its pixels and after them, as (type, start, end) from their
+    headers alone; none if `data` is no PNG."""
+    chunks, at = [], len(PNG_SIGNATURE)
+    if data.startswith(PNG_SIGNATURE):
+        while at + 8 <= len(data):
+            end = at + 12 + int.from_bytes(data[at : at + 4], "big")  # length, type, data, CRC
+            chunks.append((data[at + 4 : at + 8], at, end))
+            at = end
+    return chunks
 
 
 def decode_png(data: bytes) -> np.ndarray | str:
-    """The book's `Image.open`: a 28x28 greyscale PNG as uint8 [28, 28], or what is wrong. One
-    with a colour profile is refused: the grey levels are used as stored, so a profile would do
-    nothing, yet Pillow inflates each (up to 1 MB, from a few bytes of the archive) first."""
-    f = io.BytesIO(data)
-    if n := png_profiles(f):
-        return f"a colour profile ({n:,} iCCP chunk(s)): an MNIST PNG has none"
+    """The book's `Image.open`: a 28x28 greyscale PNG as uint8 [28, 28], or what is wrong. Read
+    from the chunks its pixels need: Pillow inflates every colour profile (up to 1 MB each, from
+    a few bytes of an archive) and compressed text as it opens a file, and the grey levels are
+    used as stored."""
+    if chunks := png_chunks(data):
+        data = PNG_SIGNATURE + b"".join(data[a:b] for kind, a, b in chunks if kind in PIXELS)
     try:
-        with Image.open(f) as im:
+        with Image.open(io.BytesIO(data)) as im:
             if im.format != "PNG" or im.size != (28, 28) or im.mode != "L":
                 return f"{im.format} {im.size[0]}x{im.size[1]} mode {im.mode}, not 28x28 mode L"
             return np.asarray(im)
