@@ -7,7 +7,7 @@ import os
 import signal
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -252,6 +252,52 @@ def test_an_output_that_is_a_mount_point_is_refused_before_any_rename(
             (tmp / "a.bin").write_text("new")
     assert first.read_text() == "old" and (mount_point / "a.bin").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "volume"]
+
+
+@pytest.fixture
+def bind(tmp_path: Path) -> Iterator[Callable[[Path, Path], None]]:
+    """`mount --bind`, from the same disk: its device number is its parent's."""
+    done: list[Path] = []
+
+    def mount(source: Path, target: Path) -> None:
+        r = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot bind-mount here: {r.stderr.decode().strip()}")
+        done.append(target)
+
+    yield mount
+    for target in reversed(done):
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def test_a_bind_mount_on_an_output_or_inside_a_folder_output_is_refused(
+    tmp_path: Path, bind: Callable[[Path, Path], None]
+) -> None:
+    """A same-disk bind (`docker -v dir:/app/models/model.safetensors`) is no mount point to
+    os.path.ismount; one inside a folder output goes out with the old folder, its files
+    removed with it."""
+    (tmp_path / "vol.bin").write_text("old")
+    model = tmp_path / "model.bin"
+    model.write_text("")
+    bind(tmp_path / "vol.bin", model)
+    plots = tmp_path / "plots"
+    (plots / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep.txt").write_text("mine")
+    bind(tmp_path / "elsewhere", plots / "sub")
+    first = tmp_path / "metrics.json"
+    first.write_text("old")
+    for target, what in ((model, "a mount point"), (plots, "a folder that holds a mount point")):
+        with pytest.raises(UserError, match=f"^{target}: {what}"), atomic.together():
+            with atomic.atomic_path(first) as tmp:
+                tmp.write_text("new")
+            with atomic.atomic_path(target, is_dir=target.is_dir()) as tmp:
+                (tmp / "sub" / "keep.txt" if target.is_dir() else tmp).parent.mkdir(
+                    parents=True, exist_ok=True
+                )
+                (tmp / "sub" / "keep.txt" if target.is_dir() else tmp).write_text("new")
+    assert first.read_text() == "old" and model.read_text() == "old"
+    assert (plots / "sub" / "keep.txt").read_text() == "mine"
 
 
 def test_a_failed_swap_removes_nothing(mount_point: Path) -> None:

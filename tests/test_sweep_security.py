@@ -204,7 +204,7 @@ def test_params_yaml_of_a_bare_key_and_a_link_on_the_way_are_checked_too(tmp_pat
     assert _linked(tmp_path, ["x=2", "lnk/x.yaml:y=3"]) == (
         "-S lnk/x.yaml:...: a link here (into DVC's cache?); allowed: a file of its own"
     )
-    assert _linked(tmp_path, ["x=2", "outside/x.yaml:y=3"]) == ""
+    assert _linked(tmp_path, ["x=2", "outside/x.yaml:y=3", "outside:y=3"]) == ""  # a folder: DVC's
 
 
 def test_a_file_name_that_is_not_utf8_is_no_traceback(tmp_path: Path) -> None:

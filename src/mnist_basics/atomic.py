@@ -5,6 +5,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -102,14 +103,33 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         _held[-1].append((tmp, target))
 
 
+def _mount_points() -> list[str]:
+    """Where this process sees a file system or a bind mount (Linux's mountinfo: a bind from the
+    same disk has its parent's device number, so `os.path.ismount` misses it); none elsewhere."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_bytes().splitlines()
+    except OSError:
+        return []
+    octal = re.compile(rb"\\([0-7]{3})")  # a space, tab, newline or backslash in a path
+    return [os.fsdecode(octal.sub(lambda m: bytes([int(m[1], 8)]), ln.split()[4])) for ln in lines]
+
+
 def _refuse_mount(target: Path) -> None:
-    """An output that is a mount point (a container's volume) can be neither swapped nor
-    renamed over: said before any output of the group is replaced."""
-    if os.path.ismount(target):
-        raise UserError(
-            f"{target}: a mount point, which a run cannot replace (it writes beside it and "
-            "renames); mount the folder above it instead (no output was replaced)"
-        )
+    """An output that is a mount point (a container's volume) can be neither swapped nor renamed
+    over, and one in a folder output would be emptied with the old folder: said before any
+    output of the group is replaced."""
+    real = os.path.realpath(target)
+    mounts = [m for m in _mount_points() if m == real or m.startswith(real.rstrip("/") + "/")]
+    if os.path.ismount(target) or real in mounts:
+        what = "a mount point"
+    elif mounts:
+        what = f"a folder that holds a mount point ({mounts[0]})"
+    else:
+        return
+    raise UserError(
+        f"{target}: {what}, which a run cannot replace (it writes beside it and renames); "
+        "mount the folder above it instead (no output was replaced)"
+    )
 
 
 def _refuse_foreign(old: Path, new: Path) -> None:

@@ -168,10 +168,8 @@ def run_one(spec: Spec) -> Outcome:
                 why = reason_of(r.stdout + "\n" + r.stderr)
                 reason = why if step == "dvc exp run" else f"{step}: {why}"
                 if step == "dvc exp push" and not _not_pushed(repo, spec, env):  # ref, then data
-                    reason += (
-                        f"; its ref is on the origin without all its outputs: "
-                        f"dvc exp remove -g origin {spec.name}"
-                    )
+                    remove = shlex.join(["dvc", "exp", "remove", "-g", spec.origin, spec.name])
+                    reason += f"; its ref is on the origin without all its outputs: {remove}"
                 break
         else:
             reason = _not_pushed(repo, spec, env)
@@ -192,7 +190,7 @@ def _linked(repo: Path, overrides: list[str]) -> str:
             if path.is_symlink():
                 break
         else:
-            if not (path.exists() and path.stat().st_nlink > 1):
+            if not (path.is_file() and path.stat().st_nlink > 1):  # a folder has 2 or more
                 continue
         return f"-S {name}:...: a link here (into DVC's cache?); allowed: a file of its own"
     return ""
