@@ -90,18 +90,28 @@ def test_an_experiment_named_like_a_commit_id_is_that_commit(repo) -> None:
     assert both_ways(path, c["b"][:7]) == (c["b"], c["b"])
 
 
-@pytest.mark.parametrize("name", ["b7", "heads/main"])
+@pytest.mark.parametrize("name", ["another's id", "its base's id", "HEAD"])
 def test_an_experiment_git_reads_as_another_commit_is_not_listed(repo, name: str) -> None:
-    """serve would label the commit's answers with the experiment's name: a short id of an
-    unlisted commit, or `heads/main` (git's refs/heads/main)."""
+    """serve would label the commit's answers with the experiment's name: a short id of another
+    commit, of the one it ran on (`dvc exp run -n <HEAD's short id>`), or `HEAD`."""
     path, c = repo
-    name = c["b"][:7] if name == "b7" else name
-    git(path, "update-ref", f"refs/exps/{c['a'][:2]}/{c['a'][2:]}/{name}", c["run_a"])
-    git(path, "update-ref", f"refs/exps/{c['a'][:2]}/{c['a'][2:]}/fine", c["run_a"])
-    theirs = c["b"] if name != "heads/main" else c["run_b"]
-    assert both_ways(path, name) == (theirs, theirs)
+    name = {"another's id": c["b"][:7], "its base's id": c["a"][:7]}.get(name, name)
+    base = f"refs/exps/{c['a'][:2]}/{c['a'][2:]}"
+    git(path, "update-ref", f"{base}/{name}", c["run_a"])
+    git(path, "update-ref", f"{base}/fine", c["run_a"])
+    theirs = git(path, "rev-parse", name)
+    assert both_ways(path, name) == (theirs, theirs) and theirs != c["run_a"]
     listed = [r["id"] for r in app.list_revisions(path)]
     assert name not in listed and "fine" in listed
+
+
+def test_an_experiment_named_like_a_blob_is_not_listed(repo) -> None:
+    """No model can be read of it: git, so DVC, reads the name as the blob, no commit."""
+    path, c = repo
+    (path / "blob").write_text("x\n")
+    name = git(path, "hash-object", "-w", "blob")[:7]
+    git(path, "update-ref", f"refs/exps/{c['a'][:2]}/{c['a'][2:]}/{name}", c["run_a"])
+    assert name not in [r["id"] for r in app.list_revisions(path)]
 
 
 def test_serve_names_its_own_parameter_in_an_error(repo) -> None:

@@ -33,7 +33,7 @@ CACHED_MODELS = 8
 # in its own malloc arena.
 PREPARING = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="prepare")
 TOO_LARGE = {"error": f"image larger than {MAX_BODY} bytes"}
-EXP_REF = re.compile(r"refs/exps/([0-9a-f]{2})/([0-9a-f]{38})/(.+)")  # DVC's: commit, then name
+EXP_REF = re.compile(r"refs/exps/([0-9a-f]{2})/([0-9a-f]{38})/([^/]+)")  # DVC's: base, name
 KINDS = {"refs/tags/": "tag", "refs/heads/": "branch"}  # git's order for a name that is both
 AMBIGUOUS = "ambiguous"
 REMOTE_URL = r"^remote\..*\.(push)?url$"
@@ -59,15 +59,15 @@ def ref_lines(repo: Path) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=4)
 def shadowed(repo: Path, refs: tuple[str, ...]) -> frozenset[str]:
-    """Experiment names git reads as another commit (a hex prefix of one, `heads/main`): DVC asks
-    git first, so such a name is that commit's model, not the experiment's."""
-    exps: dict[str, set[str]] = {}
+    """Experiment names git reads as something else (a short id of a commit, the one it ran on
+    too, or of a blob; `HEAD`): DVC asks git first, so such a name is not the experiment's."""
+    exps: dict[str, set[str]] = {}  # name: the experiments' own commits
     for line in refs:
         if m := EXP_REF.fullmatch(line.split()[-1]):
-            exps.setdefault(m[3], set()).add(m[1] + m[2])
+            exps.setdefault(m[3], set()).add(line.split()[0])
     if not exps:
         return frozenset()
-    asked = "".join(f"{name}^{{commit}}\n" for name in exps)  # a ref name holds no newline
+    asked = "".join(f"{name}\n" for name in exps)  # a ref name holds no newline
     try:
         r = predict.git(repo, "cat-file", "--batch-check=%(objectname)", input=asked)
     except predict.NO_GIT:
@@ -259,10 +259,10 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
 
     async def guard(request: Request, call_next) -> Response:
         head = request.headers
-        why = refusal(
-            head.get("host", ""), head.get("origin"), head.get("sec-fetch-site"), host,
-            request.scope["server"],
-        )  # fmt: skip
+        # a link to the page from elsewhere is a navigation, harmless: the page may not be framed
+        page = request.method == "GET" and request.url.path == "/"
+        site = None if page else head.get("sec-fetch-site")
+        why = refusal(head.get("host", ""), head.get("origin"), site, host, request.scope["server"])
         if why:  # and the connection closed: a foreign page's keep-alives hold no slot
             status = 421 if why.startswith("Host") else 403
             return JSONResponse({"error": why}, status, headers={"Connection": "close"})

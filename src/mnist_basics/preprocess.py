@@ -10,11 +10,9 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from PIL.JpegImagePlugin import JpegImageFile  # and MPO's, a JPEG with more images after it
 
 from mnist_basics.atomic import open_regular
 from mnist_basics.errors import BadFile, UserError
@@ -23,9 +21,11 @@ from mnist_basics.layout import png_chunks
 SIDE = 28
 BOX = 20  # MNIST's size-normalisation box
 MAX_PIXELS = 40_000_000  # more than any sane photo of a digit; checked before decoding
-# of one file, read whole before it is checked: Pillow keeps a PNG's private chunks and a GIF's
-# comment (in 1-byte blocks, 44 bytes of memory each) and its WebP plugin reads the whole file
-MAX_BYTES = 64 << 20
+# of one file, read whole before it is checked: Pillow keeps a GIF's comment (in 1-byte blocks,
+# 50 bytes of memory each) and a JPEG's metadata, and its WebP plugin reads the whole file
+MAX_BYTES = 16 << 20
+MAX_PNG_CHUNKS = 10_000  # libpng writes 8 KB each; Pillow reads each in Python, keeps private ones
+MAX_JPEG_SEGMENTS = 1_000  # APPn and COM, each read in Python (64 MB of empty ones: 33 s)
 # What Pillow decodes by itself, under its names: not EPS (it runs Ghostscript on the file), nor
 # TIFF (libtiff decodes tiles that all point at the same bytes, each at the cost of a whole one).
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "GIF": "GIF", "BMP": "BMP", "WEBP": "WebP"}
@@ -77,18 +77,11 @@ def prepare(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: the pixels as stored
-            # Pillow inflates each, up to 1 MB, as it opens the file; the PNG spec allows one
-            if (n := sum(kind == b"iCCP" for kind, *_ in png_chunks(data))) > 1:
-                raise ImageError(f"a PNG of {n:,} colour profiles (iCCP chunks): allowed: one")
+            _refuse_costly(data)
             im = Image.open(f, formats=formats)
             w, h = im.size
             if w * h > max_pixels:
                 raise ImageError(f"{w}x{h} pixels is {too_large}")
-            if isinstance(im, JpegImageFile) and (n := _jpeg_scans(f)) > MAX_JPEG_SCANS:
-                raise ImageError(
-                    f"a JPEG of {n:,} scans: allowed: up to {MAX_JPEG_SCANS} (a photo has ten "
-                    "or so)"
-                )
             im.load()
             # whatever a damaged EXIF raises (struct.error, among others), the pixels are good
             with contextlib.suppress(Exception):
@@ -99,8 +92,10 @@ def prepare(
         raise ImageError(f"not a {allowed} image") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         raise ImageError(f"cannot decode the image: {e}") from None
-    except MemoryError:
-        raise ImageError("not enough memory to decode it") from None
+    except MemoryError:  # raised below, once Pillow's buffers in this frame are let go
+        im = None
+    if im is None:
+        raise ImageError("not enough memory to decode it")
     if w == 0 or h == 0:
         raise ImageError("an empty image (0 pixels)")
     return to_mnist(im, as_is)
@@ -124,15 +119,27 @@ def file_bytes(path: Path) -> bytes:
     return data
 
 
-def _jpeg_scans(f: BinaryIO) -> int:
-    """Start-of-scan markers in the file: entropy-coded data never holds one (an 0xFF in it is
-    followed by 0x00), so metadata aside this is the number of scans."""
-    f.seek(0)
-    n, last = 0, b""
-    while chunk := f.read(1 << 20):
-        n += (last + chunk).count(b"\xff\xda")
-        last = chunk[-1:]
-    return n
+def _refuse_costly(data: bytes) -> None:
+    """Refuse, from its bytes alone, a file that Pillow would spend far more on than on its
+    pixels: Pillow reads each PNG chunk and JPEG segment in Python and inflates every colour
+    profile (up to 1 MB each; the PNG spec allows one), and libjpeg makes a pass over every
+    pixel for each scan (a 5 MB JPEG of 350,000 took 90 s)."""
+    if chunks := png_chunks(data):
+        if len(chunks) > MAX_PNG_CHUNKS:
+            raise ImageError(f"a PNG of {len(chunks):,} chunks: allowed: up to {MAX_PNG_CHUNKS:,}")
+        if (n := sum(kind == b"iCCP" for kind, *_ in chunks)) > 1:
+            raise ImageError(f"a PNG of {n:,} colour profiles (iCCP chunks): allowed: one")
+    elif data.startswith(b"\xff\xd8\xff"):  # a JPEG, or an MPO of JPEGs
+        # markers, not data: an 0xFF in entropy-coded data is followed by 0x00 or a restart
+        if (n := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+            raise ImageError(
+                f"a JPEG of {n:,} scans: allowed: up to {MAX_JPEG_SCANS} (a photo has ten or so)"
+            )
+        segments = [bytes([0xFF, m]) for m in (*range(0xE0, 0xF0), 0xFE)]  # APP0-15, COM
+        if (n := sum(map(data.count, segments))) > MAX_JPEG_SEGMENTS:
+            raise ImageError(
+                f"a JPEG of {n:,} metadata segments: allowed: up to {MAX_JPEG_SEGMENTS:,}"
+            )
 
 
 def greyscale(im: Image.Image) -> np.ndarray:
