@@ -57,3 +57,22 @@ def test_a_stages_deps_hold_every_library_file_it_runs(stage: str) -> None:
         str(f.relative_to(ROOT)) for f in runs if not any(f == d or d in f.parents for d in deps)
     )
     assert missing == [], f"{stage}: add to its deps in dvc.yaml"
+
+
+def test_the_committed_lock_records_the_code_as_it_is() -> None:
+    """A code dep edited without `dvc repro` leaves dvc.lock behind: a fresh clone's `dvc repro`
+    would run its stages again and leave dvc.lock changed in `git status`."""
+    import hashlib
+
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    stale = sorted(
+        {
+            f"{stage}: {dep['path']}"
+            for stage, entry in lock.items()
+            for dep in entry.get("deps", [])
+            if dep["path"].endswith(".py")
+            and hashlib.md5((ROOT / dep["path"]).read_bytes(), usedforsecurity=False).hexdigest()
+            != dep["md5"]
+        }
+    )
+    assert stale == [], "run `dvc repro` and commit dvc.lock"
