@@ -184,7 +184,7 @@ def webdav_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
 
     root = tmp_path_factory.mktemp("webdav")
     (root / "store").mkdir()  # the share's folder, as its admin would make it
-    user, password = "alice", secrets.token_urlsafe(16)
+    user, password = "alice", secrets.token_hex(16)  # urlsafe may begin "-": an option to dvc
     app = WsgiDAVApp(
         {
             "host": "127.0.0.1",

@@ -334,3 +334,27 @@ def test_a_safetensors_file_replaced_while_read_is_read_whole_as_it_was_opened(
     arrays, meta = atomic.read_safetensors(path, "a model", "train", ("w",), framework)
     assert meta == {"spec": "old"} and np.asarray(arrays["w"]).tolist() == [0.0, 0.0]
     assert not new.exists()
+
+
+def test_an_empty_folder_in_a_folder_output_stops_the_swap(tmp_path: Path) -> None:
+    """Another mount namespace's mount point (a container's volume) is an empty folder here:
+    gone with the old folder, the kernel detaches that mount, and its files with it."""
+    target = tmp_path / "plots"
+    (target / "sub").mkdir(parents=True)
+    (target / "a.png").write_text("old")
+    refused = pytest.raises(UserError, match=r"sub: not a file this stage writes")
+    with refused, atomic.atomic_path(target, is_dir=True) as tmp:
+        (tmp / "a.png").write_text("new")
+    assert (target / "sub").is_dir() and (target / "a.png").read_text() == "old"
+
+
+def test_an_output_that_is_a_link_to_a_mount_point_is_replaced(
+    tmp_path: Path, mount_point: Path
+) -> None:
+    """A rename replaces the link itself, wherever it points."""
+    (mount_point / "a.bin").write_text("old")
+    link = tmp_path / "out"
+    link.symlink_to(mount_point)
+    atomic.write_text(link, "new")
+    assert not link.is_symlink() and link.read_text() == "new"
+    assert (mount_point / "a.bin").read_text() == "old"

@@ -218,7 +218,7 @@ def test_a_push_that_fails_after_its_ref_landed_says_so(
         subprocess.run(["umount", store], check=True)
     assert not o.ok
     assert o.reason.startswith("dvc exp push: "), o.reason
-    remove = f"dvc exp remove -g {origin} half"  # the task's origin, not the user's `origin`
+    remove = f"git push {origin} :refs/exps/{commit[:2]}/{commit[2:]}/half"  # the task's origin
     assert o.reason.endswith(f"; its ref is on the origin without all its outputs: {remove}")
 
 

@@ -174,7 +174,8 @@ def test_a_key_left_out_of_params_yaml_stops_every_stage(
         ("data:\n  digits: &a [3, *a]\n", ["a value contains itself"]),
         ('evaluate:\n  "a.b": 1\n', ['unknown key evaluate."a.b" (= 1)', "evaluate.gallery"]),
         ('"x.y": 1\n', ['unknown key "x.y" (= 1)', "data, train, evaluate"]),
-        ("? [a, b]\n: 1\n", ["unknown key \"('a', 'b')\"", "data, train, evaluate"]),
+        ("? [a, b]\n: 1\n", ['a key that is not text (["a", "b"])', "data, train, evaluate"]),
+        ("train:\n  1: 2\n", ["a key that is not text (1)", "and their keys"]),
     ],
 )
 @pytest.mark.parametrize("stage", STAGES)
@@ -283,6 +284,14 @@ def test_a_mapping_alias_bomb_is_shown_short_and_at_once() -> None:
     ) as e:
         params_mod.validate({"evaluate": raw["evaluate"]})
     assert len(str(e.value)) < 1000 and "\n" not in str(e.value)
+
+
+def test_a_key_that_is_a_list_of_aliases_is_shown_short() -> None:
+    """pydantic writes a key into its error whole: a list as a key of 10,000 aliases of 20 kB."""
+    text = f'data:\n  ? [&s "{"A" * 20_000}", {", ".join(["*s"] * 10_000)}]\n  : 1\n'
+    with pytest.raises(UserError, match=r"a key that is not text \(\[\"AAA") as e:
+        params_mod.validate(params_mod.parse(text))
+    assert len(str(e.value)) < 1000
 
 
 # YAML 1.1 (PyYAML) and YAML 1.2 (ruamel, DVC) read these differently

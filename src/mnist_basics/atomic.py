@@ -117,7 +117,9 @@ def _mount_points() -> list[str]:
 def _refuse_mount(target: Path) -> None:
     """An output that is a mount point (a container's volume) can be neither swapped nor renamed
     over, and one in a folder output would be emptied with the old folder: said before any
-    output of the group is replaced."""
+    output of the group is replaced. A link is replaced itself, wherever it points."""
+    if target.is_symlink():
+        return
     real = os.path.realpath(target)
     mounts = [m for m in _mount_points() if m == real or m.startswith(real.rstrip("/") + "/")]
     if os.path.ismount(target) or real in mounts:
@@ -133,12 +135,14 @@ def _refuse_mount(target: Path) -> None:
 
 
 def _refuse_foreign(old: Path, new: Path) -> None:
-    """A folder output is replaced whole: a file in it its stage did not write (a user's notes)
-    stops the run instead, as in `dvc checkout`. Checked just before the renames."""
+    """A folder output is replaced whole: a file in it its stage did not write (a user's notes),
+    or an empty folder (another mount namespace's mount point: a container's volume, detached
+    with it), stops the run instead, as in `dvc checkout`. Checked just before the renames."""
     if not (new.is_dir() and old.is_dir() and not old.is_symlink()):
         return
     for top, dirs, names in os.walk(old):
-        for name in names + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+        kept = [d for d in dirs if os.path.islink(p := os.path.join(top, d)) or not os.listdir(p)]
+        for name in names + kept:
             path = Path(top, name)
             if not os.path.lexists(new / path.relative_to(old)):
                 raise UserError(

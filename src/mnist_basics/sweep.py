@@ -168,7 +168,8 @@ def run_one(spec: Spec) -> Outcome:
                 why = reason_of(r.stdout + "\n" + r.stderr)
                 reason = why if step == "dvc exp run" else f"{step}: {why}"
                 if step == "dvc exp push" and not _not_pushed(repo, spec, env):  # ref, then data
-                    remove = shlex.join(["dvc", "exp", "remove", "-g", spec.origin, spec.name])
+                    ref = exp_ref(spec.commit, spec.name)  # DVC's name alone: HEAD's run
+                    remove = shlex.join(["git", "push", spec.origin, f":{ref}"])
                     reason += f"; its ref is on the origin without all its outputs: {remove}"
                 break
         else:
