@@ -159,13 +159,15 @@ def test_corrupt_exif_is_no_warning(workspace: Path) -> None:
     assert (r.returncode, r.stderr) == (0, b"") and r.stdout.splitlines()[1].startswith(b"photo")
 
 
-def test_exif_that_pillow_cannot_apply_leaves_the_pixels_as_stored(workspace: Path) -> None:
-    """Text under an integer tag (Make retagged as TileWidth): Pillow's exif_transpose raises
-    struct.error, which is no reason to refuse the picture, nor the next one."""
+def test_exif_that_pillow_cannot_write_again_still_turns_the_picture_upright(
+    workspace: Path,
+) -> None:
+    """Text under an integer tag (Make retagged as TileWidth): Pillow's exif_transpose writes
+    the whole EXIF again and raises struct.error; the Orientation alone is read, and applied."""
     exif = Image.Exif()
     exif[0x0112], exif[0x010F] = 6, "cam"  # Orientation 6, Make
     buf = io.BytesIO()
-    seven().convert("RGB").save(buf, "JPEG", exif=exif.tobytes())
+    seven().convert("RGB").save(buf, "JPEG", exif=exif.tobytes(), quality=95)
     data = buf.getvalue()
     old = next(b for b in (b"\x0f\x01\x02\x00", b"\x01\x0f\x00\x02") if b in data)
     Path("odd.jpg").write_bytes(data.replace(old, old.replace(b"\x0f", b"\x45"), 1))
@@ -173,6 +175,18 @@ def test_exif_that_pillow_cannot_apply_leaves_the_pixels_as_stored(workspace: Pa
     r = process(workspace, "odd.jpg", "seven.png")
     assert (r.returncode, r.stderr) == (0, b""), r.stderr
     assert [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == [b"odd.jpg", b"seven.png"]
+    turned = to_mnist(seven().transpose(Image.Transpose.ROTATE_270)).pixels.astype(int)
+    assert np.abs(prepare(Path("odd.jpg")).pixels.astype(int) - turned).mean() < 2
+
+
+def test_a_motion_photo_is_read_to_its_image_end(workspace: Path) -> None:
+    """A phone's motion photo is a JPEG with a video after its end: the video's bytes hold
+    marker-like pairs by the thousand, which are no segments of the picture."""
+    buf = io.BytesIO()
+    seven().convert("RGB").save(buf, "JPEG")
+    Path("motion.jpg").write_bytes(buf.getvalue() + np.random.default_rng(0).bytes(4 << 20))
+    r = process(workspace, "motion.jpg")
+    assert (r.returncode, r.stderr) == (0, b""), r.stderr
 
 
 # --- MNIST's own form, or preprocessed ------------------------------------------------------

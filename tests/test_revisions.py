@@ -218,3 +218,14 @@ def test_a_ref_named_with_a_commit_id_does_not_change_what_is_read(two_models, r
         want = dvc.api.read(predict.MODEL_PATH, repo=str(path), rev=rev, mode="rb")
         assert predict.read_at_rev(rev, str(path)) == want
     assert predict.read_at_rev(other, str(path)) == b"model B"
+
+
+def test_a_ref_name_with_a_unicode_line_break_is_one_name(repo) -> None:
+    """git allows U+2028 in a ref name; split as lines of text it made up a tag `v9`."""
+    path, c = repo
+    base = f"refs/exps/{c['a'][:2]}/{c['a'][2:]}"
+    git(path, "update-ref", f"{base}/e\u2028refs/tags/v9", c["run_a"])  # by hand: DVC's have no /
+    git(path, "update-ref", f"{base}/f\u2028g", c["run_a"])
+    kinds = {r["id"]: r["kind"] for r in app.list_revisions(path)}
+    assert kinds["f\u2028g"] == "experiment"
+    assert not {"v9", "e", "f", "g", "e\u2028refs/tags/v9"} & set(kinds)

@@ -52,7 +52,8 @@ def ref_lines(repo: Path) -> tuple[str, ...]:
     remotes = sorted(
         {k.removeprefix("remote.").rsplit(".", 1)[0] for k in keys.stdout.split("\0") if k}
     )
-    lines = [s.strip() for s in r.stdout.splitlines() if s.strip()] if r.returncode == 0 else []
+    # by "\n" and " " alone: a ref name may hold U+2028 or U+0085, which splitlines() splits on
+    lines = [s.strip(" ") for s in r.stdout.split("\n") if r.returncode == 0 and s.strip(" ")]
     lines += [f"{head[0]} HEAD"] if head else []
     return (*lines, *(f"remote {name}" for name in remotes))
 
@@ -63,8 +64,8 @@ def shadowed(repo: Path, refs: tuple[str, ...]) -> frozenset[str]:
     too, or of a blob; `HEAD`): DVC asks git first, so such a name is not the experiment's."""
     exps: dict[str, set[str]] = {}  # name: the experiments' own commits
     for line in refs:
-        if m := EXP_REF.fullmatch(line.split()[-1]):
-            exps.setdefault(m[3], set()).add(line.split()[0])
+        if m := EXP_REF.fullmatch(line.split(" ")[-1]):
+            exps.setdefault(m[3], set()).add(line.split(" ")[0])
     if not exps:
         return frozenset()
     asked = "".join(f"{name}\n" for name in exps)  # a ref name holds no newline
@@ -72,7 +73,7 @@ def shadowed(repo: Path, refs: tuple[str, ...]) -> frozenset[str]:
         r = predict.git(repo, "cat-file", "--batch-check=%(objectname)", input=asked)
     except predict.NO_GIT:
         return frozenset()
-    said = r.stdout.splitlines() if r.returncode == 0 else []
+    said = r.stdout.split("\n") if r.returncode == 0 else []
     return frozenset(
         name
         for (name, commits), line in zip(exps.items(), said, strict=False)
@@ -87,7 +88,7 @@ def revisions(refs: tuple[str, ...], hidden: frozenset[str] = frozenset()) -> di
     names another commit so), then AMBIGUOUS for a name of neither kind that DVC cannot choose
     for."""
     out = {predict.WORKSPACE: "workspace"}
-    pairs = [(line.split()[0], line.split()[-1]) for line in refs]
+    pairs = [(line.split(" ")[0], line.split(" ")[-1]) for line in refs]
     for prefix, kind in KINDS.items():
         for _, ref in pairs:
             if ref.startswith(prefix):

@@ -16,6 +16,7 @@ SPLIT_NAMES = {"train": "train", "training": "train", "valid": "valid", "testing
 MAX_LISTED = 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PIXELS = (b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND")  # a PNG's chunks that make its pixels
+MAX_CHUNKS = 100  # of a 28x28 PNG, which has a few: Pillow reads each in Python
 
 Entry = tuple[str, Callable[[], bytes]]  # (name in the archive or folder, reads its bytes)
 
@@ -85,7 +86,9 @@ def decode_png(data: bytes) -> np.ndarray | str:
     from the chunks its pixels need: Pillow inflates every colour profile (up to 1 MB each, from
     a few bytes of an archive) and compressed text as it opens a file, and the grey levels are
     used as stored."""
-    if chunks := png_chunks(data):
+    if len(chunks := png_chunks(data)) > MAX_CHUNKS:
+        return f"a PNG of {len(chunks):,} chunks: allowed: up to {MAX_CHUNKS} (28x28 has a few)"
+    if chunks:
         data = PNG_SIGNATURE + b"".join(data[a:b] for kind, a, b in chunks if kind in PIXELS)
     try:
         with Image.open(io.BytesIO(data)) as im:

@@ -6,13 +6,14 @@ An image already in that form is used as it is, so predicting the pipeline's PNG
 import contextlib
 import io
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from mnist_basics.atomic import open_regular
 from mnist_basics.errors import BadFile, UserError
@@ -26,6 +27,14 @@ MAX_PIXELS = 40_000_000  # more than any sane photo of a digit; checked before d
 MAX_BYTES = 16 << 20
 MAX_PNG_CHUNKS = 10_000  # libpng writes 8 KB each; Pillow reads each in Python, keeps private ones
 MAX_JPEG_SEGMENTS = 1_000  # APPn and COM, each read in Python (64 MB of empty ones: 33 s)
+# EXIF's Orientation tag, and the turn to upright, as ImageOps.exif_transpose has them; it also
+# writes the whole EXIF again, one Python object a value (a 5 MB drawing's: 14 s of serve's CPU)
+ORIENTATION = 0x0112
+T = Image.Transpose
+UPRIGHT = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE,
+           6: T.ROTATE_270, 7: T.TRANSVERSE, 8: T.ROTATE_90}  # fmt: skip
+# A marker in a JPEG's data: not a stuffed 0xFF (FF 00) nor a restart (FF D0-D7); fill FFs eaten
+JPEG_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
 # What Pillow decodes by itself, under its names: not EPS (it runs Ghostscript on the file), nor
 # TIFF (libtiff decodes tiles that all point at the same bytes, each at the cost of a whole one).
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "GIF": "GIF", "BMP": "BMP", "WEBP": "WebP"}
@@ -85,7 +94,8 @@ def prepare(
             im.load()
             # whatever a damaged EXIF raises (struct.error, among others), the pixels are good
             with contextlib.suppress(Exception):
-                im = ImageOps.exif_transpose(im)
+                if turn := UPRIGHT.get(im.getexif().get(ORIENTATION)):
+                    im = im.transpose(turn)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{too_large}: {e}") from None
     except UnidentifiedImageError:
@@ -130,16 +140,33 @@ def _refuse_costly(data: bytes) -> None:
         if (n := sum(kind == b"iCCP" for kind, *_ in chunks)) > 1:
             raise ImageError(f"a PNG of {n:,} colour profiles (iCCP chunks): allowed: one")
     elif data.startswith(b"\xff\xd8\xff"):  # a JPEG, or an MPO of JPEGs
-        # markers, not data: an 0xFF in entropy-coded data is followed by 0x00 or a restart
-        if (n := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+        scans, segments = _jpeg_segments(data)
+        if scans > MAX_JPEG_SCANS:
             raise ImageError(
-                f"a JPEG of {n:,} scans: allowed: up to {MAX_JPEG_SCANS} (a photo has ten or so)"
+                f"a JPEG of {scans:,} scans: allowed: up to {MAX_JPEG_SCANS} (a photo has ten or "
+                "so)"
             )
-        segments = [bytes([0xFF, m]) for m in (*range(0xE0, 0xF0), 0xFE)]  # APP0-15, COM
-        if (n := sum(map(data.count, segments))) > MAX_JPEG_SEGMENTS:
+        if segments > MAX_JPEG_SEGMENTS:
             raise ImageError(
-                f"a JPEG of {n:,} metadata segments: allowed: up to {MAX_JPEG_SEGMENTS:,}"
+                f"a JPEG of {segments:,} metadata segments: allowed: up to {MAX_JPEG_SEGMENTS:,}"
             )
+
+
+def _jpeg_segments(data: bytes) -> tuple[int, int]:
+    """(scans, APPn and COM segments) of a JPEG's first image, walked by the segments' lengths
+    to its end as libjpeg reads it: a phone's motion photo carries a video after it."""
+    scans = segments = 0
+    at = 2  # past the start-of-image marker
+    while m := JPEG_MARKER.search(data, at):
+        kind, at = m[1][0], m.end()
+        if kind == 0xD9:  # end of image
+            break
+        if kind in (0x01, 0xD8):  # no length follows
+            continue
+        scans += kind == 0xDA
+        segments += 0xE0 <= kind <= 0xEF or kind == 0xFE
+        at += int.from_bytes(data[at : at + 2], "big")  # then entropy-coded data, after a scan's
+    return scans, segments
 
 
 def greyscale(im: Image.Image) -> np.ndarray:
