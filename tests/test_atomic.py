@@ -342,7 +342,7 @@ def test_an_empty_folder_in_a_folder_output_stops_the_swap(tmp_path: Path) -> No
     target = tmp_path / "plots"
     (target / "sub").mkdir(parents=True)
     (target / "a.png").write_text("old")
-    refused = pytest.raises(UserError, match=r"sub: not a file this stage writes")
+    refused = pytest.raises(UserError, match=r"sub: not a folder this stage writes.*unmount")
     with refused, atomic.atomic_path(target, is_dir=True) as tmp:
         (tmp / "a.png").write_text("new")
     assert (target / "sub").is_dir() and (target / "a.png").read_text() == "old"
@@ -358,3 +358,30 @@ def test_an_output_that_is_a_link_to_a_mount_point_is_replaced(
     atomic.write_text(link, "new")
     assert not link.is_symlink() and link.read_text() == "new"
     assert (mount_point / "a.bin").read_text() == "old"
+
+
+def test_a_folder_output_that_is_a_broken_link_is_replaced(tmp_path: Path) -> None:
+    """`exists()` is False for a dangling link: the folder was renamed onto it (ENOTDIR) after
+    the group's other outputs were already the new run's."""
+    first, plots = tmp_path / "metrics.json", tmp_path / "plots"
+    first.write_text("old")
+    plots.symlink_to(tmp_path / "gone")
+    with atomic.together():
+        atomic.write_text(first, "new")
+        with atomic.atomic_path(plots, is_dir=True) as tmp:
+            (tmp / "a.png").write_text("new")
+    assert first.read_text() == "new" and (plots / "a.png").read_text() == "new"
+    assert not plots.is_symlink()
+
+
+def test_a_rename_that_fails_after_others_says_which_were_replaced(tmp_path: Path) -> None:
+    """What a stage's error line names once one of its renames fails after others."""
+    first, second = tmp_path / "metrics.json", tmp_path / "model.bin"
+    first.write_text("old")
+    (second / "in-the-way").mkdir(parents=True)  # a file cannot be renamed onto a folder
+    atomic.replaced.clear()
+    with pytest.raises(IsADirectoryError), atomic.together():
+        atomic.write_text(first, "new")
+        atomic.write_text(second, "new")
+    assert atomic.replaced == [first]
+    atomic.replaced.clear()

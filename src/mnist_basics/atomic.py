@@ -61,7 +61,7 @@ def _rename(tmp: Path, target: Path) -> None:
     for f in [tmp] if not tmp.is_dir() else [p for p in tmp.rglob("*") if p.is_file()]:
         if not f.is_symlink():
             f.chmod(0o666 & ~mask)
-    if tmp.is_dir() and not tmp.is_symlink() and target.exists():
+    if tmp.is_dir() and not tmp.is_symlink() and os.path.lexists(target):  # a broken link too
         if _exchange(tmp, target):  # the new folder in place, the old one under tmp's name
             remove(tmp)
             return
@@ -145,9 +145,12 @@ def _refuse_foreign(old: Path, new: Path) -> None:
         for name in names + kept:
             path = Path(top, name)
             if not os.path.lexists(new / path.relative_to(old)):
+                what, fix = "a file", "move it elsewhere"
+                if path.is_dir() and not path.is_symlink():
+                    what, fix = "a folder", "remove it (or unmount what is mounted on it)"
                 raise UserError(
-                    f"{path}: not a file this stage writes, in its output folder {old}, which "
-                    "a run replaces whole; move it elsewhere (no output was replaced)"
+                    f"{path}: not {what} this stage writes, in its output folder {old}, which "
+                    f"a run replaces whole; {fix} (no output was replaced)"
                 )
 
 

@@ -175,5 +175,7 @@ def run_stage(
             hint = (
                 "while writing (a full disk or a file-size limit); the last good outputs are left"
             )
+        if atomic.replaced:  # a rename failed after others: the outputs are not one run's
+            hint = f"after {', '.join(map(str, atomic.replaced))} were replaced; run it again"
         _exit(1, f"{name}: error: {where}{e.strerror or e} {hint}")
     _exit(0)
