@@ -77,7 +77,7 @@ def png_chunks(data: bytes) -> list[tuple[bytes, int, int]]:
         while at + 8 <= len(data):
             end = at + 12 + int.from_bytes(data[at : at + 4], "big")  # length, type, data, CRC
             chunks.append((data[at + 4 : at + 8], at, end))
-            at = end
+            at = len(data) if chunks[-1][0] == b"IEND" else end  # what follows is no PNG's
     return chunks
 
 

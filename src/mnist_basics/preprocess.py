@@ -26,15 +26,17 @@ MAX_PIXELS = 40_000_000  # more than any sane photo of a digit; checked before d
 # 50 bytes of memory each) and a JPEG's metadata, and its WebP plugin reads the whole file
 MAX_BYTES = 16 << 20
 MAX_PNG_CHUNKS = 10_000  # libpng writes 8 KB each; Pillow reads each in Python, keeps private ones
-MAX_JPEG_SEGMENTS = 1_000  # APPn and COM, each read in Python (64 MB of empty ones: 33 s)
+MAX_JPEG_SEGMENTS = 1_000  # each read in Python (64 MB of empty APP1s: 33 s); a photo has ~50
 # EXIF's Orientation tag, and the turn to upright, as ImageOps.exif_transpose has them; it also
 # writes the whole EXIF again, one Python object a value (a 5 MB drawing's: 14 s of serve's CPU)
 ORIENTATION = 0x0112
 T = Image.Transpose
 UPRIGHT = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE,
            6: T.ROTATE_270, 7: T.TRANSVERSE, 8: T.ROTATE_90}  # fmt: skip
-# A marker in a JPEG's data: not a stuffed 0xFF (FF 00) nor a restart (FF D0-D7); fill FFs eaten
-JPEG_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
+# A marker in a JPEG's data: not a stuffed 0xFF (FF 00), a restart (FF D0-D7) or a fill byte
+# (FF FF); one 0xFF, not `\xff+`, which backtracks: 100 KB of 0xFF took 48 s
+JPEG_MARKER = re.compile(rb"\xff([^\x00\xd0-\xd7\xff])")
+MAX_EXIF = 1 << 16  # what a JPEG's APP1 holds; Pillow decodes a tag's values in Python
 # What Pillow decodes by itself, under its names: not EPS (it runs Ghostscript on the file), nor
 # TIFF (libtiff decodes tiles that all point at the same bytes, each at the cost of a whole one).
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "GIF": "GIF", "BMP": "BMP", "WEBP": "WebP"}
@@ -94,7 +96,9 @@ def prepare(
             im.load()
             # whatever a damaged EXIF raises (struct.error, among others), the pixels are good
             with contextlib.suppress(Exception):
-                if turn := UPRIGHT.get(im.getexif().get(ORIENTATION)):
+                if _exif_size(im) <= MAX_EXIF and (
+                    turn := UPRIGHT.get(im.getexif().get(ORIENTATION))
+                ):
                     im = im.transpose(turn)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{too_large}: {e}") from None
@@ -143,28 +147,38 @@ def _refuse_costly(data: bytes) -> None:
         scans, segments = _jpeg_segments(data)
         if scans > MAX_JPEG_SCANS:
             raise ImageError(
-                f"a JPEG of {scans:,} scans: allowed: up to {MAX_JPEG_SCANS} (a photo has ten or "
-                "so)"
+                f"a JPEG of more than {MAX_JPEG_SCANS} scans: allowed: up to {MAX_JPEG_SCANS} (a "
+                "photo has ten or so)"
             )
         if segments > MAX_JPEG_SEGMENTS:
             raise ImageError(
-                f"a JPEG of {segments:,} metadata segments: allowed: up to {MAX_JPEG_SEGMENTS:,}"
+                f"a JPEG of more than {MAX_JPEG_SEGMENTS:,} segments: allowed: up to "
+                f"{MAX_JPEG_SEGMENTS:,} (a photo has about 50)"
             )
 
 
+def _exif_size(im: Image.Image) -> int:
+    """The bytes of an image's EXIF, in a JPEG's APP1, a PNG's eXIf chunk or its hex text."""
+    text = im.info.get("Raw profile type exif") or ""  # hex, two characters a byte
+    return max(len(im.info.get("exif") or b""), len(text) // 2)
+
+
 def _jpeg_segments(data: bytes) -> tuple[int, int]:
-    """(scans, APPn and COM segments) of a JPEG's first image, walked by the segments' lengths
-    to its end as libjpeg reads it: a phone's motion photo carries a video after it."""
+    """(scans, other segments) of a JPEG's first image, walked by the segments' lengths to its
+    end as libjpeg reads it (a phone's motion photo carries a video after it), and no further
+    than one past either cap."""
     scans = segments = 0
     at = 2  # past the start-of-image marker
-    while m := JPEG_MARKER.search(data, at):
-        kind, at = m[1][0], m.end()
-        if kind == 0xD9:  # end of image
+    while scans <= MAX_JPEG_SCANS and segments <= MAX_JPEG_SEGMENTS:
+        if not (m := JPEG_MARKER.search(data, at)):
             break
-        if kind in (0x01, 0xD8):  # no length follows
+        kind, at = m[1][0], m.end()
+        if kind == 0xD9 and scans:  # end of image; Pillow reads on past one before any scan
+            break
+        if kind in (0x01, 0xD8, 0xD9):  # no length follows
             continue
         scans += kind == 0xDA
-        segments += 0xE0 <= kind <= 0xEF or kind == 0xFE
+        segments += kind != 0xDA
         at += int.from_bytes(data[at : at + 2], "big")  # then entropy-coded data, after a scan's
     return scans, segments
 
