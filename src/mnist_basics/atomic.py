@@ -114,14 +114,14 @@ def _mount_points() -> list[str]:
     return [os.fsdecode(octal.sub(lambda m: bytes([int(m[1], 8)]), ln.split()[4])) for ln in lines]
 
 
-def _refuse_mount(target: Path) -> None:
+def _refuse_mount(target: Path, mount_points: list[str]) -> None:
     """An output that is a mount point (a container's volume) can be neither swapped nor renamed
     over, and one in a folder output would be emptied with the old folder: said before any
     output of the group is replaced. A link is replaced itself, wherever it points."""
     if target.is_symlink():
         return
     real = os.path.realpath(target)
-    mounts = [m for m in _mount_points() if m == real or m.startswith(real.rstrip("/") + "/")]
+    mounts = [m for m in mount_points if m == real or m.startswith(real.rstrip("/") + "/")]
     if os.path.ismount(target) or real in mounts:
         what = "a mount point"
     elif mounts:
@@ -165,8 +165,9 @@ def together() -> Iterator[None]:
     _held.append(held)
     try:
         yield
+        mounts = _mount_points()  # read once for the group
         for tmp, target in held:  # every output, before any rename
-            _refuse_mount(target)
+            _refuse_mount(target, mounts)
             _refuse_foreign(target, tmp)
         with _signals_held():  # a signal that comes meanwhile is raised once all are renamed
             while held:
@@ -258,6 +259,16 @@ def open_regular(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+def read_capped(path: Path, limit: int) -> tuple[int, bytes]:
+    """A regular file's bytes from one open, none past `limit` or of a file that says it is empty
+    (as /proc's do: reading some has effects), and the larger of its size and what was read (a
+    file may grow meanwhile)."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(limit + 1) if 0 < size <= limit else b""
+    return max(size, len(data)), data
+
+
 MAX_SAFETENSORS = 256 << 20  # of any one file; all of MNIST as tensors is 55 MB
 MAX_SAFETENSORS_HEADER = 1 << 20  # a stage's is under 4 KiB; one of 70 MB took 20 s and 1.8 GB
 
@@ -275,17 +286,14 @@ def read_safetensors(
     else:
         from safetensors.numpy import load
     try:
-        with open_regular(path) as f:
-            size = os.fstat(f.fileno()).st_size
-            data = f.read(MAX_SAFETENSORS + 1) if size <= MAX_SAFETENSORS else b""
+        size, data = read_capped(path, MAX_SAFETENSORS)
     except BadFile as e:
         if isinstance(e.__cause__, FileNotFoundError):
             raise UserError(f"{path}: missing; run `dvc repro {stage}` first") from None
         raise
     try:
-        if max(size, len(data)) > MAX_SAFETENSORS:
-            got = max(size, len(data))
-            raise ValueError(f"{got:,} bytes, more than the {MAX_SAFETENSORS:,} it may have")
+        if size > MAX_SAFETENSORS:
+            raise ValueError(f"{size:,} bytes, more than the {MAX_SAFETENSORS:,} it may have")
         if (n := int.from_bytes(data[:8], "little")) > MAX_SAFETENSORS_HEADER:
             raise ValueError(f"a header of {n:,} bytes, more than {MAX_SAFETENSORS_HEADER:,}")
         arrays = load(data)  # checks the header, metadata included, before the JSON read below

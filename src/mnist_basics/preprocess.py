@@ -5,7 +5,6 @@ An image already in that form is used as it is, so predicting the pipeline's PNG
 
 import contextlib
 import io
-import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from mnist_basics.atomic import open_regular
+from mnist_basics.atomic import read_capped
 from mnist_basics.errors import BadFile, UserError
 from mnist_basics.layout import png_chunks
 
@@ -119,14 +118,12 @@ def file_bytes(path: Path) -> bytes:
     """A regular file's bytes, read once, so that the checks and the decoder see the same ones
     even while the file grows; refused past MAX_BYTES, or empty."""
     try:
-        with open_regular(path) as f:
-            size = os.fstat(f.fileno()).st_size  # 0 for /proc's files: reading some has effects
-            data = f.read(MAX_BYTES + 1) if 0 < size <= MAX_BYTES else b""
+        size, data = read_capped(path, MAX_BYTES)
     except BadFile as e:
         raise ImageError(e.why) from None
     except OSError as e:
         raise ImageError((e.strerror or type(e).__name__).lower()) from None
-    if max(size, len(data)) > MAX_BYTES:
+    if size > MAX_BYTES:
         raise ImageError(f"too large (more than {MAX_BYTES >> 20} MB; a photo is a few)")
     if not data:
         raise ImageError("an empty file")
