@@ -27,7 +27,7 @@ from mnist_basics import atomic
 from mnist_basics import cli as console
 from mnist_basics.models import ModelSpec, build_model, save_tensors
 from mnist_basics.predict import shown_paths
-from mnist_basics.preprocess import in_mnist_form, prepare, to_mnist
+from mnist_basics.preprocess import ImageError, in_mnist_form, prepare, to_mnist
 
 
 def seven(size=(300, 200), fg="black", bg="white", width=14, at=(60, 30)) -> Image.Image:
@@ -515,7 +515,7 @@ def test_a_file_past_the_size_cap_is_refused_unread(workspace: Path) -> None:
 
 def test_a_proc_file_is_not_read(tmp_path: Path) -> None:
     """A file of /proc says it is empty, and reading some has effects (kmsg loses its records)."""
-    from mnist_basics.preprocess import ImageError, file_bytes
+    from mnist_basics.preprocess import file_bytes
 
     with pytest.raises(ImageError, match=r"^an empty file$"):
         file_bytes(Path("/proc/self/status"))
@@ -628,3 +628,77 @@ def test_bytes_after_a_pngs_end_are_no_chunks(workspace: Path) -> None:
     Path("padded.png").write_bytes(Path("padded.png").read_bytes() + bytes(200_000))
     r = process(workspace, "padded.png")
     assert (r.returncode, r.stderr) == (0, b""), r.stderr
+
+
+def _with_chunk(png: bytes, chunk_type: bytes, body: bytes, after_pixels: bool = False) -> bytes:
+    """`png` with one more chunk, just before its first IDAT or just before IEND."""
+    chunk = struct.pack(">I", len(body)) + chunk_type + body
+    chunk += struct.pack(">I", zlib.crc32(chunk_type + body))
+    at = png.index(b"IEND" if after_pixels else b"IDAT") - 4
+    return png[:at] + chunk + png[at:]
+
+
+def test_the_orientation_is_read_where_a_browser_reads_it() -> None:
+    """A browser turns a JPEG by its APP1 EXIF and a PNG by an eXIf chunk before its pixels; it
+    ignores a later eXIf, EXIF in text chunks, XMP and WebP's EXIF, which Pillow's getexif reads:
+    a picture predict turned the user never saw turned."""
+    upright = seven()
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # Orientation 6 turns it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    tiff = exif.tobytes()[6:]  # without JPEG's "Exif\0\0"
+    png, jpeg, webp, xmp_jpeg = io.BytesIO(), io.BytesIO(), io.BytesIO(), io.BytesIO()
+    stored.save(png, "PNG")
+    stored.convert("RGB").save(jpeg, "JPEG", exif=exif, quality=95)
+    stored.save(webp, "WEBP", exif=exif, lossless=True)
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+    xmp += b'22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+    xmp += b'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    stored.convert("RGB").save(xmp_jpeg, "JPEG", xmp=xmp, quality=95)
+    hexed = tiff.hex()
+    profile = f"\nexif\n{len(tiff):8d}\n{hexed}\n".encode()
+    cases = {
+        "JPEG EXIF": (jpeg.getvalue(), True),
+        "PNG eXIf before the pixels": (_with_chunk(png.getvalue(), b"eXIf", tiff), True),
+        "PNG eXIf after the pixels": (_with_chunk(png.getvalue(), b"eXIf", tiff, True), False),
+        "PNG tEXt raw profile": (
+            _with_chunk(png.getvalue(), b"tEXt", b"Raw profile type exif\0" + profile),
+            False,
+        ),
+        "JPEG XMP only": (xmp_jpeg.getvalue(), False),
+        "WebP EXIF": (webp.getvalue(), False),
+    }
+    want = {True: to_mnist(upright).pixels.astype(int), False: to_mnist(stored).pixels.astype(int)}
+    for name, (data, turned) in cases.items():
+        assert Image.open(io.BytesIO(data)).getexif().get(0x0112) == 6, name  # Pillow's reading
+        assert np.abs(prepare(data).pixels.astype(int) - want[turned]).mean() < 2, name
+
+
+def test_a_jpeg_of_markers_without_lengths_is_refused_and_serve_reads_no_jpeg(
+    tmp_path: Path,
+) -> None:
+    """Pillow reads each end-of-image marker before a scan in Python, and the walk counted none of
+    them: 5 MB of FF D9 cost serve 0.6 s a request, which takes only PNG and walked it all the
+    same."""
+    buf = io.BytesIO()
+    seven().convert("RGB").save(buf, "JPEG")
+    jpg = buf.getvalue()
+    eois = jpg[:2] + b"\xff\xd9" * 1_001 + jpg[2:]
+    with pytest.raises(ImageError, match="a JPEG of more than 1,000 segments"):
+        prepare(eois)
+    with pytest.raises(ImageError, match=r"^not a PNG image$"):  # serve's: unwalked, unopened
+        prepare(eois, formats=["PNG"])
+
+
+def test_a_picture_with_a_side_of_millions_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    """The pixel cap cannot see a shape: LANCZOS weighs each output pixel by a row as long as 6x
+    the input over the output, and Pillow and libpng spend per row. A 7.8 KB PNG of 1x4,000,000
+    stripes took 353 MB and 0.86 s of serve's, a 2000x2000 photo 94 MB and 0.13 s."""
+    stripes = np.full((4_000_000, 1), 255, np.uint8)
+    stripes[1::2] = 0
+    Image.fromarray(stripes).save(tmp_path / "thin.png", compress_level=9)
+    with pytest.raises(ImageError, match=r"^1x4000000 pixels: a side of more than 20,000 pixels"):
+        prepare(tmp_path / "thin.png", max_pixels=4_000_000, formats=["PNG"])
+    Image.new("L", (20_000, 100), 255).save(tmp_path / "long.png")  # a long side still read
+    with pytest.raises(ImageError, match="no ink found"):
+        prepare(tmp_path / "long.png")

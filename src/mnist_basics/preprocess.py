@@ -21,6 +21,10 @@ from mnist_basics.layout import png_chunks
 SIDE = 28
 BOX = 20  # MNIST's size-normalisation box
 MAX_PIXELS = 40_000_000  # more than any sane photo of a digit; checked before decoding
+# A camera's long side is 12,000 pixels or so. Beyond the pixel cap, a long side costs on its
+# own: Pillow and libpng spend per row, and LANCZOS weighs each of the 20 pixels it shrinks a
+# side to by a row of 6x (side / 20) taps (a 1x4,000,000 PNG of 7.8 KB: 350 MB and 0.9 s).
+MAX_SIDE = 20_000
 # of one file, read whole before it is checked: Pillow keeps a GIF's comment (in 1-byte blocks,
 # 50 bytes of memory each) and a JPEG's metadata, and its WebP plugin reads the whole file
 MAX_BYTES = 16 << 20
@@ -87,17 +91,20 @@ def prepare(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: the pixels as stored
-            _refuse_costly(data)
+            _refuse_costly(data, formats)
             im = Image.open(f, formats=formats)
             w, h = im.size
             if w * h > max_pixels:
                 raise ImageError(f"{w}x{h} pixels is {too_large}")
+            if max(w, h) > MAX_SIDE:
+                raise ImageError(
+                    f"{w}x{h} pixels: a side of more than {MAX_SIDE:,} pixels: allowed: up to "
+                    f"{MAX_SIDE:,} (a camera's long side is 12,000 or so)"
+                )
             im.load()
             # whatever a damaged EXIF raises (struct.error, among others), the pixels are good
             with contextlib.suppress(Exception):
-                if _exif_size(im) <= MAX_EXIF and (
-                    turn := UPRIGHT.get(im.getexif().get(ORIENTATION))
-                ):
+                if turn := UPRIGHT.get(_orientation(data, im)):
                     im = im.transpose(turn)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{too_large}: {e}") from None
@@ -130,17 +137,18 @@ def file_bytes(path: Path) -> bytes:
     return data
 
 
-def _refuse_costly(data: bytes) -> None:
+def _refuse_costly(data: bytes, formats: Sequence[str]) -> None:
     """Refuse, from its bytes alone, a file that Pillow would spend far more on than on its
     pixels: Pillow reads each PNG chunk and JPEG segment in Python and inflates every colour
     profile (up to 1 MB each; the PNG spec allows one), and libjpeg makes a pass over every
-    pixel for each scan (a 5 MB JPEG of 350,000 took 90 s)."""
-    if chunks := png_chunks(data):
+    pixel for each scan (a 5 MB JPEG of 350,000 took 90 s). A format not in `formats` is left
+    to Image.open, which refuses it unread."""
+    if "PNG" in formats and (chunks := png_chunks(data)):
         if len(chunks) > MAX_PNG_CHUNKS:
             raise ImageError(f"a PNG of {len(chunks):,} chunks: allowed: up to {MAX_PNG_CHUNKS:,}")
         if (n := sum(kind == b"iCCP" for kind, *_ in chunks)) > 1:
             raise ImageError(f"a PNG of {n:,} colour profiles (iCCP chunks): allowed: one")
-    elif data.startswith(b"\xff\xd8\xff"):  # a JPEG, or an MPO of JPEGs
+    elif "JPEG" in formats and data.startswith(b"\xff\xd8\xff"):  # a JPEG, or an MPO of JPEGs
         scans, segments = _jpeg_segments(data)
         if scans > MAX_JPEG_SCANS:
             raise ImageError(
@@ -154,10 +162,20 @@ def _refuse_costly(data: bytes) -> None:
             )
 
 
-def _exif_size(im: Image.Image) -> int:
-    """The bytes of an image's EXIF, in a JPEG's APP1, a PNG's eXIf chunk or its hex text."""
-    text = im.info.get("Raw profile type exif") or ""  # hex, two characters a byte
-    return max(len(im.info.get("exif") or b""), len(text) // 2)
+def _orientation(data: bytes, im: Image.Image) -> int | None:
+    """The EXIF Orientation a browser turns the picture by: a JPEG's, in its APP1, or a PNG's, in
+    an eXIf chunk before the pixels, of at most MAX_EXIF bytes. Browsers ignore a later eXIf,
+    EXIF in text chunks or XMP, and WebP's, which Pillow's getexif reads too."""
+    exif = (im.info.get("exif") or b"") if im.format in ("JPEG", "MPO") else b""
+    for kind, start, end in png_chunks(data) if im.format == "PNG" else ():
+        if kind in (b"IDAT", b"eXIf"):
+            exif = data[start + 8 : end - 4] if kind == b"eXIf" else b""
+            break
+    if not exif or len(exif) > MAX_EXIF:
+        return None
+    tags = Image.Exif()
+    tags.load(exif)
+    return tags.get(ORIENTATION)
 
 
 def _jpeg_segments(data: bytes) -> tuple[int, int]:
@@ -172,11 +190,10 @@ def _jpeg_segments(data: bytes) -> tuple[int, int]:
         kind, at = m[1][0], m.end()
         if kind == 0xD9 and scans:  # end of image; Pillow reads on past one before any scan
             break
-        if kind in (0x01, 0xD8, 0xD9):  # no length follows
-            continue
         scans += kind == 0xDA
-        segments += kind != 0xDA
-        at += int.from_bytes(data[at : at + 2], "big")  # then entropy-coded data, after a scan's
+        segments += kind != 0xDA  # a marker without a length too: Pillow reads each in Python
+        if kind not in (0x01, 0xD8, 0xD9):  # those have no length
+            at += int.from_bytes(data[at : at + 2], "big")  # then entropy-coded data, a scan's
     return scans, segments
 
 
