@@ -7,6 +7,8 @@ import os
 import signal
 import stat
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -115,13 +117,14 @@ def test_ctrl_c_during_the_renames_waits_until_they_are_done(
 ) -> None:
     """A folder output is removed, then replaced: Ctrl-C between the two would lose it."""
     _, model = _old_outputs(tmp_path)
-    real = atomic._rename
+    real = atomic._swap_in
 
-    def rename_then_ctrl_c(tmp: Path, target: Path) -> None:
-        real(tmp, target)
+    def rename_then_ctrl_c(tmp: Path, target: Path) -> Path | None:
+        old = real(tmp, target)
         signal.raise_signal(signal.SIGINT)  # as if the user pressed Ctrl-C now
+        return old
 
-    monkeypatch.setattr(atomic, "_rename", rename_then_ctrl_c)
+    monkeypatch.setattr(atomic, "_swap_in", rename_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt), atomic.together():
         with atomic.atomic_path(tmp_path / "plots", is_dir=True) as tmp:
             (tmp / "a.png").write_bytes(b"new plot")
@@ -306,7 +309,7 @@ def test_a_failed_swap_removes_nothing(mount_point: Path) -> None:
     new = mount_point.with_name("new")
     new.mkdir()
     with pytest.raises(OSError, match="Device or resource busy"):
-        atomic._rename(new, mount_point)
+        atomic._swap_in(new, mount_point)
     assert (mount_point / "a.bin").read_text() == "old"
 
 
@@ -374,14 +377,145 @@ def test_a_folder_output_that_is_a_broken_link_is_replaced(tmp_path: Path) -> No
     assert not plots.is_symlink()
 
 
-def test_a_rename_that_fails_after_others_says_which_were_replaced(tmp_path: Path) -> None:
-    """What a stage's error line names once one of its renames fails after others."""
+def test_a_rename_that_fails_after_others_puts_them_back(tmp_path: Path) -> None:
+    """A group's outputs are one run's: one rename failing after others undoes those."""
     first, second = tmp_path / "metrics.json", tmp_path / "model.bin"
     first.write_text("old")
-    (second / "in-the-way").mkdir(parents=True)  # a file cannot be renamed onto a folder
+    (second / "in-the-way").mkdir(parents=True)  # a file is never swapped with a folder
     atomic.replaced.clear()
     with pytest.raises(IsADirectoryError), atomic.together():
         atomic.write_text(first, "new")
         atomic.write_text(second, "new")
-    assert atomic.replaced == [first]
+    assert atomic.replaced == []
+    assert first.read_text() == "old" and os.listdir(second) == ["in-the-way"]
+    assert sorted(os.listdir(tmp_path)) == ["metrics.json", "model.bin"]  # no temporary left
+
+
+@pytest.fixture
+def overlay(tmp_path: Path) -> Iterator[Path]:
+    """An overlayfs whose lower layer holds a folder output, as a container image's project:
+    a folder of the lower layer cannot be renamed (EXDEV)."""
+    layers = {n: tmp_path / n for n in ("lower", "upper", "work", "merged")}
+    for d in layers.values():
+        d.mkdir()
+    (layers["lower"] / "plots").mkdir()
+    (layers["lower"] / "plots" / "a.png").write_text("old")
+    (layers["lower"] / "metrics.json").write_text("old")
+    opts = "lowerdir={lower},upperdir={upper},workdir={work}".format(**layers)
+    r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(layers["merged"])],
+                       capture_output=True)  # fmt: skip
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount an overlayfs here: {r.stderr.decode().strip()}")
+    try:
+        yield layers["merged"]
+    finally:
+        subprocess.run(["umount", str(layers["merged"])], check=True)
+
+
+def test_a_folder_that_cannot_be_renamed_leaves_the_groups_files_as_they_were(
+    overlay: Path,
+) -> None:
+    """On overlayfs a lower layer's folder gives EXDEV, after the group's files were renamed."""
+    atomic.replaced.clear()
+    with pytest.raises(OSError, match="Invalid cross-device link"), atomic.together():
+        atomic.write_text(overlay / "metrics.json", "new")
+        with atomic.atomic_path(overlay / "plots", is_dir=True) as tmp:
+            (tmp / "a.png").write_text("new")
+    assert atomic.replaced == []
+    assert (overlay / "metrics.json").read_text() == "old"
+    assert (overlay / "plots" / "a.png").read_text() == "old"
+    assert sorted(os.listdir(overlay)) == ["metrics.json", "plots"]
+
+
+@pytest.fixture
+def immutable(tmp_path: Path) -> Iterator[Path]:
+    """An old folder output holding a file nobody may remove, root neither (chattr +i): as a
+    tree a `sudo dvc repro` left is to its user."""
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "a.png").write_text("old")
+    r = subprocess.run(["chattr", "+i", str(plots / "a.png")], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot make a file immutable here: {r.stderr.decode().strip()}")
+    yield plots
+    for left in tmp_path.rglob("a.png"):
+        subprocess.run(["chattr", "-i", str(left)], check=True)
+
+
+def test_an_old_folder_that_cannot_be_removed_is_a_warning_and_the_run_stands(
+    immutable: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The new outputs are all in place before the old ones are removed: a failure to remove
+    one loses nothing, so the run stands; its user is told where the old one is left."""
+    model = immutable.with_name("model")
+    model.write_text("old")
+    atomic.replaced.clear()
+    with atomic.together():
+        atomic.write_text(model, "new")
+        with atomic.atomic_path(immutable, is_dir=True) as tmp:
+            (tmp / "a.png").write_text("new")
+    assert model.read_text() == "new" and (immutable / "a.png").read_text() == "new"
+    [left] = immutable.parent.glob(".plots.*.tmp")
+    assert (left / "a.png").read_text() == "old"
+    assert caplog.messages == [
+        f"the old {immutable} is left at {left} (Operation not permitted); remove it yourself "
+        "(with sudo if a sudo run made it)"
+    ]
+    atomic.clear_stale(immutable)  # the next run tries again, and says so again
+    assert len(caplog.messages) == 2 and left.exists()
+    atomic.replaced.clear()
+
+
+@pytest.fixture
+def fuse(tmp_path: Path) -> Iterator[Path]:
+    """A pass-through FUSE mount (tests/loopback_fs.py): no RENAME_EXCHANGE, as NFS and sshfs."""
+    pytest.importorskip("fuse", reason="fusepy (the dev extra) is not installed")
+    if not Path("/dev/fuse").exists():
+        pytest.skip("no /dev/fuse here")
+    (tmp_path / "disk").mkdir()
+    (mounted := tmp_path / "mnt").mkdir()
+    script = Path(__file__).with_name("loopback_fs.py")
+    command = [sys.executable, str(script), str(tmp_path / "disk"), str(mounted)]
+    fs = subprocess.Popen(command, stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            if os.path.ismount(mounted) or fs.poll() is not None:
+                break
+            time.sleep(0.05)
+        if not os.path.ismount(mounted):
+            pytest.skip(f"cannot mount a FUSE file system here: {fs.stderr.read().decode()}")
+        yield mounted
+    finally:
+        subprocess.run(["fusermount", "-u", str(mounted)], capture_output=True)
+        fs.wait(10)
+
+
+def test_where_folders_cannot_be_swapped_a_file_held_open_loses_nothing(fuse: Path) -> None:
+    """Without the swap the old folder goes aside, the new one in, and the old one is removed
+    last: removing it first failed on a file a reader held open (NFS keeps it as .nfs*, FUSE
+    as .fuse_hidden*), and the new folder was thrown away too, so neither was left."""
+    tensors = fuse / "tensors"
+    tensors.mkdir()
+    (tensors / "train.bin").write_text("old train")
+    (tensors / "valid.bin").write_text("old valid")
+    probe_a, probe_b = fuse / "a", fuse / "b"
+    probe_a.mkdir(), probe_b.mkdir()
+    assert not atomic._exchange(probe_a, probe_b)  # EINVAL: the fallback is what runs
+    atomic.replaced.clear()
+    with open(tensors / "train.bin", "rb"):  # a notebook reading it meanwhile
+        with atomic.atomic_path(tensors, is_dir=True) as tmp:
+            (tmp / "train.bin").write_text("new train")
+            (tmp / "valid.bin").write_text("new valid")
+        assert (tensors / "train.bin").read_text() == "new train"
+        assert (tensors / "valid.bin").read_text() == "new valid"
+    atomic.replaced.clear()
+
+
+def test_a_fifo_where_a_folder_output_goes_is_replaced_and_leaves_no_temporary(
+    tmp_path: Path,
+) -> None:
+    os.mkfifo(tmp_path / "plots")
+    with atomic.atomic_path(tmp_path / "plots", is_dir=True) as tmp:
+        (tmp / "a.png").write_text("new")
+    assert os.listdir(tmp_path) == ["plots"] and (tmp_path / "plots" / "a.png").exists()
     atomic.replaced.clear()

@@ -599,11 +599,12 @@ import contextlib, os, signal
 from mnist_basics import atomic
 from mnist_basics.stage import run_stage
 
-real_rename, real_together = atomic._rename, atomic.together
+real_swap_in, real_together = atomic._swap_in, atomic.together
 
-def rename_then_ctrl_c(tmp, target):
-    real_rename(tmp, target)
+def swap_in_then_ctrl_c(tmp, target):
+    old = real_swap_in(tmp, target)
     os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C now
+    return old
 
 @contextlib.contextmanager
 def together_then_ctrl_c():
@@ -613,7 +614,7 @@ def together_then_ctrl_c():
         os.kill(os.getpid(), signal.SIGINT)
 
 if WHEN == "during":
-    atomic._rename = rename_then_ctrl_c
+    atomic._swap_in = swap_in_then_ctrl_c
 else:
     atomic.together = together_then_ctrl_c
 run_stage("renaming", lambda params: atomic.write_bytes("out", b"new"))

@@ -4,6 +4,7 @@ And the one reader of the stages' safetensors files, with one clear line when on
 import contextlib
 import errno
 import json
+import logging
 import os
 import re
 import secrets
@@ -17,13 +18,30 @@ from typing import Any, BinaryIO
 
 from mnist_basics.errors import BadFile, UserError
 
+log = logging.getLogger(__name__)
+
 
 def remove(path: Path) -> None:
-    """Remove a file, link or folder tree if it exists."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
+    """Remove a folder tree, or a file, link, fifo or socket, if it exists."""
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+def remove_old(path: Path, what: Path) -> None:
+    """Remove the old version of output `what`, kept at `path` until its group was in place: a
+    failure (a tree a `sudo dvc repro` made, a file a reader holds open on NFS) loses nothing,
+    so it is a warning, and the next run's clear_stale tries again."""
+    try:
+        remove(path)
+    except OSError as e:
+        log.warning(
+            "the old %s is left at %s (%s); remove it yourself (with sudo if a sudo run made it)",
+            what,
+            path,
+            e.strerror or e,
+        )
 
 
 def temporary(target: Path) -> Path:
@@ -46,7 +64,7 @@ def clear_stale(target: Path) -> None:
     """Remove the `.<name>.<random>.tmp` temporaries a `kill -9` left beside `target`; only names
     of exactly that shape: a user's `.<name>.my backup.tmp` stays."""
     for tmp in target.parent.glob(f".{target.name}.{'[0-9a-f]' * 16}.tmp"):
-        remove(tmp)
+        remove_old(tmp, target)
 
 
 # The renames a `together()` block holds back until it ends: (temporary, target), in order.
@@ -55,18 +73,47 @@ _held: list[list[tuple[Path, Path]]] = []
 replaced: list[Path] = []
 
 
-def _rename(tmp: Path, target: Path) -> None:
+def _swap_in(tmp: Path, target: Path) -> Path | None:
+    """Put `tmp` at `target`, in one step where the file system can swap them; the old target
+    is then under a temporary name, returned, to be put back or removed once the whole group is
+    in. None if there was no target."""
     mask = os.umask(0)  # the files get the mode any file of the user's gets (safetensors: 0600)
     os.umask(mask)
     for f in [tmp] if not tmp.is_dir() else [p for p in tmp.rglob("*") if p.is_file()]:
         if not f.is_symlink():
             f.chmod(0o666 & ~mask)
-    if tmp.is_dir() and not tmp.is_symlink() and os.path.lexists(target):  # a broken link too
-        if _exchange(tmp, target):  # the new folder in place, the old one under tmp's name
-            remove(tmp)
-            return
-        remove(target)  # no renameat2 here: a kill -9 in between leaves no folder
-    os.replace(tmp, target)
+    if not os.path.lexists(target):  # a broken link is a target too
+        os.rename(tmp, target)
+        return None
+    if _real_dir(target) and not _real_dir(tmp):  # a folder where a file goes is never swapped
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+    if _exchange(tmp, target):  # the new one in place, the old one under tmp's name
+        return tmp
+    old = temporary(target)  # no renameat2 here (NFS, FUSE): the old one aside, not removed
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    return old
+
+
+def _put_back(target: Path, old: Path | None) -> None:
+    """Undo one _swap_in: the old version (None: there was none) at `target` again."""
+    if old is None:
+        remove(target)
+        return
+    if not _exchange(old, target):
+        new = temporary(target)
+        os.rename(target, new)
+        os.rename(old, target)
+        old = new
+    remove(old)  # the new version, now under the temporary name
+
+
+def _real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -163,6 +210,7 @@ def together() -> Iterator[None]:
         return
     held: list[tuple[Path, Path]] = []
     _held.append(held)
+    swapped: list[tuple[Path, Path | None]] = []  # (target, where its old version is)
     try:
         yield
         mounts = _mount_points()  # read once for the group
@@ -170,12 +218,25 @@ def together() -> Iterator[None]:
             _refuse_mount(target, mounts)
             _refuse_foreign(target, tmp)
         with _signals_held():  # a signal that comes meanwhile is raised once all are renamed
-            while held:
-                _rename(*held[0])
-                replaced.append(held.pop(0)[1])
+            try:
+                while held:
+                    swapped.append((held[0][1], _swap_in(*held[0])))
+                    replaced.append(held.pop(0)[1])
+            except BaseException:  # one failed after others (overlayfs' EXDEV): all put back
+                while swapped:
+                    try:
+                        _put_back(*swapped[-1])
+                    except OSError:  # what stays new is in `replaced`, told with the first error
+                        break
+                    replaced.remove(swapped.pop()[0])
+                raise
+            for target, old in swapped:  # all in place: the old versions can go
+                if old is not None:
+                    remove_old(old, target)
     except BaseException:
         for tmp, _ in held:
-            remove(tmp)
+            with contextlib.suppress(OSError):  # the error that brought us here is the one told
+                remove(tmp)
         raise
     finally:
         _held.remove(held)
