@@ -172,28 +172,32 @@ def test_a_signal_mid_sweep_cancels_the_runs_in_one_line(
     ray_cluster: RayCluster,  # noqa: F811
     sig: signal.Signals,
 ) -> None:
-    """Ctrl-C or SIGTERM (a job manager's stop) while a run trains: the runs are cancelled, the
-    sweep says so (no crash dump of Ray's) and exits 130; nothing lands on the origin."""
+    """Ctrl-C or SIGTERM (a job manager's stop) while a run trains, after another landed: the
+    unfinished run is cancelled, the sweep says so (no crash dump of Ray's), names the landed
+    one and how to pull it, and exits 130; nothing unfinished lands on the origin."""
     proj, _ = team
     name = f"stop{sig.value}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mnist_basics.cli", "sweep", "-n", name, "-S", "train.epochs=5000",
-         "--no-pull", "--address", ray_cluster.gcs],
+        [sys.executable, "-m", "mnist_basics.cli", "sweep", "-n", name, "-S",
+         "train.epochs=1,5000", "--no-pull", "--address", ray_cluster.gcs],
         cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None and proc.stdout.readline().startswith("sweep: 1 runs")
-        time.sleep(5)  # the task has cloned and is pulling or training
+        assert proc.stdout is not None and proc.stdout.readline().startswith("sweep: 2 runs")
+        assert proc.stdout.readline().startswith(f"[1/2] {name}-1 ok")  # the other one trains
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130, out + err
-    assert err.splitlines()[-1] == "sweep: interrupted; unfinished runs cancelled", err
+    assert err.splitlines()[-1] == (
+        f"sweep: interrupted; unfinished runs cancelled; those that landed: dvc exp pull origin "
+        f"{name}-1"
+    ), err
     assert "SIGTERM received" not in err
     listed = proj.dvc("exp", "list", "origin", "--name-only", timeout=120).stdout.split()
-    assert f"{name}-1" not in listed
+    assert f"{name}-1" in listed and f"{name}-2" not in listed
 
 
 def test_a_push_that_fails_after_its_ref_landed_says_so(

@@ -397,6 +397,7 @@ def _shutdown(ray: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The sweep; 0 when every run landed, 1 when one failed, 2 before any run on a mistake."""
+    atomic.handle_signals()  # SIGTERM as Ctrl-C, while Ray starts too: one line, no crash dump
     try:
         repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
         commit = _git(repo, "rev-parse", "HEAD")
@@ -417,8 +418,11 @@ def run(args: argparse.Namespace) -> int:
     except SweepError as e:
         _say(f"sweep: error: {e}", error=True)
         return 2
+    except KeyboardInterrupt:
+        _say("sweep: interrupted before any run started", error=True)
+        return 130
 
-    atomic.handle_signals()  # SIGTERM as Ctrl-C: in place of Ray's handler, which dumps a crash
+    atomic.handle_signals()  # again: in place of the handler Ray's start installed
     start = time.monotonic()
     outcomes: dict[str, Outcome] = {}
     pending: dict[Any, Spec] = {}  # Ray's task refs: Ctrl-C cancels those submitted so far
@@ -447,7 +451,13 @@ def run(args: argparse.Namespace) -> int:
         for ref in pending:
             ray.cancel(ref, force=True)
         ray.shutdown()
-        _say("sweep: interrupted; unfinished runs cancelled", error=True)
+        landed = [s.name for s in specs if s.name in outcomes and outcomes[s.name].ok]
+        pull = shlex.join(["dvc", "exp", "pull", origin_here, *landed])
+        _say(
+            "sweep: interrupted; unfinished runs cancelled"
+            + (f"; those that landed: {pull}" if landed else ""),
+            error=True,
+        )
         return 130
     landed = [s.name for s in specs if outcomes[s.name].ok]
     try:
