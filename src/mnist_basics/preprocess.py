@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -39,6 +40,9 @@ UPRIGHT = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRA
 # A marker in a JPEG's data: not a stuffed 0xFF (FF 00), a restart (FF D0-D7) or a fill byte
 # (FF FF); one 0xFF, not `\xff+`, which backtracks: 100 KB of 0xFF took 48 s
 JPEG_MARKER = re.compile(rb"\xff([^\x00\xd0-\xd7\xff])")
+# The markers no length follows, as Pillow reads them (JPG, JPG0-13, start and end of image, TEM)
+NO_LENGTH = {0x01, 0xC8, 0xD8, 0xD9, *range(0xF0, 0xFE)}
+EXIF_APP1 = b"Exif\x00\x00"
 MAX_EXIF = 1 << 16  # what a JPEG's APP1 holds; Pillow decodes a tag's values in Python
 # What Pillow decodes by itself, under its names: not EPS (it runs Ghostscript on the file), nor
 # TIFF (libtiff decodes tiles that all point at the same bytes, each at the cost of a whole one).
@@ -101,6 +105,8 @@ def prepare(
                     f"{w}x{h} pixels: a side of more than {MAX_SIDE:,} pixels: allowed: up to "
                     f"{MAX_SIDE:,} (a camera's long side is 12,000 or so)"
                 )
+            if im.info.get("default_image"):  # an APNG's still for viewers that cannot play it
+                im.seek(1)  # the first frame of the animation, which a browser shows
             im.load()
             # whatever a damaged EXIF raises (struct.error, among others), the pixels are good
             with contextlib.suppress(Exception):
@@ -149,7 +155,12 @@ def _refuse_costly(data: bytes, formats: Sequence[str]) -> None:
         if (n := sum(kind == b"iCCP" for kind, *_ in chunks)) > 1:
             raise ImageError(f"a PNG of {n:,} colour profiles (iCCP chunks): allowed: one")
     elif "JPEG" in formats and data.startswith(b"\xff\xd8\xff"):  # a JPEG, or an MPO of JPEGs
-        scans, segments = _jpeg_segments(data)
+        scans, segments, _, exif_bytes = jpeg_walk(data)
+        if exif_bytes > MAX_EXIF:  # Pillow joins every EXIF segment, and reads the dpi from it
+            raise ImageError(
+                f"a JPEG of {exif_bytes:,} bytes of EXIF: allowed: up to {MAX_EXIF:,} (one "
+                "segment's)"
+            )
         if scans > MAX_JPEG_SCANS:
             raise ImageError(
                 f"a JPEG of more than {MAX_JPEG_SCANS} scans: allowed: up to {MAX_JPEG_SCANS} (a "
@@ -166,23 +177,30 @@ def _orientation(data: bytes, im: Image.Image) -> int | None:
     """The EXIF Orientation a browser turns the picture by: a JPEG's, in its APP1, or a PNG's, in
     an eXIf chunk before the pixels, of at most MAX_EXIF bytes. Browsers ignore a later eXIf,
     EXIF in text chunks or XMP, and WebP's, which Pillow's getexif reads too."""
-    exif = (im.info.get("exif") or b"") if im.format in ("JPEG", "MPO") else b""
+    exif = jpeg_walk(data).exif if im.format in ("JPEG", "MPO") else b""
     for kind, start, end in png_chunks(data) if im.format == "PNG" else ():
         if kind in (b"IDAT", b"eXIf"):
             exif = data[start + 8 : end - 4] if kind == b"eXIf" else b""
             break
-    if not exif or len(exif) > MAX_EXIF:
+    if not exif.startswith((b"MM\x00*", b"II*\x00")) or len(exif) > MAX_EXIF:  # a TIFF header
         return None
     tags = Image.Exif()
     tags.load(exif)
     return tags.get(ORIENTATION)
 
 
-def _jpeg_segments(data: bytes) -> tuple[int, int]:
-    """(scans, other segments) of a JPEG's first image, walked by the segments' lengths to its
-    end as libjpeg reads it (a phone's motion photo carries a video after it), and no further
-    than one past either cap."""
-    scans = segments = 0
+class JpegWalk(NamedTuple):
+    scans: int
+    segments: int  # all but the scans
+    exif: bytes  # the first EXIF segment's TIFF data, the one a browser reads; b"" if none
+    exif_bytes: int  # of all EXIF segments, which Pillow joins
+
+
+def jpeg_walk(data: bytes) -> JpegWalk:
+    """A JPEG's first image, walked by its segments' lengths to its end as libjpeg reads it (a
+    phone's motion photo carries a video after it), and no further than one past either cap."""
+    scans = segments = exif_bytes = 0
+    exif = b""
     at = 2  # past the start-of-image marker
     while scans <= MAX_JPEG_SCANS and segments <= MAX_JPEG_SEGMENTS:
         if not (m := JPEG_MARKER.search(data, at)):
@@ -192,9 +210,14 @@ def _jpeg_segments(data: bytes) -> tuple[int, int]:
             break
         scans += kind == 0xDA
         segments += kind != 0xDA  # a marker without a length too: Pillow reads each in Python
-        if kind not in (0x01, 0xD8, 0xD9):  # those have no length
-            at += int.from_bytes(data[at : at + 2], "big")  # then entropy-coded data, a scan's
-    return scans, segments
+        if kind in NO_LENGTH:
+            continue
+        length = int.from_bytes(data[at : at + 2], "big")
+        if kind == 0xE1 and not scans and data.startswith(EXIF_APP1, at + 2):  # Pillow's APP1s
+            exif = exif or data[at + 2 + len(EXIF_APP1) : at + length]
+            exif_bytes += length - 2
+        at += length  # then entropy-coded data, a scan's
+    return JpegWalk(scans, segments, exif, exif_bytes)
 
 
 def greyscale(im: Image.Image) -> np.ndarray:
