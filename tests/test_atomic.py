@@ -458,8 +458,8 @@ def test_an_old_folder_that_cannot_be_removed_is_a_warning_and_the_run_stands(
     [left] = immutable.parent.glob(".plots.*.tmp")
     assert (left / "a.png").read_text() == "old"
     assert caplog.messages == [
-        f"the old {immutable} is left at {left} (Operation not permitted); remove it yourself "
-        "(with sudo if a sudo run made it)"
+        f"the old {immutable} is left at {left} (Operation not permitted); remove it once "
+        "nothing holds it open (with sudo if a sudo run made it)"
     ]
     atomic.clear_stale(immutable)  # the next run tries again, and says so again
     assert len(caplog.messages) == 2 and left.exists()
@@ -519,3 +519,49 @@ def test_a_fifo_where_a_folder_output_goes_is_replaced_and_leaves_no_temporary(
         (tmp / "a.png").write_text("new")
     assert os.listdir(tmp_path) == ["plots"] and (tmp_path / "plots" / "a.png").exists()
     atomic.replaced.clear()
+
+
+def _group_whose_second_rename_fails(tmp_path: Path) -> tuple[Path, Path]:
+    first, second = tmp_path / "metrics.json", tmp_path / "model.bin"
+    first.write_text("old")
+    (second / "in-the-way").mkdir(parents=True)  # a file is never swapped with a folder
+    with atomic.together():
+        atomic.write_text(first, "new")
+        atomic.write_text(second, "new")
+    return first, second
+
+
+def test_a_signal_during_renames_that_fail_leaves_the_failure_to_be_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ctrl_c_raises: None
+) -> None:
+    """Ctrl-C held back during the renames was raised after a failed one, in place of its
+    error: the stage then said "all are new" of outputs that were put back."""
+    real = atomic._swap_in
+
+    def swap_in_then_ctrl_c(tmp: Path, target: Path) -> Path | None:
+        old = real(tmp, target)
+        signal.raise_signal(signal.SIGINT)
+        return old
+
+    monkeypatch.setattr(atomic, "_swap_in", swap_in_then_ctrl_c)
+    with pytest.raises(IsADirectoryError):
+        _group_whose_second_rename_fails(tmp_path)
+    assert atomic.replaced == [] and (tmp_path / "metrics.json").read_text() == "old"
+
+
+def test_old_versions_that_could_not_be_put_back_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ctrl_c_raises: None
+) -> None:
+    """No file system here fails a rename back (the fault is made): the old version is left
+    under its temporary name, which the stage's line names, since the next run removes it."""
+
+    def cannot(target: Path, old: Path | None) -> None:
+        raise OSError(errno.EIO, "Input/output error", str(target))
+
+    monkeypatch.setattr(atomic, "_put_back", cannot)
+    monkeypatch.setattr(atomic, "not_put_back", [])
+    with pytest.raises(IsADirectoryError):
+        _group_whose_second_rename_fails(tmp_path)
+    [(target, old)] = atomic.not_put_back
+    assert atomic.replaced == [target] == [tmp_path / "metrics.json"]
+    assert target.read_text() == "new" and old.read_text() == "old"

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from mnist_basics.sweep import (
+    Outcome,
+    Spec,
     SweepError,
+    _landed,
     _linked,
     _links,
     exp_ref,
@@ -214,3 +217,21 @@ def test_a_file_name_that_is_not_utf8_is_no_traceback(tmp_path: Path) -> None:
     subprocess.run([*run, "add", "-A"], cwd=tmp_path, check=True)
     subprocess.run([*run, "commit", "-qm", "c"], cwd=tmp_path, check=True)
     assert _links(tmp_path, "HEAD") == {os.fsdecode(b"caf\xe9")}
+
+
+def test_an_interrupt_counts_as_landed_what_the_origin_has_though_its_task_never_returned(
+    tmp_path: Path,
+) -> None:
+    """A task pushes, then checks the origin and removes its clone: Ctrl-C in that moment left
+    its run out of the interrupt's line, which is what the user pulls."""
+    repo = git_repo(tmp_path / "repo")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                            text=True, check=True).stdout.strip()  # fmt: skip
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
+    subprocess.run(["git", "update-ref", exp_ref(commit, "s-2"), commit], cwd=origin, check=True)
+    specs = [Spec(f"s-{i}", [], str(origin), commit) for i in (1, 2, 3)]
+    outcomes = {"s-1": Outcome(True), "s-3": Outcome(False, reason="diverged")}
+    assert _landed(repo, str(origin), commit, specs, outcomes) == ["s-1", "s-2"]
+    gone = tmp_path / "gone.git"  # an origin that cannot answer: what the tasks said
+    assert _landed(repo, str(gone), commit, specs, outcomes) == ["s-1"]

@@ -37,7 +37,8 @@ def remove_old(path: Path, what: Path) -> None:
         remove(path)
     except OSError as e:
         log.warning(
-            "the old %s is left at %s (%s); remove it yourself (with sudo if a sudo run made it)",
+            "the old %s is left at %s (%s); remove it once nothing holds it open (with sudo if a "
+            "sudo run made it)",
             what,
             path,
             e.strerror or e,
@@ -71,6 +72,8 @@ def clear_stale(target: Path) -> None:
 _held: list[list[tuple[Path, Path]]] = []
 # The targets replaced so far: a stop from then on must not say the old outputs are kept.
 replaced: list[Path] = []
+# (target, where its old version is) for those a failed rename could not put back.
+not_put_back: list[tuple[Path, Path]] = []
 
 
 def _swap_in(tmp: Path, target: Path) -> Path | None:
@@ -227,6 +230,7 @@ def together() -> Iterator[None]:
                     try:
                         _put_back(*swapped[-1])
                     except OSError:  # what stays new is in `replaced`, told with the first error
+                        not_put_back.extend((t, old) for t, old in swapped if old is not None)
                         break
                     replaced.remove(swapped.pop()[0])
                 raise
@@ -274,13 +278,17 @@ def _signals_held() -> Iterator[None]:
     old = {s: signal.getsignal(s) for s in SIGNALS}
     handle_signals()
     _held_signals = []
+    failed = False
     try:
         yield
+    except BaseException:
+        failed = True  # the error is what the stage tells; the signal would put it out of sight
+        raise
     finally:
         got, _held_signals = _held_signals, None
         for s, handler in old.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        if got:
+        if got and not failed:
             signal.raise_signal(got[0])
 
 

@@ -175,7 +175,10 @@ def run_stage(
             hint = (
                 "while writing (a full disk or a file-size limit); the last good outputs are left"
             )
-        if atomic.replaced:  # a rename failed after others: the outputs are not one run's
+        if atomic.replaced:  # a rename failed after others, and putting those back too
             hint = f"after {', '.join(map(str, atomic.replaced))} were replaced; run it again"
+            if kept := atomic.not_put_back:
+                olds = ", ".join(f"{target} at {old}" for target, old in kept)
+                hint += f" (the old versions are left: {olds}; the next run removes them)"
         _exit(1, f"{name}: error: {where}{e.strerror or e} {hint}")
     _exit(0)

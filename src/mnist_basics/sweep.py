@@ -286,6 +286,21 @@ def _experiments(repo: Path, commit: str, origin_refs: list[list[str]]) -> set[s
     return {ref.removeprefix(prefix) for ref in refs if ref.startswith(prefix)}
 
 
+def _landed(
+    repo: Path, origin_url: str, commit: str, specs: list[Spec], outcomes: dict[str, Outcome]
+) -> list[str]:
+    """The runs on the origin after an interrupt: a task may have pushed and not yet returned.
+    The names were free there when the sweep began, so each one there is this sweep's."""
+    try:
+        refs = [ln.split() for ln in _git(repo, "ls-remote", "--", origin_url).splitlines()]
+        there = _experiments(repo, commit, refs)
+    except SweepError:  # the origin cannot tell: what the tasks said
+        there = set()
+    return [
+        s.name for s in specs if s.name in there or (s.name in outcomes and outcomes[s.name].ok)
+    ]
+
+
 def _ray_init(address: str | None) -> Any:
     if not address:
         # A Ray of this machine only: on 127.0.0.1, not the machine's routable address (Ray
@@ -451,7 +466,7 @@ def run(args: argparse.Namespace) -> int:
         for ref in pending:
             ray.cancel(ref, force=True)
         ray.shutdown()
-        landed = [s.name for s in specs if s.name in outcomes and outcomes[s.name].ok]
+        landed = _landed(repo, origin_url, commit, specs, outcomes)
         pull = shlex.join(["dvc", "exp", "pull", origin_here, *landed])
         _say(
             "sweep: interrupted; unfinished runs cancelled"
