@@ -179,7 +179,7 @@ def test_a_signal_mid_sweep_cancels_the_runs_in_one_line(
     name = f"stop{sig.value}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mnist_basics.cli", "sweep", "-n", name, "-S",
-         "train.epochs=1,5000", "--no-pull", "--address", ray_cluster.gcs],
+         "train.epochs=1,100000", "--no-pull", "--address", ray_cluster.gcs],
         cwd=proj.path, env=dict(proj.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
