@@ -756,11 +756,45 @@ def test_markers_that_pillow_reads_without_a_length_hide_no_segments() -> None:
         prepare(jpg[:2] + hidden + jpg[2:])
 
 
-def test_an_animated_pngs_default_image_is_not_what_is_read() -> None:
-    """An APNG may carry a still for viewers that cannot play it; a browser plays the animation,
-    and predict read the still: a 3 where the page showed a 7."""
+def test_an_animation_and_a_gif_frame_short_of_its_screen_are_refused(tmp_path: Path) -> None:
+    """Pillow and a browser compose frames differently: an APNG's still under its first frame, a
+    GIF's bare screen in palette colour 0 where Chromium leaves it clear. predict read a 3 where
+    the page showed a 7 (or nothing)."""
     three = Image.new("L", (300, 200), 255)
     ImageDraw.Draw(three).text((100, 20), "3", fill=0, font_size=160)
     animated = io.BytesIO()
     three.save(animated, "PNG", save_all=True, append_images=[seven(), seven()], default_image=True)
-    assert np.array_equal(prepare(animated.getvalue()).pixels, to_mnist(seven()).pixels)
+    with pytest.raises(ImageError, match=r"^an animated PNG image: allowed: a still picture$"):
+        prepare(animated.getvalue())
+    gif = io.BytesIO()
+    three.save(gif, "GIF", save_all=True, append_images=[seven()])
+    with pytest.raises(ImageError, match=r"^an animated GIF image"):
+        prepare(gif.getvalue())
+    still = io.BytesIO()
+    seven().crop((40, 20, 150, 200)).save(still, "GIF")
+    data = bytearray(still.getvalue())
+    data[6:10] = struct.pack("<HH", 200, 280)  # the screen larger than its one frame
+    with pytest.raises(ImageError, match=r"^a GIF whose first frame \(\(0, 0, 110, 180\)\)"):
+        prepare(bytes(data))
+    camera = io.BytesIO()  # a camera's MPO: several pictures, not an animation
+    seven().convert("RGB").save(
+        camera, "MPO", save_all=True, append_images=[seven().convert("RGB")]
+    )
+    assert prepare(camera.getvalue()).pixels.any()
+
+
+def test_the_orientation_is_a_short_of_one_value_as_a_browser_reads_it() -> None:
+    """Pillow reads an Orientation stored as a LONG, which a browser ignores, and passed over an
+    EXIF segment that begins `Exif\\0\\xff`, which a browser reads."""
+    sideways = seven().transpose(Image.Transpose.ROTATE_90)
+    plain = io.BytesIO()
+    sideways.convert("RGB").save(plain, "JPEG", quality=95)
+    jpg = plain.getvalue()
+    entry = struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)  # Orientation, SHORT, 1 value: 6
+    tiff = b"MM\x00*" + struct.pack(">IH", 8, 1) + entry + bytes(4)
+    as_long = tiff.replace(entry, struct.pack(">HHII", 0x0112, 4, 1, 6))
+    assert _turned_by(jpg[:2] + _app1(b"Exif\0\0" + tiff) + jpg[2:])
+    assert _turned_by(jpg[:2] + _app1(b"Exif\0\xff" + tiff) + jpg[2:])
+    long_jpg = jpg[:2] + _app1(b"Exif\0\0" + as_long) + jpg[2:]
+    assert Image.open(io.BytesIO(long_jpg)).getexif().get(0x0112) == 6  # Pillow's reading
+    assert not _turned_by(long_jpg)

@@ -105,8 +105,7 @@ def prepare(
                     f"{w}x{h} pixels: a side of more than {MAX_SIDE:,} pixels: allowed: up to "
                     f"{MAX_SIDE:,} (a camera's long side is 12,000 or so)"
                 )
-            if im.info.get("default_image"):  # an APNG's still for viewers that cannot play it
-                im.seek(1)  # the first frame of the animation, which a browser shows
+            _refuse_animated(data, im)
             im.load()
             # whatever a damaged EXIF raises (struct.error, among others), the pixels are good
             with contextlib.suppress(Exception):
@@ -116,7 +115,7 @@ def prepare(
         raise ImageError(f"{too_large}: {e}") from None
     except UnidentifiedImageError:
         raise ImageError(f"not a {allowed} image") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+    except (OSError, EOFError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         raise ImageError(f"cannot decode the image: {e}") from None
     except MemoryError:  # raised below, once Pillow's buffers in this frame are let go
         im = None
@@ -173,6 +172,21 @@ def _refuse_costly(data: bytes, formats: Sequence[str]) -> None:
             )
 
 
+def _refuse_animated(data: bytes, im: Image.Image) -> None:
+    """An animation, or a GIF whose first frame leaves part of its screen bare: Pillow and a
+    browser compose frames differently (an APNG's still under its first frame, a bare screen in
+    palette colour 0 or transparent), so predict would read a picture the user does not see."""
+    if any(kind == b"acTL" for kind, *_ in png_chunks(data)) or (
+        getattr(im, "is_animated", False) and im.format != "MPO"  # a camera's pictures, not frames
+    ):
+        raise ImageError(f"an animated {im.format} image: allowed: a still picture")
+    if im.format == "GIF" and im.tile and im.tile[0].extents != (0, 0, *im.size):
+        raise ImageError(
+            f"a GIF whose first frame ({im.tile[0].extents}) does not fill its screen "
+            f"({im.width}x{im.height}): allowed: a frame that fills it"
+        )
+
+
 def _orientation(data: bytes, im: Image.Image) -> int | None:
     """The EXIF Orientation a browser turns the picture by: a JPEG's, in its APP1, or a PNG's, in
     an eXIf chunk before the pixels, of at most MAX_EXIF bytes. Browsers ignore a later eXIf,
@@ -182,11 +196,24 @@ def _orientation(data: bytes, im: Image.Image) -> int | None:
         if kind in (b"IDAT", b"eXIf"):
             exif = data[start + 8 : end - 4] if kind == b"eXIf" else b""
             break
-    if not exif.startswith((b"MM\x00*", b"II*\x00")) or len(exif) > MAX_EXIF:  # a TIFF header
+    return _tiff_orientation(exif) if len(exif) <= MAX_EXIF else None
+
+
+def _tiff_orientation(tiff: bytes) -> int | None:
+    """The Orientation tag of EXIF's first IFD as a browser reads it: a SHORT of one value (Pillow
+    takes a LONG, an SSHORT, the first of two values too)."""
+    order = {b"MM\x00*": "big", b"II*\x00": "little"}.get(tiff[:4])
+    if order is None:
         return None
-    tags = Image.Exif()
-    tags.load(exif)
-    return tags.get(ORIENTATION)
+
+    def number(at: int, size: int) -> int:
+        return int.from_bytes(tiff[at : at + size], order)
+
+    ifd = number(4, 4)
+    for at in range(ifd + 2, min(ifd + 2 + 12 * number(ifd, 2), len(tiff) - 11), 12):
+        if number(at, 2) == ORIENTATION:
+            return number(at + 8, 2) if (number(at + 2, 2), number(at + 4, 4)) == (3, 1) else None
+    return None
 
 
 class JpegWalk(NamedTuple):
@@ -213,9 +240,9 @@ def jpeg_walk(data: bytes) -> JpegWalk:
         if kind in NO_LENGTH:
             continue
         length = int.from_bytes(data[at : at + 2], "big")
-        if kind == 0xE1 and not scans and data.startswith(EXIF_APP1, at + 2):  # Pillow's APP1s
-            exif = exif or data[at + 2 + len(EXIF_APP1) : at + length]
-            exif_bytes += length - 2
+        if kind == 0xE1 and not scans and data.startswith(b"Exif\x00", at + 2):
+            exif = exif or data[at + 8 : at + length]  # a browser's, with any pad byte
+            exif_bytes += (length - 2) * data.startswith(EXIF_APP1, at + 2)  # those Pillow joins
         at += length  # then entropy-coded data, a scan's
     return JpegWalk(scans, segments, exif, exif_bytes)
 
