@@ -565,3 +565,15 @@ def test_old_versions_that_could_not_be_put_back_are_named(
     [(target, old)] = atomic.not_put_back
     assert atomic.replaced == [target] == [tmp_path / "metrics.json"]
     assert target.read_text() == "new" and old.read_text() == "old"
+
+
+def test_a_closed_terminal_stops_a_stage_as_ctrl_c_does(ctrl_c_raises: None) -> None:
+    """SIGHUP ended the stage at once, between two renames too, with no word and no clean-up."""
+    old = {s: signal.getsignal(s) for s in atomic.SIGNALS}
+    atomic.handle_signals()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGHUP)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

@@ -229,7 +229,8 @@ def test_an_interrupt_counts_as_landed_what_the_origin_has_though_its_task_never
                             text=True, check=True).stdout.strip()  # fmt: skip
     origin = tmp_path / "origin.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
-    subprocess.run(["git", "update-ref", exp_ref(commit, "s-2"), commit], cwd=origin, check=True)
+    for name in ("s-2", "s-3"):  # s-3 failed after its ref landed: no run to pull
+        subprocess.run(["git", "update-ref", exp_ref(commit, name), commit], cwd=origin, check=True)
     specs = [Spec(f"s-{i}", [], str(origin), commit) for i in (1, 2, 3)]
     outcomes = {"s-1": Outcome(True), "s-3": Outcome(False, reason="diverged")}
     assert _landed(repo, str(origin), commit, specs, outcomes) == ["s-1", "s-2"]

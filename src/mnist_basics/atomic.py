@@ -112,7 +112,7 @@ def _put_back(target: Path, old: Path | None) -> None:
         os.rename(target, new)
         os.rename(old, target)
         old = new
-    remove(old)  # the new version, now under the temporary name
+    remove_old(old, target)  # the new version, now under the temporary name: the old is back
 
 
 def _real_dir(path: Path) -> bool:
@@ -249,7 +249,7 @@ def together() -> Iterator[None]:
 # Ctrl-C and SIGTERM, handled one way for the whole process: the stage runner installs the handler,
 # and an output's renames hold it back. None outside `_signals_held()`; inside, what came meanwhile.
 _held_signals: list[int] | None = None
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal's too
 
 
 def _on_signal(signum: int, frame: object) -> None:

@@ -25,6 +25,7 @@ from mnist_basics import atomic
 
 MAX_RUNS = 10_000  # runs of one grid
 STEP_TIMEOUT = 3600.0  # seconds any one git or dvc command of a task may take
+LANDED_TIMEOUT = 10.0  # seconds the origin has to say, after an interrupt, which runs are there
 GIT_PROTOCOLS = "file:git:http:https:ssh"  # GIT_ALLOW_PROTOCOL, unless the user set their own
 STAGE_ERROR = re.compile(r"^[\w.-]+: error: ")
 # a git ref name's part, not an option
@@ -291,14 +292,13 @@ def _landed(
 ) -> list[str]:
     """The runs on the origin after an interrupt: a task may have pushed and not yet returned.
     The names were free there when the sweep began, so each one there is this sweep's."""
-    try:
-        refs = [ln.split() for ln in _git(repo, "ls-remote", "--", origin_url).splitlines()]
-        there = _experiments(repo, commit, refs)
-    except SweepError:  # the origin cannot tell: what the tasks said
+    try:  # briefly: the user is waiting, and a second Ctrl-C is ignored
+        r = _run(["git", "ls-remote", "--", origin_url], repo, LANDED_TIMEOUT)
+        there = _experiments(repo, commit, [ln.split() for ln in r.stdout.splitlines()])
+    except (subprocess.TimeoutExpired, SweepError):  # the origin cannot tell: what tasks said
         there = set()
-    return [
-        s.name for s in specs if s.name in there or (s.name in outcomes and outcomes[s.name].ok)
-    ]
+    ended = {name: o.ok for name, o in outcomes.items()}  # a failed run's ref may be there too
+    return [s.name for s in specs if ended.get(s.name, s.name in there)]
 
 
 def _ray_init(address: str | None) -> Any:
@@ -486,6 +486,10 @@ def run(args: argparse.Namespace) -> int:
             _say(f"pulled {len(landed)} runs into this repo: dvc exp show")
     except KeyboardInterrupt:
         pull = shlex.join(["dvc", "exp", "pull", origin_here, *landed])
-        _say(f"sweep: interrupted after the runs ended; those that landed: {pull}", error=True)
+        _say(
+            "sweep: interrupted after the runs ended; "
+            + (f"those that landed: {pull}" if landed else "none landed"),
+            error=True,
+        )
         return 130
     return 0 if len(landed) == len(specs) else 1
