@@ -76,20 +76,25 @@ replaced: list[Path] = []
 not_put_back: list[tuple[Path, Path]] = []
 
 
-def _swap_in(tmp: Path, target: Path) -> Path | None:
-    """Put `tmp` at `target`, in one step where the file system can swap them; the old target
-    is then under a temporary name, returned, to be put back or removed once the whole group is
-    in. None if there was no target."""
-    mask = os.umask(0)  # the files get the mode any file of the user's gets (safetensors: 0600)
+def _ready(tmp: Path, target: Path) -> None:
+    """`tmp` as any file of the user's is (safetensors writes 0600), and `target` not a folder
+    where a file goes: that is never swapped away."""
+    if _real_dir(target) and not _real_dir(tmp):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+    mask = os.umask(0)
     os.umask(mask)
     for f in [tmp] if not tmp.is_dir() else [p for p in tmp.rglob("*") if p.is_file()]:
         if not f.is_symlink():
             f.chmod(0o666 & ~mask)
+
+
+def _swap_in(tmp: Path, target: Path) -> Path | None:
+    """Put `tmp` at `target`, in one step where the file system can swap them; the old target
+    is then under a temporary name, returned, to be put back or removed once the whole group is
+    in. None if there was no target."""
     if not os.path.lexists(target):  # a broken link is a target too
         os.rename(tmp, target)
         return None
-    if _real_dir(target) and not _real_dir(tmp):  # a folder where a file goes is never swapped
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
     if _exchange(tmp, target):  # the new one in place, the old one under tmp's name
         return tmp
     old = temporary(target)  # no renameat2 here (NFS, FUSE): the old one aside, not removed
@@ -106,13 +111,8 @@ def _put_back(target: Path, old: Path | None) -> None:
     """Undo one _swap_in: the old version (None: there was none) at `target` again."""
     if old is None:
         remove(target)
-        return
-    if not _exchange(old, target):
-        new = temporary(target)
-        os.rename(target, new)
-        os.rename(old, target)
-        old = new
-    remove_old(old, target)  # the new version, now under the temporary name: the old is back
+    elif new := _swap_in(old, target):  # the new version, now under a temporary name
+        remove_old(new, target)
 
 
 def _real_dir(path: Path) -> bool:
@@ -223,6 +223,7 @@ def together() -> Iterator[None]:
         with _signals_held():  # a signal that comes meanwhile is raised once all are renamed
             try:
                 while held:
+                    _ready(*held[0])
                     swapped.append((held[0][1], _swap_in(*held[0])))
                     replaced.append(held.pop(0)[1])
             except BaseException:  # one failed after others (overlayfs' EXDEV): all put back

@@ -95,7 +95,8 @@ def prepare(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: the pixels as stored
-            _refuse_costly(data, formats)
+            structure = _structure(data, formats)
+            _refuse_costly(structure)
             im = Image.open(f, formats=formats)
             w, h = im.size
             if w * h > max_pixels:
@@ -105,11 +106,13 @@ def prepare(
                     f"{w}x{h} pixels: a side of more than {MAX_SIDE:,} pixels: allowed: up to "
                     f"{MAX_SIDE:,} (a camera's long side is 12,000 or so)"
                 )
-            _refuse_animated(data, im)
+            _refuse_animated(structure, im)
             im.load()
             # whatever a damaged EXIF raises (struct.error, among others), the pixels are good
             with contextlib.suppress(Exception):
-                if turn := UPRIGHT.get(_orientation(data, im)):
+                if len(structure.exif) <= MAX_EXIF and (
+                    turn := UPRIGHT.get(_tiff_orientation(structure.exif))
+                ):
                     im = im.transpose(turn)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{too_large}: {e}") from None
@@ -142,19 +145,41 @@ def file_bytes(path: Path) -> bytes:
     return data
 
 
-def _refuse_costly(data: bytes, formats: Sequence[str]) -> None:
+class Structure(NamedTuple):
+    """What the checks read from a file's bytes before Pillow does, once: a PNG's chunks (when
+    PNG is asked for), a JPEG's segments (when JPEG is), and the EXIF a browser reads."""
+
+    chunks: list[tuple[bytes, int, int]]
+    jpeg: "JpegWalk | None"
+    exif: bytes  # the TIFF data of a JPEG's first EXIF segment or a PNG's eXIf before IDAT
+
+
+def _structure(data: bytes, formats: Sequence[str]) -> Structure:
+    """A format not in `formats` is not read: Image.open refuses it unread. Browsers ignore a
+    later eXIf, EXIF in text chunks or XMP, and WebP's, which Pillow's getexif reads too."""
+    chunks = png_chunks(data) if "PNG" in formats else []
+    is_jpeg = "JPEG" in formats and data.startswith(b"\xff\xd8\xff")  # a JPEG, or an MPO
+    jpeg = jpeg_walk(data) if is_jpeg and not chunks else None
+    exif = jpeg.exif if jpeg else b""
+    for kind, start, end in chunks:
+        if kind in (b"IDAT", b"eXIf"):
+            exif = data[start + 8 : end - 4] if kind == b"eXIf" else b""
+            break
+    return Structure(chunks, jpeg, exif)
+
+
+def _refuse_costly(structure: Structure) -> None:
     """Refuse, from its bytes alone, a file that Pillow would spend far more on than on its
     pixels: Pillow reads each PNG chunk and JPEG segment in Python and inflates every colour
     profile (up to 1 MB each; the PNG spec allows one), and libjpeg makes a pass over every
-    pixel for each scan (a 5 MB JPEG of 350,000 took 90 s). A format not in `formats` is left
-    to Image.open, which refuses it unread."""
-    if "PNG" in formats and (chunks := png_chunks(data)):
+    pixel for each scan (a 5 MB JPEG of 350,000 took 90 s)."""
+    if chunks := structure.chunks:
         if len(chunks) > MAX_PNG_CHUNKS:
             raise ImageError(f"a PNG of {len(chunks):,} chunks: allowed: up to {MAX_PNG_CHUNKS:,}")
         if (n := sum(kind == b"iCCP" for kind, *_ in chunks)) > 1:
             raise ImageError(f"a PNG of {n:,} colour profiles (iCCP chunks): allowed: one")
-    elif "JPEG" in formats and data.startswith(b"\xff\xd8\xff"):  # a JPEG, or an MPO of JPEGs
-        scans, segments, _, exif_bytes = jpeg_walk(data)
+    elif structure.jpeg:
+        scans, segments, _, exif_bytes = structure.jpeg
         if exif_bytes > MAX_EXIF:  # Pillow joins every EXIF segment, and reads the dpi from it
             raise ImageError(
                 f"a JPEG of {exif_bytes:,} bytes of EXIF: allowed: up to {MAX_EXIF:,} (one "
@@ -172,11 +197,11 @@ def _refuse_costly(data: bytes, formats: Sequence[str]) -> None:
             )
 
 
-def _refuse_animated(data: bytes, im: Image.Image) -> None:
+def _refuse_animated(structure: Structure, im: Image.Image) -> None:
     """An animation, or a GIF whose first frame leaves part of its screen bare: Pillow and a
     browser compose frames differently (an APNG's still under its first frame, a bare screen in
     palette colour 0 or transparent), so predict would read a picture the user does not see."""
-    if any(kind == b"acTL" for kind, *_ in png_chunks(data)) or (
+    if any(kind == b"acTL" for kind, *_ in structure.chunks) or (
         getattr(im, "is_animated", False) and im.format != "MPO"  # a camera's pictures, not frames
     ):
         raise ImageError(f"an animated {im.format} image: allowed: a still picture")
@@ -185,18 +210,6 @@ def _refuse_animated(data: bytes, im: Image.Image) -> None:
             f"a GIF whose first frame ({im.tile[0].extents}) does not fill its screen "
             f"({im.width}x{im.height}): allowed: a frame that fills it"
         )
-
-
-def _orientation(data: bytes, im: Image.Image) -> int | None:
-    """The EXIF Orientation a browser turns the picture by: a JPEG's, in its APP1, or a PNG's, in
-    an eXIf chunk before the pixels, of at most MAX_EXIF bytes. Browsers ignore a later eXIf,
-    EXIF in text chunks or XMP, and WebP's, which Pillow's getexif reads too."""
-    exif = jpeg_walk(data).exif if im.format in ("JPEG", "MPO") else b""
-    for kind, start, end in png_chunks(data) if im.format == "PNG" else ():
-        if kind in (b"IDAT", b"eXIf"):
-            exif = data[start + 8 : end - 4] if kind == b"eXIf" else b""
-            break
-    return _tiff_orientation(exif) if len(exif) <= MAX_EXIF else None
 
 
 def _tiff_orientation(tiff: bytes) -> int | None:
