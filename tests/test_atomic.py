@@ -577,3 +577,29 @@ def test_a_closed_terminal_stops_a_stage_as_ctrl_c_does(ctrl_c_raises: None) -> 
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def test_an_old_version_whose_rename_back_fails_too_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where there is no swap, the old version goes aside first; if the new one's rename in and
+    the old one's rename back both fail (the fault is made), neither is at the target, and where
+    the old one is went untold."""
+    target = tmp_path / "model.bin"
+    target.write_text("old")
+    real, calls = os.rename, []
+
+    def rename(src: object, dst: object) -> None:
+        calls.append(dst)
+        if len(calls) > 1:  # the old one aside works; the new one in and the old one back fail
+            raise OSError(errno.EIO, "Input/output error", str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(atomic, "not_put_back", [])
+    with pytest.raises(OSError, match="Input/output"):
+        atomic.write_text(target, "new")
+    [(named, old)] = atomic.not_put_back
+    assert named == target and not target.exists() and old.read_text() == "old"
+    assert atomic.replaced == []

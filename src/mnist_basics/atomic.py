@@ -72,7 +72,8 @@ def clear_stale(target: Path) -> None:
 _held: list[list[tuple[Path, Path]]] = []
 # The targets replaced so far: a stop from then on must not say the old outputs are kept.
 replaced: list[Path] = []
-# (target, where its old version is) for those a failed rename could not put back.
+# (target, where its old version is) for those a failed rename could not put back: the target
+# stays new, or is missing where its own rename back failed too.
 not_put_back: list[tuple[Path, Path]] = []
 
 
@@ -102,7 +103,10 @@ def _swap_in(tmp: Path, target: Path) -> Path | None:
     try:
         os.rename(tmp, target)
     except BaseException:
-        os.rename(old, target)
+        try:
+            os.rename(old, target)
+        except OSError:  # neither version at `target`: where the old one is must be told
+            not_put_back.append((target, old))
         raise
     return old
 

@@ -175,8 +175,10 @@ def run_stage(
             hint = (
                 "while writing (a full disk or a file-size limit); the last good outputs are left"
             )
-        if atomic.replaced:  # a rename failed after others, and putting those back too
-            hint = f"after {', '.join(map(str, atomic.replaced))} were replaced; run it again"
+        if atomic.replaced or atomic.not_put_back:  # a rename failed, and putting back too
+            hint = "run it again"
+            if atomic.replaced:
+                hint = f"after {', '.join(map(str, atomic.replaced))} were replaced; {hint}"
             if kept := atomic.not_put_back:
                 olds = ", ".join(f"{target} at {old}" for target, old in kept)
                 hint += f" (the old versions are left: {olds}; the next run removes them)"
