@@ -603,3 +603,36 @@ def test_an_old_version_whose_rename_back_fails_too_is_named(
     [(named, old)] = atomic.not_put_back
     assert named == target and not target.exists() and old.read_text() == "old"
     assert atomic.replaced == []
+
+
+def test_a_file_where_a_folder_output_goes_is_not_swapped_away(tmp_path: Path) -> None:
+    """A user's file at a folder output's path was swapped out and removed, with exit 0."""
+    notes = tmp_path / "plots"
+    notes.write_text("my notes")
+    with (
+        pytest.raises(UserError, match="a file where this stage writes a folder"),
+        atomic.atomic_path(notes, is_dir=True) as tmp,
+    ):
+        (tmp / "a.png").write_text("new")
+    assert notes.read_text() == "my notes" and os.listdir(tmp_path) == ["plots"]
+    assert atomic.replaced == []
+
+
+def test_a_signal_ignored_from_the_start_stays_ignored(tmp_path: Path) -> None:
+    """Under nohup a logout's SIGHUP stopped the stage (exit 130, no output), as Ctrl-C."""
+    code = (
+        "import os, signal, time\n"
+        "from mnist_basics import atomic\n"
+        "atomic.handle_signals()\n"
+        "with atomic._signals_held():\n"
+        "    os.kill(os.getpid(), signal.SIGHUP)\n"
+        "os.kill(os.getpid(), signal.SIGHUP)\n"
+        "time.sleep(0.2)\n"
+        "print('trained on')\n"
+    )
+    run = subprocess.run(
+        ["nohup", sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert (run.returncode, run.stdout) == (0, "trained on\n"), run.stderr
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert plain.returncode != 0 and "KeyboardInterrupt" in plain.stderr

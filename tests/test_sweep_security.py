@@ -13,6 +13,7 @@ from mnist_basics.sweep import (
     Outcome,
     Spec,
     SweepError,
+    _interrupted_line,
     _landed,
     _linked,
     _links,
@@ -219,7 +220,7 @@ def test_a_file_name_that_is_not_utf8_is_no_traceback(tmp_path: Path) -> None:
     assert _links(tmp_path, "HEAD") == {os.fsdecode(b"caf\xe9")}
 
 
-def test_an_interrupt_counts_as_landed_what_the_origin_has_though_its_task_never_returned(
+def test_an_interrupt_names_what_the_origin_has_though_its_task_never_returned(
     tmp_path: Path,
 ) -> None:
     """A task pushes, then checks the origin and removes its clone: Ctrl-C in that moment left
@@ -233,6 +234,18 @@ def test_an_interrupt_counts_as_landed_what_the_origin_has_though_its_task_never
         subprocess.run(["git", "update-ref", exp_ref(commit, name), commit], cwd=origin, check=True)
     specs = [Spec(f"s-{i}", [], str(origin), commit) for i in (1, 2, 3)]
     outcomes = {"s-1": Outcome(True), "s-3": Outcome(False, reason="diverged")}
-    assert _landed(repo, str(origin), commit, specs, outcomes) == ["s-1", "s-2"]
+    assert _landed(repo, str(origin), commit, specs, outcomes) == (["s-1"], ["s-2"])
     gone = tmp_path / "gone.git"  # an origin that cannot answer: what the tasks said
-    assert _landed(repo, str(gone), commit, specs, outcomes) == ["s-1"]
+    assert _landed(repo, str(gone), commit, specs, outcomes) == (["s-1"], [])
+
+
+def test_an_unreported_run_on_the_origin_is_not_called_this_sweeps() -> None:
+    """Two sweeps of one name, begun while the names were free: the interrupted one named the
+    other's run, of other params, as its own landed run, to be pulled."""
+    line = _interrupted_line("origin", ["w-2"], ["w-1"])
+    assert line.startswith(
+        "sweep: interrupted; unfinished runs cancelled; those that landed: dvc exp pull origin "
+        "w-2; on the origin but not reported by their tasks: w-1 ("
+    )
+    assert "another sweep of this name may have made it" in line
+    assert _interrupted_line("origin", [], []) == "sweep: interrupted; unfinished runs cancelled"

@@ -192,6 +192,11 @@ def _refuse_foreign(old: Path, new: Path) -> None:
     """A folder output is replaced whole: a file in it its stage did not write (a user's notes),
     or an empty folder (another mount namespace's mount point: a container's volume, detached
     with it), stops the run instead, as in `dvc checkout`. Checked just before the renames."""
+    if new.is_dir() and old.is_file() and not old.is_symlink():  # swapped away, it would go
+        raise UserError(
+            f"{old}: a file where this stage writes a folder; move it elsewhere (no output was "
+            "replaced)"
+        )
     if not (new.is_dir() and old.is_dir() and not old.is_symlink()):
         return
     for top, dirs, names in os.walk(old):
@@ -257,6 +262,11 @@ _held_signals: list[int] | None = None
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal's too
 
 
+# Ignored when the process began (nohup's SIGHUP, SIGINT in a script's `cmd &`): left so, as
+# Python itself leaves an ignored SIGINT.
+_IGNORED = {s for s in SIGNALS if signal.getsignal(s) == signal.SIG_IGN}
+
+
 def _on_signal(signum: int, frame: object) -> None:
     """The first Ctrl-C or SIGTERM raises KeyboardInterrupt (after the renames under way); the
     next (a job manager's SIGTERM after its SIGINT) is ignored: it cannot break the cleanup."""
@@ -269,7 +279,8 @@ def _on_signal(signum: int, frame: object) -> None:
 
 def handle_signals(handler: Callable[[int, Any], None] | signal.Handlers = _on_signal) -> None:
     for s in SIGNALS:
-        signal.signal(s, handler)
+        if s not in _IGNORED or handler == signal.SIG_IGN:
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager

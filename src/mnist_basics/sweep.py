@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -289,16 +290,29 @@ def _experiments(repo: Path, commit: str, origin_refs: list[list[str]]) -> set[s
 
 def _landed(
     repo: Path, origin_url: str, commit: str, specs: list[Spec], outcomes: dict[str, Outcome]
-) -> list[str]:
-    """The runs on the origin after an interrupt: a task may have pushed and not yet returned.
-    The names were free there when the sweep began, so each one there is this sweep's."""
+) -> tuple[list[str], list[str]]:
+    """After an interrupt: the runs that landed, as their tasks said, and those on the origin
+    whose tasks did not say (one may have pushed and not yet returned, or another sweep of the
+    same name, begun while the names were free, may have pushed it: only its params tell)."""
     try:  # briefly: the user is waiting, and a second Ctrl-C is ignored
         r = _run(["git", "ls-remote", "--", origin_url], repo, LANDED_TIMEOUT)
         there = _experiments(repo, commit, [ln.split() for ln in r.stdout.splitlines()])
     except (subprocess.TimeoutExpired, SweepError):  # the origin cannot tell: what tasks said
         there = set()
-    ended = {name: o.ok for name, o in outcomes.items()}  # a failed run's ref may be there too
-    return [s.name for s in specs if ended.get(s.name, s.name in there)]
+    landed = [s.name for s in specs if s.name in outcomes and outcomes[s.name].ok]
+    return landed, [s.name for s in specs if s.name not in outcomes and s.name in there]
+
+
+def _interrupted_line(origin_here: str, landed: list[str], unsaid: list[str]) -> str:
+    line = "sweep: interrupted; unfinished runs cancelled"
+    if landed:
+        line += f"; those that landed: {shlex.join(['dvc', 'exp', 'pull', origin_here, *landed])}"
+    if unsaid:
+        line += (
+            f"; on the origin but not reported by their tasks: {' '.join(unsaid)} (pull one and "
+            "check its params in `dvc exp show`: another sweep of this name may have made it)"
+        )
+    return line
 
 
 def _ray_init(address: str | None) -> Any:
@@ -466,13 +480,9 @@ def run(args: argparse.Namespace) -> int:
         for ref in pending:
             ray.cancel(ref, force=True)
         ray.shutdown()
-        landed = _landed(repo, origin_url, commit, specs, outcomes)
-        pull = shlex.join(["dvc", "exp", "pull", origin_here, *landed])
-        _say(
-            "sweep: interrupted; unfinished runs cancelled"
-            + (f"; those that landed: {pull}" if landed else ""),
-            error=True,
-        )
+        atomic.handle_signals(signal.SIG_IGN)  # Ray's shutdown set SIGTERM's default again
+        landed, unsaid = _landed(repo, origin_url, commit, specs, outcomes)
+        _say(_interrupted_line(origin_here, landed, unsaid), error=True)
         return 130
     landed = [s.name for s in specs if outcomes[s.name].ok]
     try:
