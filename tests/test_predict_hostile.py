@@ -605,14 +605,15 @@ def test_jpeg_markers_are_found_in_one_pass(workspace: Path) -> None:
     ]
 
 
-def test_an_exif_larger_than_a_jpeg_can_hold_is_not_read(tmp_path: Path) -> None:
+def test_an_exif_larger_than_a_jpeg_can_hold_is_read_by_its_entries_alone(tmp_path: Path) -> None:
     """Pillow decodes a tag's values in Python: an Orientation of 612,000 rationals in a 5 MB
-    drawing cost serve 1.8 s. A JPEG's APP1 holds 64 KB; a larger EXIF turns nothing."""
-    for size, turned in ((100, True), (70_000, False)):
+    drawing cost serve 1.8 s. The Orientation is read from IFD0's entries, never their values,
+    so a PNG's eXIf of any size turns it, as in a browser."""
+    for size in (100, 70_000, 5_000_000):
         exif = Image.Exif()
         exif[0x0112], exif[0x010E] = 6, "x" * size  # Orientation, ImageDescription
         seven().save(tmp_path / "p.png", exif=exif)
-        want = seven().transpose(Image.Transpose.ROTATE_270) if turned else seven()
+        want = seven().transpose(Image.Transpose.ROTATE_270)
         got = prepare(tmp_path / "p.png").pixels.astype(int)
         assert np.abs(got - to_mnist(want).pixels.astype(int)).mean() < 2, size
 
@@ -764,7 +765,7 @@ def test_an_animation_and_a_gif_frame_short_of_its_screen_are_refused(tmp_path: 
     ImageDraw.Draw(three).text((100, 20), "3", fill=0, font_size=160)
     animated = io.BytesIO()
     three.save(animated, "PNG", save_all=True, append_images=[seven(), seven()], default_image=True)
-    with pytest.raises(ImageError, match=r"^an animated PNG image: allowed: a still picture$"):
+    with pytest.raises(ImageError, match=r"^an APNG \(a PNG with an acTL chunk\): allowed: a PNG"):
         prepare(animated.getvalue())
     gif = io.BytesIO()
     three.save(gif, "GIF", save_all=True, append_images=[seven()])
@@ -798,3 +799,26 @@ def test_the_orientation_is_a_short_of_one_value_as_a_browser_reads_it() -> None
     long_jpg = jpg[:2] + _app1(b"Exif\0\0" + as_long) + jpg[2:]
     assert Image.open(io.BytesIO(long_jpg)).getexif().get(0x0112) == 6  # Pillow's reading
     assert not _turned_by(long_jpg)
+
+
+def test_an_invalid_orientation_entry_hides_no_valid_one_and_a_large_png_exif_is_read() -> None:
+    """A browser passes over an Orientation that is no SHORT of one value from 1 to 8 and takes
+    the next; predict stopped at the first. A PNG's eXIf of more than 64 KB went unread: a 3
+    stored on its side was read as a 7, where the page showed it upright."""
+    sideways = seven().transpose(Image.Transpose.ROTATE_90)
+    plain = io.BytesIO()
+    sideways.save(plain, "PNG")
+    valid = struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+    for bad in (
+        struct.pack(">HHIHH", 0x0112, 3, 1, 0, 0),  # value 0
+        struct.pack(">HHIHH", 0x0112, 3, 1, 9, 0),  # value 9
+        struct.pack(">HHII", 0x0112, 4, 1, 6),  # a LONG
+        struct.pack(">HHIHH", 0x0112, 3, 2, 6, 6),  # two values
+    ):
+        tiff = b"MM\x00*" + struct.pack(">IH", 8, 2) + bad + valid + bytes(4)
+        assert _turned_by(_with_chunk(plain.getvalue(), b"eXIf", tiff)), bad.hex()
+    entries = 6_000  # 72 KB of IFD0, the Orientation last
+    filler = struct.pack(">HHIHH", 0x0100, 3, 1, 1, 0) * (entries - 1)
+    tiff = b"MM\x00*" + struct.pack(">IH", 8, entries) + filler + valid + bytes(4)
+    assert len(tiff) > 1 << 16
+    assert _turned_by(_with_chunk(plain.getvalue(), b"eXIf", tiff))

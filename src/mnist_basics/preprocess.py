@@ -110,9 +110,7 @@ def prepare(
             im.load()
             # whatever a damaged EXIF raises (struct.error, among others), the pixels are good
             with contextlib.suppress(Exception):
-                if len(structure.exif) <= MAX_EXIF and (
-                    turn := UPRIGHT.get(_tiff_orientation(structure.exif))
-                ):
+                if turn := UPRIGHT.get(_tiff_orientation(structure.exif)):
                     im = im.transpose(turn)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{too_large}: {e}") from None
@@ -201,9 +199,9 @@ def _refuse_animated(structure: Structure, im: Image.Image) -> None:
     """An animation, or a GIF whose first frame leaves part of its screen bare: Pillow and a
     browser compose frames differently (an APNG's still under its first frame, a bare screen in
     palette colour 0 or transparent), so predict would read a picture the user does not see."""
-    if any(kind == b"acTL" for kind, *_ in structure.chunks) or (
-        getattr(im, "is_animated", False) and im.format != "MPO"  # a camera's pictures, not frames
-    ):
+    if any(kind == b"acTL" for kind, *_ in structure.chunks):  # one frame or many, as written
+        raise ImageError("an APNG (a PNG with an acTL chunk): allowed: a PNG without one")
+    if getattr(im, "is_animated", False) and im.format != "MPO":  # a camera's pictures, not frames
         raise ImageError(f"an animated {im.format} image: allowed: a still picture")
     if im.format == "GIF" and im.tile and im.tile[0].extents != (0, 0, *im.size):
         raise ImageError(
@@ -213,8 +211,9 @@ def _refuse_animated(structure: Structure, im: Image.Image) -> None:
 
 
 def _tiff_orientation(tiff: bytes) -> int | None:
-    """The Orientation tag of EXIF's first IFD as a browser reads it: a SHORT of one value (Pillow
-    takes a LONG, an SSHORT, the first of two values too)."""
+    """The Orientation tag of EXIF's first IFD as a browser reads it: the first entry that is a
+    SHORT of one value from 1 to 8 (Pillow takes a LONG, an SSHORT, the first of two values too),
+    however large the EXIF (a PNG's eXIf may pass 64 KB)."""
     order = {b"MM\x00*": "big", b"II*\x00": "little"}.get(tiff[:4])
     if order is None:
         return None
@@ -224,8 +223,9 @@ def _tiff_orientation(tiff: bytes) -> int | None:
 
     ifd = number(4, 4)
     for at in range(ifd + 2, min(ifd + 2 + 12 * number(ifd, 2), len(tiff) - 11), 12):
-        if number(at, 2) == ORIENTATION:
-            return number(at + 8, 2) if (number(at + 2, 2), number(at + 4, 4)) == (3, 1) else None
+        entry = (number(at, 2), number(at + 2, 2), number(at + 4, 4), number(at + 8, 2))
+        if entry[:3] == (ORIENTATION, 3, 1) and 1 <= entry[3] <= 8:
+            return entry[3]
     return None
 
 
