@@ -274,6 +274,14 @@ def test_a_name_that_is_not_utf8(workspace: Path) -> None:
     assert r.stderr == b"predict: error: \\xff\\x1b[2J.png: " + FORMATS + b"\n"
 
 
+def test_a_name_a_legacy_locale_cannot_encode_is_no_traceback(workspace: Path) -> None:
+    """stdout refused what stderr escaped: a UnicodeEncodeError, and no result for any input."""
+    seven().save("\u65e5.png", format="PNG")
+    r = process(workspace, "\u65e5.png", env={"PYTHONIOENCODING": "latin-1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1].startswith(b"\\u65e5.png "), r.stdout
+
+
 # --- models that cannot be trusted ----------------------------------------------------------
 
 

@@ -474,3 +474,10 @@ def test_markdown_table_names_every_key() -> None:
         [sys.executable, "-m", "mnist_basics.params"], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == table
+
+
+def test_a_bound_is_shown_as_the_number_it_is() -> None:
+    """4294967296 was "not < 4.29497e+09", which reads as false of the number shown."""
+    with pytest.raises(UserError) as e:
+        params_mod.validate({"train": {"seed": 4294967296}})
+    assert "train.seed = 4294967296 is invalid (not < 4,294,967,296)" in str(e.value)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import re
+import shutil
+import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -169,3 +172,39 @@ SHELL = re.compile(
 
 def test_no_shell_command_is_built() -> None:
     assert _grep(SHELL) == []
+
+
+OSC52 = "\x1b]52;c;ZWNobyBwd25lZAo=\x07"  # sets the clipboard in terminals that allow it
+
+
+def test_a_name_in_an_archive_reaches_the_terminal_escaped(tmp_path: Path) -> None:
+    """A member's folder name was listed raw in the stage's line: an escape sequence from a
+    downloaded archive wrote the user's clipboard, or forged a `served` line."""
+    tgz = tmp_path / "evil.tgz"
+    names = ["mnist_sample/train/3/1.png", f"mnist_sample/train/{OSC52}x\n  y/1.png"]
+    tgz.write_bytes(tar_with([member(n) for n in names]))
+    with pytest.raises(UserError) as e:
+        download([3, 7], [str(tgz)], 2, tmp_path / "project/data/raw.zip")
+    assert "\x1b" not in str(e.value) and "\\x1b]52;c;" in str(e.value)
+    assert "x\\n  y" in str(e.value)
+
+
+def test_a_stages_error_and_log_lines_are_printable(tmp_path: Path) -> None:
+    """What a stage prints, its log and its one error line, as the command line's are."""
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    code = (
+        "import logging\n"
+        "from mnist_basics.errors import UserError\n"
+        "from mnist_basics.stage import run_stage\n"
+        "def main(p):\n"
+        f"    logging.getLogger('mnist_basics').info('%s: skipped', {OSC52!r})\n"
+        f"    raise UserError('head:\\n  ' + {OSC52!r} + '\\u202e')\n"
+        "run_stage('download', main)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == [
+        "download: \\x1b]52;c;ZWNobyBwd25lZAo=\\x07: skipped",
+        "download: error: head:",
+        "  \\x1b]52;c;ZWNobyBwd25lZAo=\\x07\\u202e",
+    ]

@@ -3,6 +3,7 @@ and `run(args) -> int`; its UserError is one escaped `<command>: error: ...` lin
 
 import argparse
 import importlib
+import io
 import os
 import sys
 
@@ -29,6 +30,8 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a name a legacy locale cannot encode: \u65e5
+        sys.stdout.reconfigure(errors="backslashreplace")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser(argv[0] if argv else None).parse_args(argv)
     try:

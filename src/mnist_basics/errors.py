@@ -22,3 +22,9 @@ def printable(text: str) -> str:
     with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate no name has: repr shows it
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def printable_lines(text: str) -> str:
+    """`text` with each of its own lines made printable: a message's line breaks kept, the names
+    in it (made printable where they are put in) forge none."""
+    return "\n".join(printable(line) for line in text.split("\n"))

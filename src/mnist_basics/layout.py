@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from mnist_basics.errors import UserError
+from mnist_basics.errors import UserError, printable
 
 SPLITS = ("train", "valid")
 SPLIT_NAMES = {"train": "train", "training": "train", "valid": "valid", "testing": "valid"}
@@ -116,7 +116,7 @@ def read_tree(
         if isinstance(got, str):
             if got != "ignored":
                 named = parts[: depth + 2] if got.startswith("not a digit") else parts
-                problems[f"{'/'.join(named)}: {got}"] = None
+                problems[f"{printable('/'.join(named))}: {got}"] = None
             continue
         split, digit, index = got
         seen[split].add(digit)
@@ -127,7 +127,7 @@ def read_tree(
         except Exception as e:  # a bad CRC, a cut member: the file's fault, named as such
             pixels = f"cannot be read ({e})"
         if isinstance(pixels, str):
-            problems[f"{'/'.join(parts)}: {pixels}"] = None
+            problems[f"{printable('/'.join(parts))}: {pixels}"] = None
         elif found[split].setdefault((digit, index), pixels) is not pixels:
             twice.add(split)
     need = wanted if wanted is not None else seen["train"] | seen["valid"]

@@ -230,10 +230,10 @@ WHY = {  # what the user reads for a pydantic error type, filled in from its con
     "literal_error": "no such choice",
     "string_pattern_mismatch": "no such choice",
     "string_type": "not text",
-    "greater_than": "not > {gt:g}",
-    "greater_than_equal": "not >= {ge:g}",
-    "less_than": "not < {lt:g}",
-    "less_than_equal": "not <= {le:g}",
+    "greater_than": "not > {gt}",
+    "greater_than_equal": "not >= {ge}",
+    "less_than": "not < {lt}",
+    "less_than_equal": "not <= {le}",
 }
 
 
@@ -248,7 +248,10 @@ def _line(err: dict) -> str:
         known = SECTIONS[prefix].model_fields if prefix else SECTIONS
         allowed_keys = ", ".join(f"{prefix}.{k}" if prefix else k for k in known)
         return f"unknown key {name} (= {_shown(err['input'])}); allowed: {allowed_keys}"
-    why = WHY.get(err["type"], "{msg}").format(msg=err["msg"], **err.get("ctx", {}))
+    bounds = {
+        k: _num(v) if isinstance(v, int | float) else v for k, v in err.get("ctx", {}).items()
+    }
+    why = WHY.get(err["type"], "{msg}").format(msg=err["msg"], **bounds)
     can = "a mapping of keys to values" if err["type"] == "model_type" else allowed(_fields()[name])
     return f"{name} = {_shown(err['input'])} is invalid ({why}); allowed: {can}"
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import psutil
 
 from mnist_basics import atomic
-from mnist_basics.errors import UserError
+from mnist_basics.errors import UserError, printable_lines
 
 if TYPE_CHECKING:
     from mnist_basics.params import Params
@@ -82,11 +82,19 @@ def _exit(code: int, line: str = "") -> None:
     """Print `line`, then end at once: the cleanup has run; skip the slow teardown of torch."""
     atomic.handle_signals(signal.SIG_IGN)
     if line:
-        print(line, file=sys.stderr)
+        print(printable_lines(line), file=sys.stderr)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+class Printable(logging.Formatter):
+    """A stage's log lines as its error line: no name from a source or archive reaches the
+    terminal as an escape (OSC 52 writes the clipboard) or a forged line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable_lines(super().format(record))
 
 
 class Stamp(NamedTuple):
@@ -135,7 +143,8 @@ def run_stage(
     name: str, main: Callable[["Params"], None], outputs: Sequence[str | Path] = ()
 ) -> None:
     """Check params, clear the stale temporaries of `outputs`, run `main(params)`, then exit."""
-    logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logging.root.handlers[0].setFormatter(Printable(f"{name}: %(message)s"))
     atomic.handle_signals()
     try:
         watch_parent()

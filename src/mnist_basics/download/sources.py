@@ -15,7 +15,7 @@ from mnist_basics import archives, layout, rawzip
 from mnist_basics.atomic import atomic_path, scratch_dir
 from mnist_basics.download import idx, pypi
 from mnist_basics.download.fetch import FetchError, deadline, describe, fetch, file_digest, scheme
-from mnist_basics.errors import UserError
+from mnist_basics.errors import UserError, printable
 from mnist_basics.layout import Split
 from mnist_basics.params import SOURCE_KINDS, SOURCES
 
@@ -183,11 +183,17 @@ def download(
                 with atomic_path(out) as tmp:
                     n = rawzip.write(tmp, layout.dataset_name(digits_t), splits)
         except SOURCE_ERRORS as e:
-            log.info("%s: skipped after %.1f s", source, time.monotonic() - start)
+            log.info("%s: skipped after %.1f s", printable(source), time.monotonic() - start)
             why = describe(e).removeprefix(f"{source}: ")  # a URL source's error names it too
-            reasons.append(f"  {source}: " + why.replace("\n", "\n  "))
+            reasons.append(f"  {printable(source)}: " + why.replace("\n", "\n  "))
             continue
-        log.info("%s: served in %.1f s (%s, %d PNGs)", source, time.monotonic() - start, detail, n)
+        log.info(
+            "%s: served in %.1f s (%s, %d PNGs)",
+            printable(source),
+            time.monotonic() - start,
+            detail,
+            n,
+        )
         if reasons:
             log.info("the sources skipped, and why:\n%s", "\n".join(reasons))
         return source
