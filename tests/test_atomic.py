@@ -616,6 +616,17 @@ def test_a_file_where_a_folder_output_goes_is_not_swapped_away(tmp_path: Path) -
         (tmp / "a.png").write_text("new")
     assert notes.read_text() == "my notes" and os.listdir(tmp_path) == ["plots"]
     assert atomic.replaced == []
+    notes.unlink()
+    (tmp_path / "plots" / "metrics").mkdir(parents=True)  # a folder output, of a folder
+    (tmp_path / "plots" / "metrics" / "valid").write_text("my notes")  # where that one goes
+    with (
+        pytest.raises(UserError, match="valid: a file where this stage writes a folder, in its"),
+        atomic.atomic_path(tmp_path / "plots", is_dir=True) as tmp,
+    ):
+        (tmp / "metrics" / "valid").mkdir(parents=True)
+        (tmp / "metrics" / "valid" / "a.tsv").write_text("new")
+    assert (tmp_path / "plots" / "metrics" / "valid").read_text() == "my notes"
+    assert os.listdir(tmp_path) == ["plots"]
 
 
 def test_a_signal_ignored_from_the_start_stays_ignored(tmp_path: Path) -> None:

@@ -249,3 +249,22 @@ def test_an_unreported_run_on_the_origin_is_not_called_this_sweeps() -> None:
     )
     assert "another sweep of this name may have made it" in line
     assert _interrupted_line("origin", [], []) == "sweep: interrupted; unfinished runs cancelled"
+
+
+def test_a_signal_while_ray_shuts_down_leaves_the_line_to_be_said() -> None:
+    """Ray sets SIGTERM's C handler back to the default early in its shutdown: a job manager's
+    SIGTERM just after its SIGINT then ended the sweep without a word. The stand-in does what
+    Ray's shutdown does (the fault is made: the window is a second or so of Ray's own)."""
+    code = (
+        "import ctypes, os, signal\n"
+        "from mnist_basics import atomic, sweep\n"
+        "class Ray:\n"
+        "    def shutdown(self):\n"
+        "        ctypes.CDLL(None).signal(signal.SIGTERM, ctypes.c_void_p(0))  # SIG_DFL\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "atomic.handle_signals(signal.SIG_IGN)  # after the first Ctrl-C\n"
+        "sweep._shutdown(Ray(), signal.SIG_IGN)\n"
+        "print('sweep: interrupted')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "sweep: interrupted\n"), r.stderr

@@ -203,7 +203,12 @@ def _refuse_foreign(old: Path, new: Path) -> None:
         kept = [d for d in dirs if os.path.islink(p := os.path.join(top, d)) or not os.listdir(p)]
         for name in names + kept:
             path = Path(top, name)
-            if not os.path.lexists(new / path.relative_to(old)):
+            if _real_dir(theirs := new / path.relative_to(old)) and not _real_dir(path):
+                raise UserError(
+                    f"{path}: a file where this stage writes a folder, in its output folder "
+                    f"{old}; move it elsewhere (no output was replaced)"
+                )
+            if not os.path.lexists(theirs):
                 what, fix = "a file", "move it elsewhere"
                 if path.is_dir() and not path.is_symlink():
                     what, fix = "a folder", "remove it (or unmount what is mounted on it)"

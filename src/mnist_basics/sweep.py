@@ -416,12 +416,16 @@ def _summary(name: str, specs: list[Spec], outcomes: dict[str, Outcome], where: 
         )
 
 
-def _shutdown(ray: Any) -> None:
-    """Ray's shutdown, then Ctrl-C's handling of SIGTERM again: Ray sets SIGTERM's C handler
-    back to the default (the process would end without a word), while Python's getsignal still
-    shows ours."""
-    ray.shutdown()
-    atomic.handle_signals()
+def _shutdown(ray: Any, handler: Any = atomic._on_signal) -> None:
+    """Ray's shutdown, then `handler` for Ctrl-C and SIGTERM again, the signals blocked meanwhile:
+    Ray sets SIGTERM's C handler back to the default early in its shutdown (the process would end
+    without a word), while Python's getsignal still shows ours."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, atomic.SIGNALS)
+    try:
+        ray.shutdown()
+        atomic.handle_signals(handler)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, atomic.SIGNALS)  # one that came: handled now
 
 
 def run(args: argparse.Namespace) -> int:
@@ -479,8 +483,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
-        ray.shutdown()
-        atomic.handle_signals(signal.SIG_IGN)  # Ray's shutdown set SIGTERM's default again
+        _shutdown(ray, signal.SIG_IGN)  # a second signal is ignored: the line below must come
         landed, unsaid = _landed(repo, origin_url, commit, specs, outcomes)
         _say(_interrupted_line(origin_here, landed, unsaid), error=True)
         return 130
