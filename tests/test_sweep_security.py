@@ -263,7 +263,7 @@ def test_a_signal_while_ray_shuts_down_leaves_the_line_to_be_said() -> None:
         "        ctypes.CDLL(None).signal(signal.SIGTERM, ctypes.c_void_p(0))  # SIG_DFL\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"
         "atomic.handle_signals(signal.SIG_IGN)  # after the first Ctrl-C\n"
-        "sweep._shutdown(Ray(), signal.SIG_IGN)\n"
+        "sweep._shutdown(Ray(), ignore=True)\n"
         "print('sweep: interrupted')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

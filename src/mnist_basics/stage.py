@@ -143,8 +143,9 @@ def run_stage(
     name: str, main: Callable[["Params"], None], outputs: Sequence[str | Path] = ()
 ) -> None:
     """Check params, clear the stale temporaries of `outputs`, run `main(params)`, then exit."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    logging.root.handlers[0].setFormatter(Printable(f"{name}: %(message)s"))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Printable(f"{name}: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     atomic.handle_signals()
     try:
         watch_parent()

@@ -416,14 +416,18 @@ def _summary(name: str, specs: list[Spec], outcomes: dict[str, Outcome], where: 
         )
 
 
-def _shutdown(ray: Any, handler: Any = atomic._on_signal) -> None:
-    """Ray's shutdown, then `handler` for Ctrl-C and SIGTERM again, the signals blocked meanwhile:
-    Ray sets SIGTERM's C handler back to the default early in its shutdown (the process would end
-    without a word), while Python's getsignal still shows ours."""
+def _shutdown(ray: Any, ignore: bool = False) -> None:
+    """Ray's shutdown, then our handling of Ctrl-C and SIGTERM again (after an interrupt: their
+    ignoring), the signals blocked meanwhile: Ray sets SIGTERM's C handler back to the default
+    early in its shutdown (the process would end without a word), while Python's getsignal
+    still shows ours."""
     signal.pthread_sigmask(signal.SIG_BLOCK, atomic.SIGNALS)
     try:
         ray.shutdown()
-        atomic.handle_signals(handler)
+        if ignore:
+            atomic.handle_signals(signal.SIG_IGN)
+        else:
+            atomic.handle_signals()
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, atomic.SIGNALS)  # one that came: handled now
 
@@ -483,7 +487,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
-        _shutdown(ray, signal.SIG_IGN)  # a second signal is ignored: the line below must come
+        _shutdown(ray, ignore=True)  # a second signal is ignored: the line below must come
         landed, unsaid = _landed(repo, origin_url, commit, specs, outcomes)
         _say(_interrupted_line(origin_here, landed, unsaid), error=True)
         return 130
