@@ -314,6 +314,77 @@ def test_a_body_still_coming_after_the_answer_holds_no_slot(repo: Path) -> None:
                     pass
 
 
+def read_to_close(c: socket.socket) -> bytes:
+    """Every byte the server sends until it closes (a reset after the answer counts as one)."""
+    got = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := c.recv(65536):
+            got += chunk
+    return got
+
+
+def test_a_body_no_route_reads_is_refused_and_not_drained(server: Server) -> None:
+    """A body sent anywhere but POST /predict, or past the cap there: 413 and the connection
+    closed at once (not read and thrown away until the deadline: gigabytes of a local sender's
+    chunks, at a cost to every other request)."""
+    from mnist_basics import app
+
+    u = urlsplit(server.url)
+    heads = [
+        "POST /favicon.ico HTTP/1.1\r\nTransfer-Encoding: chunked",
+        "GET /models HTTP/1.1\r\nContent-Length: 1000000",
+        "PUT /predict HTTP/1.1\r\nContent-Length: 10",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked",
+        f"POST /predict HTTP/1.1\r\nContent-Length: {app.MAX_BODY + 1}",
+    ]
+    for head in heads:  # headers alone: the body would never end
+        with socket.create_connection((u.hostname, u.port), timeout=app.HEADER_SECONDS / 2) as c:
+            c.sendall(f"{head}\r\nHost: {u.netloc}\r\n\r\n".encode())
+            answer = read_to_close(c)  # a timeout here: left open, to drain what comes
+        assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer, head
+    assert _raw(server, "GET", "/favicon.ico", {"Host": u.netloc})[0] == 204  # as before
+
+
+def test_clients_that_never_read_their_answers_hold_no_slot(repo: Path) -> None:
+    """More clients than uvicorn's 64 slots, each pipelining requests for the page and reading
+    none of the answers: uvicorn waits to write for ever; each is dropped once HEADER_SECONDS
+    pass with none of its answer read, and the server answers again."""
+    from mnist_basics import app
+
+    s = Server(repo)
+    u = urlsplit(s.url)
+    pipelined = f"GET / HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n".encode() * 50
+    clients = []
+    try:
+        for _ in range(70):
+            c = socket.socket()
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.connect((u.hostname, u.port))
+            c.setblocking(False)
+            with contextlib.suppress(OSError):  # until the server reads no more (or a 503)
+                while True:
+                    c.send(pipelined)
+            clients.append(c)
+        deadline = time.monotonic() + 3 * app.HEADER_SECONDS
+        open_ = clients
+        while open_ and time.monotonic() < deadline:
+            time.sleep(1)
+            established = 1  # linux/tcp_states.h: TCP_ESTABLISHED
+            open_ = [
+                c
+                for c in open_
+                if c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == established
+            ]
+        assert not open_, f"{len(open_)} of {len(clients)} never-reading clients still held"
+        assert s.get("models")[0]["id"] == "workspace"
+    finally:
+        for c in clients:
+            c.close()
+        s.stop()
+    log = s.proc.stderr.read()
+    assert "Traceback" not in log, log
+
+
 def test_a_ref_name_that_is_not_utf8_is_listed_not_a_500(repo: Path, tmp_path: Path) -> None:
     from test_predict import seven
 

@@ -237,8 +237,8 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
 
     async def guess(request: Request) -> Response:
         size = request.headers.get("content-length", "")
-        if size.isdigit() and int(size) > MAX_BODY:  # refused before it is read
-            return JSONResponse(TOO_LARGE, 413)
+        if size.isdigit() and int(size) > MAX_BODY:  # refused before it is read, and not drained
+            return JSONResponse(TOO_LARGE, 413, headers={"Connection": "close"})
         rev = request.query_params.get("model", predict.WORKSPACE)
         body = bytearray()
         try:
@@ -267,6 +267,12 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
         if why:  # and the connection closed: a foreign page's keep-alives hold no slot
             status = 421 if why.startswith("Host") else 403
             return JSONResponse({"error": why}, status, headers={"Connection": "close"})
+        posting = request.method == "POST" and request.url.path == "/predict"
+        has_body = head.get("content-length", "").lstrip("0") or "transfer-encoding" in head
+        if has_body and not posting:
+            # closed, not drained: uvicorn would read a body no route wants until the deadline
+            why = "a request body is allowed only on POST /predict"
+            return JSONResponse({"error": why}, 413, headers={"Connection": "close"})
         return await call_next(request)
 
     return Starlette(
@@ -317,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
         log_level="warning",
         limit_concurrency=64,
         http=headers_in_time(),
+        ws="none",  # an Upgrade is then a plain request, through the guard like any other
     )
     server = uvicorn.Server(config)
     threading.Thread(target=announce, args=(server,), daemon=True).start()
@@ -326,26 +333,46 @@ def run(args: argparse.Namespace) -> int:
 
 def headers_in_time() -> type:
     """uvicorn's HTTP protocol, closing a connection with no request in progress HEADER_SECONDS
-    after it opened or was answered: uvicorn waits for headers, or for the rest of a body it did
-    not read, for ever, so 64 trickling clients held every slot."""
+    after it opened or was answered, and one whose client has read none of an answer for as
+    long: uvicorn waits for headers, for the rest of a body it did not read, and for a client
+    to read, for ever, so 64 trickling or never-reading clients held every slot."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeadersInTime(H11Protocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self.deadline = self.loop.call_later(HEADER_SECONDS, self.close_if_no_request)
+            self.deadline: asyncio.TimerHandle | None = None
+            self.restart_deadline()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            self.deadline.cancel()
-            self.deadline = self.loop.call_later(HEADER_SECONDS, self.close_if_no_request)
+            self.restart_deadline()
 
-        def close_if_no_request(self) -> None:
+        def resume_writing(self) -> None:  # the client read some of an answer
+            super().resume_writing()
+            self.read_some = True
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            self.deadline.cancel()
+
+        def restart_deadline(self) -> None:
+            if self.deadline:
+                self.deadline.cancel()
+            self.read_some = False
+            self.deadline = self.loop.call_later(HEADER_SECONDS, self.close_if_stalled)
+
+        def close_if_stalled(self) -> None:
+            unsent = self.transport.get_write_buffer_size()
+            if unsent and not self.read_some:  # aborted: close() would wait to send it first
+                self.transport.abort()
             # IDLE: no request's headers complete; DONE: answered, the body it did not need
             # still coming (uvicorn's keep-alive timer stops at its first byte)
-            if self.conn.our_state in (h11.IDLE, h11.DONE):
+            elif not unsent and self.conn.our_state in (h11.IDLE, h11.DONE):
                 self.transport.close()
+            elif unsent or not self.transport.is_closing():  # in progress, or an answer read
+                self.restart_deadline()
 
     return HeadersInTime
 
