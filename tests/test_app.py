@@ -295,9 +295,9 @@ def test_headers_that_never_end_hold_no_slot(repo: Path) -> None:
 
 
 def test_a_body_still_coming_after_the_answer_holds_no_slot(repo: Path) -> None:
-    """Requests the server answers without reading their body (a GET, a foreign Host's 421)
-    whose clients then send one more byte and wait: each is closed once HEADER_SECONDS have
-    passed (uvicorn's keep-alive timer stops at that byte), and the server answers again."""
+    """Requests the server answers without reading their body (a GET's 413, a foreign Host's
+    421) whose clients then send one more byte and wait: each is closed, not left waiting for
+    the rest (uvicorn's keep-alive timer stops at that byte), and the server answers again."""
     with raw_clients(repo, 70) as (slow, netloc):
         hosts = [netloc] * 60 + ["evil.example"] * 10
         for c, host in zip(slow, hosts, strict=True):
