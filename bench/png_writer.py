@@ -1,10 +1,10 @@
 """The download stage's work with our PNG writer or with Pillow's, for a paired timing.
 
-    python bench/png_writer.py ours|pillow|pillow1 [--all-digits] [--mnist ../shared/data/mnist]
+    python bench/png_writer.py ours|pillow|pillow0 [--all-digits] [--mnist ../shared/data/mnist]
 
 Builds data/raw.zip from the four IDX files into a temporary folder, exactly as `dvc repro`'s
 download stage does from a local IDX folder, with each PNG written by rawzip.encode_png (ours),
-Pillow's default `save` (pillow) or Pillow at zlib level 1 (pillow1, ours' level). Time the
+Pillow's default `save` (pillow) or Pillow at zlib level 0 (pillow0: stored, as ours). Time the
 variants against each other as whole processes (`/usr/bin/time`, or any paired A/B runner).
 """
 
@@ -36,12 +36,12 @@ def pillow_png(level: int | None):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("writer", choices=("ours", "pillow", "pillow1"))
+    ap.add_argument("writer", choices=("ours", "pillow", "pillow0"))
     ap.add_argument("--all-digits", action="store_true")
     ap.add_argument("--mnist", type=Path, default=Path(__file__).parents[2] / "shared/data/mnist")
     args = ap.parse_args()
     if args.writer != "ours":
-        rawzip.encode_png = pillow_png(None if args.writer == "pillow" else 1)
+        rawzip.encode_png = pillow_png(None if args.writer == "pillow" else 0)
     digits = list(range(10)) if args.all_digits else [3, 7]
     with tempfile.TemporaryDirectory() as d:
         download(digits, [str(args.mnist.resolve())], 10, Path(d) / "raw.zip")

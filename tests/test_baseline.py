@@ -11,6 +11,7 @@ from PIL import Image
 
 from mnist_basics import images
 from mnist_basics.baseline import (
+    accuracies,
     ideal_digits,
     mnist_distance,
     nearest_ideal,
@@ -40,6 +41,19 @@ def test_nearest_ideal_many_digits() -> None:
     ideals = torch.stack([torch.full((28, 28), v) for v in (0.0, 0.5, 1.0)])
     x = torch.stack([torch.full((28, 28), v) for v in (0.9, 0.4, 0.05)])
     assert nearest_ideal(x, ideals, rmse_distance).tolist() == [2, 1, 0]
+
+
+def test_the_mean_digit_accuracy_is_of_the_exact_accuracies() -> None:
+    """3s: none of 3 right; 7s: 1 of 3. The mean is 1/6, 0.1667; the mean of the rounded
+    per-digit figures, 0.16665, rounds to 0.1666."""
+    labels = torch.tensor([3, 3, 3, 7, 7, 7])
+    pred = torch.tensor([1, 1, 1, 1, 0, 0])  # indices into digits
+    got = accuracies(pred, labels, [3, 7])
+    assert got == {
+        "accuracy": 0.1667,
+        "mean_digit_accuracy": 0.1667,
+        "per_digit": {"3": 0.0, "7": 0.3333},
+    }
 
 
 def test_the_ideal_digits_are_one_picture(synthetic_three: Path, tmp_path: Path) -> None:

@@ -320,6 +320,35 @@ def test_a_folders_fifo_or_device_is_refused_not_read(tmp_path: Path, kind: str)
         archives.folder_entries(folder)
 
 
+def test_a_link_to_a_folder_is_named_not_called_empty(tmp_path: Path) -> None:
+    """os.walk does not enter a link to a folder: refused by name, not "no images" there."""
+    folder = tmp_path / "mine"
+    (folder / "train" / "3").mkdir(parents=True)
+    (folder / "train" / "3" / "1.png").write_bytes(b"png")
+    (tmp_path / "elsewhere").mkdir()
+    (folder / "train" / "7").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match=r"refused member 'train/7': a link to a folder, which"):
+        archives.folder_entries(folder)
+
+
+def test_hidden_members_are_skipped_in_archives_as_in_folders(tmp_path: Path) -> None:
+    """`tar czf` of a folder Finder opened holds `.DS_Store` files; the folder itself is read
+    without them, and so is its archive now."""
+    names = ["top/.DS_Store", "top/train/3/.DS_Store", "top/.git/config", "top/train/3/1.png"]
+    tgz = _write(tmp_path, tar_with([member(n) for n in names], data=b"png"))
+    assert [name for name, _ in archives.tar_entries(tgz)] == ["top/train/3/1.png"]
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        for n in names:
+            zf.writestr(n, b"png")
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        assert [name for name, _ in archives.zip_entries(zf, "a.zip")] == ["top/train/3/1.png"]
+    folder = tmp_path / "folder"
+    for n in names:
+        (folder / n).parent.mkdir(parents=True, exist_ok=True)
+        (folder / n).write_bytes(b"png")
+    assert [name for name, _ in archives.folder_entries(folder)] == ["top/train/3/1.png"]
+
+
 def _zip_bomb(method: int, compressed: bytes, declared: bytes) -> bytes:
     """One member whose headers say it is `declared` (its size and CRC) while its data,
     `compressed` by `method`, inflates to more."""

@@ -70,6 +70,18 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, tree: Path) -> None:
     assert not (tmp_path / "raw.zip").exists()
 
 
+def test_two_names_of_one_split_are_refused_not_merged(tmp_path: Path, tree: Path) -> None:
+    """A held-out testing/ beside valid/ (fast.ai's mnist_png names the valid split testing/):
+    read as one split, the user's test images became validation images without a word."""
+    shutil.copytree(tree / "valid", tree / "testing")
+    for f in (tree / "testing").rglob("*.png"):
+        f.rename(f.with_name(f"{int(f.stem) + 100000}.png"))  # other images, no index twice
+    with pytest.raises(UserError, match=r"valid/ and testing/ both name the valid split") as e:
+        download([1, 4, 8], [str(tree)], 1, tmp_path / "raw.zip")
+    assert "allowed: one of them" in str(e.value)
+    assert not (tmp_path / "raw.zip").exists()
+
+
 def test_a_missing_digit_and_the_listing_limit(tmp_path: Path, tree: Path) -> None:
     for i in range(MAX_LISTED + 5):
         (tree / "valid/8" / f"junk{i}.txt").write_text("x")
@@ -108,8 +120,9 @@ def test_the_same_image_twice_and_digits_that_are_not_ascii(tmp_path: Path, tree
     with pytest.raises(UserError) as e:
         download([1, 4, 8], [str(tree)], 1, tmp_path / "raw.zip")
     msg = str(e.value)
-    assert "3 problem(s) in fast.ai's layout" in msg
+    assert "4 problem(s) in fast.ai's layout" in msg
     assert "train: the same <digit>/<index>.png twice" in msg
+    assert "train/ and training/ both name the train split" in msg
     assert "valid/\u0661: not a digit folder (0-9)" in msg
     assert "valid/1/\u00b3.png: not an <index>.png file" in msg
 

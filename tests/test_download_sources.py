@@ -11,6 +11,7 @@ import sys
 import tarfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,27 @@ def test_png_encoder_round_trips(tmp_path: Path) -> None:
         with Image.open(tmp_path / "x.png") as im:
             assert (im.format, im.mode, im.size) == ("PNG", "L", (28, 28))
             assert np.array_equal(np.asarray(im), images[i])
+
+
+def test_no_compressor_chooses_a_byte_of_the_zip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zlib and zlib-ng (Fedora's, Windows Python's) write other bytes at one level, so a
+    compressed PNG would give another MD5 of data/raw.zip there: each PNG's rows are stored."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a compressor was asked")
+
+    monkeypatch.setattr(zlib, "compress", refuse)
+    monkeypatch.setattr(zlib, "compressobj", refuse)
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    split = Split(images, np.array([3, 3, 7, 7]), np.arange(4))
+    rawzip.write(tmp_path / "raw.zip", "mnist_sample", {"train": split, "valid": split})
+    rows = np.zeros((28, 29), np.uint8)
+    rows[:, 1:] = images[0]
+    assert rows.tobytes() in encode_png(images[0])  # the pixels themselves, uncompressed
+    _, splits = rawzip.read(tmp_path / "raw.zip")
+    assert np.array_equal(splits["train"].images, images)
 
 
 def test_fastai_source_serves(

@@ -145,12 +145,15 @@ def _bad_records(records: bytes) -> str:
 
 
 def tar_entries(path: Path) -> list[Entry]:
-    """The regular files of a tar (gzip'd or not), each checked; links and devices refused."""
+    """The regular files of a tar (gzip'd or not) but hidden ones, each checked; links and
+    devices refused."""
     try:
         tf = tarfile.open(path, "r:*", tarinfo=_Header)  # noqa: SIM115 - kept open for readers
         members = _checked(path.name, ((m.name, m.size, _tar_kind(m), m) for m in tf))
         entries = [
-            (m.name, partial(_read, tf.extractfile, m, m.size)) for m in members if m.isfile()
+            (m.name, partial(_read, tf.extractfile, m, m.size))
+            for m in members
+            if m.isfile() and not hidden(m.name)  # checked, then skipped as a folder's are
         ]
         left = MAX_BYTES  # read on to the end, capped, so the compression's check (a CRC) runs
         while chunk := tf.fileobj.read(1 << 20):  # type: ignore[union-attr]
@@ -166,8 +169,8 @@ def tar_entries(path: Path) -> list[Entry]:
 
 
 def zip_entries(zf: zipfile.ZipFile, where: str) -> list[Entry]:
-    """The files of a zip, every name, size and method checked first: stored, as the download
-    stage writes them, or deflated, as `zip -r` does (reading one checks its CRC)."""
+    """The files of a zip but hidden ones, every name, size and method checked first: stored, as
+    the download stage writes them, or deflated, as `zip -r` does (reading one checks its CRC)."""
     methods = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
     odd = "compressed by another method than deflate"  # bzip2 and lzma inflate a member whole
     members = (
@@ -177,7 +180,7 @@ def zip_entries(zf: zipfile.ZipFile, where: str) -> list[Entry]:
     return [
         (i.filename, partial(_read, zf.open, i, i.file_size))
         for i in _checked(where, members)
-        if not i.is_dir()
+        if not i.is_dir() and not hidden(i.filename)
     ]
 
 
@@ -190,12 +193,19 @@ def _read(open_member: Callable[[M], IO[bytes] | None], member: M, size: int) ->
 TOO_DEEP = "folders nested too deep to walk (about 1,000 levels)"
 
 
+def hidden(name: str) -> bool:
+    """A name a folder listing hides (`.git`, Finder's `.DS_Store`), or one under such a folder."""
+    return any(part.startswith(".") and part != "." for part in name.split("/"))
+
+
 def visible_files(folder: Path, onerror: Callable | None = None) -> Iterator[Path]:
-    """The files under `folder`, top down, but hidden ones (a `.git`); `onerror` as os.walk's."""
+    """The files under `folder`, top down, and links to folders (not entered), but hidden ones
+    (a `.git`); `onerror` as os.walk's."""
     try:
         for root, dirs, files in os.walk(folder, onerror=onerror):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
-            yield from (Path(root, f) for f in files if not f.startswith("."))
+            links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+            yield from (Path(root, f) for f in files + links if not f.startswith("."))
     except RecursionError:  # os.walk recurses once per level
         raise UserError(f"{folder}: {TOO_DEEP}") from None
 
@@ -209,6 +219,8 @@ def folder_entries(folder: Path) -> list[Entry]:
             st = p.stat() if p.exists() else None  # a dangling link: read fails later
             # a fifo would block the read for ever, a link to /dev/zero never end it
             odd = "device or fifo" if st and not stat.S_ISREG(st.st_mode) else None
+            if st and stat.S_ISDIR(st.st_mode):
+                odd = "a link to a folder, which is not followed: allowed: the folder itself"
             yield name, st.st_size if st else 0, odd, (name, p.read_bytes)
 
     return list(_checked(str(folder), walk()))

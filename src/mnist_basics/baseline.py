@@ -37,11 +37,11 @@ def nearest_ideal(x: torch.Tensor, ideals: torch.Tensor, distance) -> torch.Tens
 def accuracies(pred: torch.Tensor, labels: torch.Tensor, digits: list[int]) -> dict:
     """Image-weighted accuracy, the book's mean of per-digit accuracies, and each digit's."""
     truth = torch.tensor(digits)[pred] == labels
-    per_digit = {str(d): round(truth[labels == d].float().mean().item(), 4) for d in digits}
+    per_digit = {str(d): truth[labels == d].float().mean().item() for d in digits}
     return {
         "accuracy": round(truth.float().mean().item(), 4),
-        "mean_digit_accuracy": round(sum(per_digit.values()) / len(per_digit), 4),
-        "per_digit": per_digit,
+        "mean_digit_accuracy": round(sum(per_digit.values()) / len(per_digit), 4),  # of exact ones
+        "per_digit": {d: round(a, 4) for d, a in per_digit.items()},
     }
 
 

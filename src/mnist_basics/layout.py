@@ -109,6 +109,7 @@ def read_tree(
     wanted = set(digits) if digits is not None else None
     found: dict[str, dict[tuple[int, int], np.ndarray]] = {s: {} for s in SPLITS}
     seen: dict[str, set[int]] = {s: set() for s in SPLITS}
+    called: dict[str, set[str]] = {s: set() for s in SPLITS}  # valid/ or testing/, not both
     twice: set[str] = set()
     problems: dict[str, None] = {}  # in order, each said once: a bad folder, not its every file
     for parts, read in items:
@@ -120,6 +121,7 @@ def read_tree(
             continue
         split, digit, index = got
         seen[split].add(digit)
+        called[split].add(parts[depth])
         if wanted is not None and digit not in wanted:
             continue
         try:
@@ -136,6 +138,9 @@ def read_tree(
         gone = [f"{split}/{d}: no images" for d in sorted(need - seen[split])]
         listed += gone if seen[split] else [f"{split}: missing (no images)"]
         listed += [f"{split}: the same <digit>/<index>.png twice"] if split in twice else []
+        if len(called[split]) > 1:
+            both = " and ".join(f"{n}/" for n in sorted(called[split], key=len))
+            listed += [f"{both} both name the {split} split: allowed: one of them"]
     if listed := listed + list(problems):
         more = [f"... and {len(listed) - MAX_LISTED} more"] if len(listed) > MAX_LISTED else []
         head = f"{where}: {len(listed)} problem(s) in fast.ai's layout:"
