@@ -352,6 +352,25 @@ def test_a_body_no_route_reads_is_refused_and_not_drained(server: Server) -> Non
     assert _raw(server, "GET", "/favicon.ico", {"Host": u.netloc})[0] == 204  # as before
 
 
+def test_a_websocket_upgrade_is_a_plain_request_and_logs_nothing(repo: Path) -> None:
+    """Any page may open a WebSocket to serve: refused by the guard like any request, without
+    uvicorn's two warnings (one advising a WebSocket library) per attempt in the log."""
+    s = Server(repo)
+    try:
+        u = urlsplit(s.url)
+        with socket.create_connection((u.hostname, u.port), timeout=30) as c:
+            c.sendall(
+                f"GET / HTTP/1.1\r\nHost: {u.netloc}\r\nOrigin: http://evil.example\r\n"
+                "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+            )
+            assert read_to_close(c).startswith(b"HTTP/1.1 403")
+    finally:
+        s.stop()
+    log = s.proc.stderr.read()
+    assert "upgrade" not in log.lower() and "websocket" not in log.lower(), log
+
+
 def test_clients_that_never_read_their_answers_hold_no_slot(repo: Path) -> None:
     """More clients than uvicorn's 64 slots, each pipelining requests for the page and reading
     none of the answers: uvicorn waits to write for ever; each is dropped once HEADER_SECONDS

@@ -353,6 +353,9 @@ def headers_in_time() -> type:
             super().resume_writing()
             self.read_some = True
 
+        def _unsupported_upgrade_warning(self) -> None:
+            pass  # no upgrade is taken, on purpose: not uvicorn's advice to install a library
+
         def connection_lost(self, exc: Exception | None) -> None:
             super().connection_lost(exc)
             self.deadline.cancel()
