@@ -629,6 +629,22 @@ def test_a_file_where_a_folder_output_goes_is_not_swapped_away(tmp_path: Path) -
     assert os.listdir(tmp_path) == ["plots"]
 
 
+def test_a_users_file_name_in_a_refusal_forges_no_line(tmp_path: Path) -> None:
+    """The stage's error is one line: a newline in the name of the user's file it names is
+    shown as \\n, not a line of the stage's own (`train: ...`)."""
+    out = tmp_path / "plots"
+    (out / "metrics").mkdir(parents=True)
+    (out / "metrics" / "x\ntrain: done").write_text("mine")
+    with (
+        pytest.raises(UserError) as e,
+        atomic.atomic_path(out, is_dir=True) as tmp,
+    ):
+        (tmp / "metrics").mkdir()
+    assert "metrics/x\\ntrain: done: not a file this stage writes" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert (out / "metrics" / "x\ntrain: done").read_text() == "mine"
+
+
 def test_a_signal_ignored_from_the_start_stays_ignored(tmp_path: Path) -> None:
     """Under nohup a logout's SIGHUP stopped the stage (exit 130, no output), as Ctrl-C."""
     code = (

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mnist_basics.errors import BadFile, UserError
+from mnist_basics.errors import BadFile, UserError, printable
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,8 @@ def _refuse_mount(target: Path, mount_points: list[str]) -> None:
     else:
         return
     raise UserError(
-        f"{target}: {what}, which a run cannot replace (it writes beside it and renames); "
-        "mount the folder above it instead (no output was replaced)"
+        f"{printable(str(target))}: {what}, which a run cannot replace (it writes beside it and "
+        "renames); mount the folder above it instead (no output was replaced)"
     )
 
 
@@ -194,8 +194,8 @@ def _refuse_foreign(old: Path, new: Path) -> None:
     with it), stops the run instead, as in `dvc checkout`. Checked just before the renames."""
     if new.is_dir() and old.is_file() and not old.is_symlink():  # swapped away, it would go
         raise UserError(
-            f"{old}: a file where this stage writes a folder; move it elsewhere (no output was "
-            "replaced)"
+            f"{printable(str(old))}: a file where this stage writes a folder; move it elsewhere "
+            "(no output was replaced)"
         )
     if not (new.is_dir() and old.is_dir() and not old.is_symlink()):
         return
@@ -203,9 +203,10 @@ def _refuse_foreign(old: Path, new: Path) -> None:
         kept = [d for d in dirs if os.path.islink(p := os.path.join(top, d)) or not os.listdir(p)]
         for name in names + kept:
             path = Path(top, name)
+            shown = printable(str(path))  # a user's name: it forges no line
             if _real_dir(theirs := new / path.relative_to(old)) and not _real_dir(path):
                 raise UserError(
-                    f"{path}: a file where this stage writes a folder, in its output folder "
+                    f"{shown}: a file where this stage writes a folder, in its output folder "
                     f"{old}; move it elsewhere (no output was replaced)"
                 )
             if not os.path.lexists(theirs):
@@ -213,7 +214,7 @@ def _refuse_foreign(old: Path, new: Path) -> None:
                 if path.is_dir() and not path.is_symlink():
                     what, fix = "a folder", "remove it (or unmount what is mounted on it)"
                 raise UserError(
-                    f"{path}: not {what} this stage writes, in its output folder {old}, which "
+                    f"{shown}: not {what} this stage writes, in its output folder {old}, which "
                     f"a run replaces whole; {fix} (no output was replaced)"
                 )
 

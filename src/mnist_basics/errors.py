@@ -12,7 +12,7 @@ class BadFile(UserError):
     its own way (a model read from a git revision has no path to fix)."""
 
     def __init__(self, path: object, why: str, hint: str = "") -> None:
-        super().__init__(f"{path}: {why}" + (f"; {hint}" if hint else ""))
+        super().__init__(f"{printable(str(path))}: {why}" + (f"; {hint}" if hint else ""))
         self.why = why
 
 

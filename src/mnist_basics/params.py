@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from mnist_basics import atomic
-from mnist_basics.errors import UserError
+from mnist_basics.errors import UserError, printable
 
 SOURCES = ("fastai", "mnist", "pypi")
 SOURCE_KINDS = "fastai, mnist, pypi, a folder or .tgz path, an http(s):// or file:// URL"
@@ -307,7 +307,10 @@ def parse(text: str) -> Any:
     except (YAMLError, ValueError) as e:  # a timestamp like 2024-13-01 raises ValueError
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise UserError(f"params.yaml: not valid YAML: {where}{getattr(e, 'problem', e)}") from None
+        if (at := getattr(e, "position", None)) is not None:  # a ReaderError: a character's
+            where = f"character {at + 1}: "
+        problem = getattr(e, "problem", None) or str(e).partition("\n")[0]  # a key's text escaped
+        raise UserError(f"params.yaml: not valid YAML: {where}{printable(problem)}") from None
 
 
 def load(path: str | Path = "params.yaml") -> Params:

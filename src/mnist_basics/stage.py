@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import psutil
 
 from mnist_basics import atomic
-from mnist_basics.errors import UserError, printable_lines
+from mnist_basics.errors import UserError, printable, printable_lines
 
 if TYPE_CHECKING:
     from mnist_basics.params import Params
@@ -179,7 +179,7 @@ def run_stage(
     except OSError as e:  # the machine's, not ours: a full disk, a folder one may not write
         if os.environ.get("MNIST_BASICS_TRACEBACK"):
             raise
-        where = f"{e.filename}: " if e.filename else ""
+        where = f"{printable(str(e.filename))}: " if e.filename else ""
         hint = "(MNIST_BASICS_TRACEBACK=1 shows the traceback)"
         if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):  # a write names no file
             hint = (

@@ -5,6 +5,7 @@ credential travels with it (docs/sharing.md says what every node needs).
 """
 
 import argparse
+import functools
 import itertools
 import logging
 import math
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -418,18 +419,23 @@ def _summary(name: str, specs: list[Spec], outcomes: dict[str, Outcome], where: 
 
 def _shutdown(ray: Any, ignore: bool = False) -> None:
     """Ray's shutdown, then our handling of Ctrl-C and SIGTERM again (after an interrupt: their
-    ignoring), the signals blocked meanwhile: Ray sets SIGTERM's C handler back to the default
-    early in its shutdown (the process would end without a word), while Python's getsignal
-    still shows ours."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, atomic.SIGNALS)
-    try:
-        ray.shutdown()
-        if ignore:
-            atomic.handle_signals(signal.SIG_IGN)
-        else:
-            atomic.handle_signals()
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, atomic.SIGNALS)  # one that came: handled now
+    ignoring). Ray sets SIGTERM back to the default early in its shutdown, for the whole process
+    (Python's getsignal still shows ours, and Ray's threads do not block it), so a SIGTERM then
+    ends the sweep: callers say what the user must read first."""
+    ray.shutdown()
+    if ignore:
+        atomic.handle_signals(signal.SIG_IGN)
+    else:
+        atomic.handle_signals()
+
+
+def _stop(ray: Any, unfinished: Iterable[Any], line: Callable[[], str]) -> None:
+    """After an interrupt (a second signal is ignored): the unfinished runs cancelled, `line()`
+    said, then Ray shut down."""
+    for ref in unfinished:
+        ray.cancel(ref, force=True)
+    _say(line(), error=True)
+    _shutdown(ray, ignore=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -485,16 +491,13 @@ def run(args: argparse.Namespace) -> int:
                 + ("" if o.ok else f"\n    {o.reason}")
             )
     except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        _shutdown(ray, ignore=True)  # a second signal is ignored: the line below must come
-        landed, unsaid = _landed(repo, origin_url, commit, specs, outcomes)
-        _say(_interrupted_line(origin_here, landed, unsaid), error=True)
+        found = functools.partial(_landed, repo, origin_url, commit, specs, outcomes)
+        _stop(ray, pending, lambda: _interrupted_line(origin_here, *found()))
         return 130
     landed = [s.name for s in specs if outcomes[s.name].ok]
     try:
-        _shutdown(ray)
         _summary(name, specs, outcomes, f"{origin_url} in {time.monotonic() - start:.1f} s")
+        _shutdown(ray)
         if landed and not args.no_pull:
             r = _run([*DVC, "exp", "pull", origin_here, *landed], repo, STEP_TIMEOUT)
             if r.returncode != 0:
