@@ -337,6 +337,14 @@ def test_hidden_members_are_skipped_in_archives_as_in_folders(tmp_path: Path) ->
     names = ["top/.DS_Store", "top/train/3/.DS_Store", "top/.git/config", "top/train/3/1.png"]
     tgz = _write(tmp_path, tar_with([member(n) for n in names], data=b"png"))
     assert [name for name, _ in archives.tar_entries(tgz)] == ["top/train/3/1.png"]
+    venv = member("top/.venv/bin/python", tarfile.SYMTYPE, "/usr/bin/python3")  # never read
+    tgz = _write(tmp_path, tar_with([venv, member("top/train/3/1.png")], data=b"png"))
+    assert [name for name, _ in archives.tar_entries(tgz)] == ["top/train/3/1.png"]
+    with zipfile.ZipFile(tmp_path / "git.zip", "w") as zf:  # a pack past a member's cap
+        zf.writestr("top/.git/objects/pack/a.pack", bytes(archives.MAX_MEMBER_BYTES + 1))
+        zf.writestr("top/train/3/1.png", b"png")
+    with zipfile.ZipFile(tmp_path / "git.zip") as zf:
+        assert [name for name, _ in archives.zip_entries(zf, "git.zip")] == ["top/train/3/1.png"]
     with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
         for n in names:
             zf.writestr(n, b"png")

@@ -384,6 +384,26 @@ def test_unreadable_files_and_folders_are_reported_and_the_rest_predicted(
     assert [line.split()[0] for line in r.stdout.decode().splitlines()[1:]] == ["imgs/open/b.png"]
 
 
+def test_a_link_to_a_folder_is_said_not_skipped_unseen(workspace: Path, capsys) -> None:
+    """A folder's link to another (`more -> ../elsewhere`) was skipped without a word and the
+    table looked complete, exit 0; a folder holding only one was "a folder with no image files"."""
+    (workspace / "elsewhere").mkdir()
+    seven().save(workspace / "elsewhere" / "b.png")
+    (workspace / "imgs").mkdir()
+    seven().save(workspace / "imgs" / "a.png")
+    (workspace / "imgs" / "more").symlink_to(workspace / "elsewhere")
+    (workspace / "only").mkdir()
+    (workspace / "only" / "more").symlink_to(workspace / "elsewhere")
+    code, out, err = cli(capsys, "imgs", "only")
+    assert code == 2
+    assert sorted(err.splitlines()) == [
+        f"predict: error: {d}/more: a link to a folder, which is not followed: allowed: the "
+        "folder itself"
+        for d in ("imgs", "only")
+    ]
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["imgs/a.png"]
+
+
 def test_an_unreadable_model_is_permission_denied(workspace: Path) -> None:
     seven().save("ok.png")
     os.chmod("models/model.safetensors", 0)

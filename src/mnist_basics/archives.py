@@ -29,12 +29,15 @@ M = TypeVar("M")
 
 
 def _checked(where: str, members: Iterable[tuple[str, int, str | None, M]]) -> Iterator[M]:
-    """Each (name, size, why its kind is refused or None, member), checked as it comes."""
+    """Each (name, size, why its kind is refused or None, member), checked as it comes; hidden
+    ones (a `.git` a folder source skips too) only counted, never read."""
     total = 0
     for count, (name, size, why, member) in enumerate(members, 1):
         total += max(size, 0)
         if count > MAX_MEMBERS:
             raise UserError(f"{where}: more than {MAX_MEMBERS:,} members")
+        if hidden(name) and total <= MAX_BYTES:
+            continue
         if size > MAX_MEMBER_BYTES or total > MAX_BYTES:
             why = "larger than expected"
         elif name.startswith(("/", "\\")) or name[1:2] == ":":
@@ -151,9 +154,7 @@ def tar_entries(path: Path) -> list[Entry]:
         tf = tarfile.open(path, "r:*", tarinfo=_Header)  # noqa: SIM115 - kept open for readers
         members = _checked(path.name, ((m.name, m.size, _tar_kind(m), m) for m in tf))
         entries = [
-            (m.name, partial(_read, tf.extractfile, m, m.size))
-            for m in members
-            if m.isfile() and not hidden(m.name)  # checked, then skipped as a folder's are
+            (m.name, partial(_read, tf.extractfile, m, m.size)) for m in members if m.isfile()
         ]
         left = MAX_BYTES  # read on to the end, capped, so the compression's check (a CRC) runs
         while chunk := tf.fileobj.read(1 << 20):  # type: ignore[union-attr]
@@ -180,7 +181,7 @@ def zip_entries(zf: zipfile.ZipFile, where: str) -> list[Entry]:
     return [
         (i.filename, partial(_read, zf.open, i, i.file_size))
         for i in _checked(where, members)
-        if not i.is_dir() and not hidden(i.filename)
+        if not i.is_dir()
     ]
 
 
@@ -191,11 +192,13 @@ def _read(open_member: Callable[[M], IO[bytes] | None], member: M, size: int) ->
 
 
 TOO_DEEP = "folders nested too deep to walk (about 1,000 levels)"
+LINKED_FOLDER = "a link to a folder, which is not followed: allowed: the folder itself"
 
 
 def hidden(name: str) -> bool:
-    """A name a folder listing hides (`.git`, Finder's `.DS_Store`), or one under such a folder."""
-    return any(part.startswith(".") and part != "." for part in name.split("/"))
+    """A name a folder listing hides (`.git`, Finder's `.DS_Store`), or one under such a folder
+    (`..` is no hidden name: a path out of the folder is refused)."""
+    return any(part.startswith(".") and part not in (".", "..") for part in name.split("/"))
 
 
 def visible_files(folder: Path, onerror: Callable | None = None) -> Iterator[Path]:
@@ -220,7 +223,7 @@ def folder_entries(folder: Path) -> list[Entry]:
             # a fifo would block the read for ever, a link to /dev/zero never end it
             odd = "device or fifo" if st and not stat.S_ISREG(st.st_mode) else None
             if st and stat.S_ISDIR(st.st_mode):
-                odd = "a link to a folder, which is not followed: allowed: the folder itself"
+                odd = LINKED_FOLDER
             yield name, st.st_size if st else 0, odd, (name, p.read_bytes)
 
     return list(_checked(str(folder), walk()))

@@ -3,6 +3,7 @@
 
 import io
 import re
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -16,7 +17,8 @@ SPLIT_NAMES = {"train": "train", "training": "train", "valid": "valid", "testing
 MAX_LISTED = 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PIXELS = (b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND")  # a PNG's chunks that make its pixels
-MAX_CHUNKS = 100  # of a 28x28 PNG, which has a few: Pillow reads each in Python
+MAX_CHUNKS = 100  # of a 28x28 PNG, which has a few
+MAX_IDATS = 8  # its pixel data's, each of which Pillow reads in Python: a 28x28 PNG's fit in one
 
 Entry = tuple[str, Callable[[], bytes]]  # (name in the archive or folder, reads its bytes)
 
@@ -81,6 +83,39 @@ def png_chunks(data: bytes) -> list[tuple[bytes, int, int]]:
     return chunks
 
 
+# Adam7's seven passes: (first column, first row, column step, row step)
+ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+
+
+def pixel_bytes(depth: int, interlaced: bool) -> int:
+    """What a 28x28 greyscale PNG's pixel data inflates to: each row its filter byte and its
+    samples of `depth` bits (interlaced: the rows of Adam7's seven smaller images)."""
+    total = 0
+    for x, y, dx, dy in ADAM7 if interlaced else ((0, 0, 1, 1),):
+        cols, rows = -(-(28 - x) // dx), -(-(28 - y) // dy)
+        total += rows * (1 + -(-cols * depth // 8))
+    return total
+
+
+def short_rows(data: bytes, chunks: list[tuple[bytes, int, int]]) -> str:
+    """Why a 28x28 greyscale PNG's complete pixel data holds fewer rows than its height, if it
+    does: Pillow reads the missing rows as 0, MNIST's background (a damaged digit, unsaid)."""
+    start = next(a for kind, a, _ in chunks if kind == b"IHDR") + 8
+    depth, interlaced = data[start + 8], data[start + 12] == 1
+    pixels = b"".join(data[a + 8 : b - 4] for kind, a, b in chunks if kind == b"IDAT")
+    need = pixel_bytes(depth, interlaced)
+    got = len(zlib.decompressobj().decompress(pixels, need))
+    return f"its pixel data ends early ({got} of {need} bytes)" if got < need else ""
+
+
 def decode_png(data: bytes) -> np.ndarray | str:
     """The book's `Image.open`: a 28x28 greyscale PNG as uint8 [28, 28], or what is wrong. Read
     from the chunks its pixels need: Pillow inflates every colour profile (up to 1 MB each, from
@@ -88,13 +123,16 @@ def decode_png(data: bytes) -> np.ndarray | str:
     used as stored."""
     if len(chunks := png_chunks(data)) > MAX_CHUNKS:
         return f"a PNG of {len(chunks):,} chunks: allowed: up to {MAX_CHUNKS} (28x28 has a few)"
+    if (idats := sum(kind == b"IDAT" for kind, _, _ in chunks)) > MAX_IDATS:
+        return f"its pixel data in {idats} IDAT chunks: allowed: up to {MAX_IDATS} (28x28 needs 1)"
+    kept = data
     if chunks:
-        data = PNG_SIGNATURE + b"".join(data[a:b] for kind, a, b in chunks if kind in PIXELS)
+        kept = PNG_SIGNATURE + b"".join(data[a:b] for kind, a, b in chunks if kind in PIXELS)
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(kept)) as im:
             if im.format != "PNG" or im.size != (28, 28) or im.mode != "L":
                 return f"{im.format} {im.size[0]}x{im.size[1]} mode {im.mode}, not 28x28 mode L"
-            return np.asarray(im)
+            return short_rows(data, chunks) or np.asarray(im)
     except Exception as e:  # any decoder failure is the file's fault
         return f"does not decode as PNG ({type(e).__name__})"
 

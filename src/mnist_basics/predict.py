@@ -177,14 +177,18 @@ def _why(e: OSError) -> str:
 
 def image_files(folder: Path, errors: list[tuple[str, str]]) -> list[Path]:
     """A folder's images, recursively, in name order: not hidden, with an extension Pillow knows
-    (a photo folder's notes are no errors); a sub-folder that cannot be read goes to `errors`."""
+    (a photo folder's notes are no errors); a sub-folder that cannot be read, or a link to one,
+    goes to `errors`."""
     from PIL import Image
 
     known = {e.lower() for e in Image.registered_extensions()}
     found: list[Path] = []
     try:
         for p in archives.visible_files(folder, lambda e: errors.append((e.filename, _why(e)))):
-            found += [p] if p.suffix.lower() in known else []
+            if p.is_dir():  # a link os.walk does not enter: said, not skipped unseen
+                errors.append((str(p), archives.LINKED_FOLDER))
+            elif p.suffix.lower() in known:
+                found.append(p)
     except UserError:
         errors.append((str(folder), archives.TOO_DEEP))
     return sorted(found)

@@ -16,9 +16,10 @@ from mnist_basics.layout import Split
 DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold: no clock in the bytes
 FILE_MODE = 0o100644
 EXPECTED = "expected the download stage's zip of PNGs; `dvc repro -f download` rewrites it"
-# archives.MAX_MEMBERS PNGs of about 1 kB (all of MNIST's 70,000 make 72 MB); zipfile holds
-# ~9 bytes per byte of a zip's directory
-MAX_BYTES = 112 << 20
+MAX_BYTES = 112 << 20  # archives.MAX_MEMBERS PNGs of about 1 kB (all of MNIST's make 72 MB)
+# of the central directory, which zipfile reads and parses whole (~9 bytes kept per byte) before a
+# member can be counted; an entry of ours is under 100 bytes
+MAX_DIRECTORY = archives.MAX_MEMBERS * 128
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -59,11 +60,32 @@ def write(path: Path, dataset: str, splits: dict[str, Split]) -> int:
         return len(zf.infolist())
 
 
+def directory_bytes(path: Path, size: int) -> int:
+    """The size of a zip's central directory as its end records say, read where zipfile reads
+    them (the end record, with no comment, then a zip64 record just before it); -1 for end
+    records the download stage does not write."""
+    with path.open("rb") as f:
+        f.seek(max(0, size - 98))
+        tail = f.read(98)
+    end, locator, end64 = tail[-22:], tail[-42:-22], tail[-98:-42]
+    if len(end) < 22 or end[:4] != b"PK\x05\x06" or end[20:] != b"\0\0":
+        return -1
+    if locator[:4] != b"PK\x06\x07":
+        return int.from_bytes(end[12:16], "little")
+    if end64[:4] != b"PK\x06\x06" or int.from_bytes(locator[8:16], "little") != size - 98:
+        return -1
+    return int.from_bytes(end64[40:48], "little")
+
+
 def read(path: Path) -> tuple[str, dict[str, Split]]:
     """The dataset's name and its splits: every member checked, then each PNG decoded by Pillow."""
     try:
-        if (size := path.stat().st_size) > MAX_BYTES:  # zipfile lists every entry before a cap
+        if (size := path.stat().st_size) > MAX_BYTES:
             raise UserError(f"{path}: {size:,} bytes, more than {MAX_BYTES:,}; {EXPECTED}")
+        if not 0 <= (listed := directory_bytes(path, size)) <= MAX_DIRECTORY:
+            why = f"a zip directory of {listed:,} bytes, more than {MAX_DIRECTORY:,}"
+            why = "not a readable zip (no end record as the stage writes it)" if listed < 0 else why
+            raise UserError(f"{path}: {why}; {EXPECTED}")
         zf = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise UserError(f"{path}: missing; {EXPECTED}") from None
