@@ -645,13 +645,35 @@ def test_a_users_file_name_in_a_refusal_forges_no_line(tmp_path: Path) -> None:
     assert (out / "metrics" / "x\ntrain: done").read_text() == "mine"
 
 
+def test_a_second_signal_pending_with_the_first_is_no_traceback() -> None:
+    """Ctrl-C and at once a SIGTERM: the first's handler set SIG_IGN while the second was
+    pending, and Python raised OSError ("Signal 15 ignored due to race condition")."""
+    code = (
+        "import os, signal\n"
+        "from mnist_basics import atomic\n"
+        "atomic.handle_signals()\n"
+        "both = {signal.SIGINT, signal.SIGTERM}\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, both)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "try:\n"
+        "    signal.pthread_sigmask(signal.SIG_UNBLOCK, both)\n"
+        "    sum(range(1000))\n"
+        "except KeyboardInterrupt:\n"
+        "    sum(range(1000))  # the second is handled here\n"
+        "    print('interrupted once')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "interrupted once\n", "")
+
+
 def test_a_signal_ignored_from_the_start_stays_ignored(tmp_path: Path) -> None:
     """Under nohup a logout's SIGHUP stopped the stage (exit 130, no output), as Ctrl-C."""
     code = (
         "import os, signal, time\n"
         "from mnist_basics import atomic\n"
         "atomic.handle_signals()\n"
-        "with atomic._signals_held():\n"
+        "with atomic.signals_held():\n"
         "    os.kill(os.getpid(), signal.SIGHUP)\n"
         "os.kill(os.getpid(), signal.SIGHUP)\n"
         "time.sleep(0.2)\n"

@@ -176,7 +176,7 @@ def test_a_key_left_out_of_params_yaml_stops_every_stage(
         ('"x.y": 1\n', ['unknown key "x.y" (= 1)', "data, train, evaluate"]),
         ("? [a, b]\n: 1\n", ['a key that is not text (["a", "b"])', "data, train, evaluate"]),
         ("train:\n  1: 2\n", ["a key that is not text (1)", "and their keys"]),
-        ("train:\n  lr: 0.1\x07\n", ["not valid YAML: character 17: unacceptable character"]),
+        ("# é日本\ntrain:\n  lr: 0.1\x07\n", ["YAML: line 3, column 10: unacceptable character"]),
         ('train: {"a\\nb": 1, "a\\nb": 2}\n', ['duplicate key "a\\nb"']),  # no line forged
     ],
 )

@@ -267,10 +267,43 @@ def test_the_interrupted_line_is_said_before_ray_shuts_down() -> None:
         "        ctypes.CDLL(None).signal(signal.SIGTERM, ctypes.c_void_p(0))  # SIG_DFL\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"
         "        time.sleep(30)\n"
-        "atomic.handle_signals(signal.SIG_IGN)  # after the first Ctrl-C\n"
+        "atomic.ignore_signals()  # after the first Ctrl-C\n"
         "sweep._stop(Ray(), ['run-2'], lambda: 'sweep: interrupted; those that landed: run-1')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == -signal.SIGTERM, r.stderr  # ended in the shutdown, as with Ray
     assert r.stdout == "cancelled run-2\n"
     assert r.stderr == "sweep: interrupted; those that landed: run-1\n"
+
+
+def test_a_ctrl_c_in_rays_shutdown_waits_for_it_to_end() -> None:
+    """Cut short by a Ctrl-C, Ray's shutdown left its dashboard and runtime-env agents running
+    (233 MB); the Ctrl-C is held until it ends, then interrupts as before."""
+    code = (
+        "import os, signal, time\n"
+        "from mnist_basics import atomic, sweep\n"
+        "class Ray:\n"
+        "    def shutdown(self):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(0.2)  # Python runs a handler here\n"
+        "        print('shut down', flush=True)\n"
+        "atomic.handle_signals()\n"
+        "try:\n"
+        "    sweep._shutdown(Ray())\n"
+        "    time.sleep(5)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted after it')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "shut down\ninterrupted after it\n"), r.stderr
+
+
+def test_a_users_value_forges_no_line_of_the_sweeps(capsys: pytest.CaptureFixture[str]) -> None:
+    """A newline in a -S value made a line `[1/1] ... ok` under the run's FAILED one."""
+    from mnist_basics.sweep import Outcome, Spec, _summary
+
+    spec = Spec("w-1", ["train.lr=0.1\n[1/1] w-1 ok \x1b]52;c;eA==\x07"], "origin", "c" * 40)
+    _summary("w", [spec], {"w-1": Outcome(False, 1.0, reason="dvc: failed")}, "origin")
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and not any(ln.startswith("[1/1]") for ln in out.splitlines())
+    assert "train.lr=0.1\\n[1/1] w-1 ok \\x1b]52;c;eA==\\x07" in out

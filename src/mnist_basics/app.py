@@ -9,6 +9,7 @@ import base64
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import re
 import sys
 import threading
@@ -205,7 +206,8 @@ def refusal(
     another name), an Origin not its own (a cross-site POST), or a browser's word (`site`,
     Sec-Fetch-Site) that another page sent it (a no-cors GET carries no Origin)."""
     addr, port = server
-    names = {"127.0.0.1", "localhost", "[::1]", listen, f"[{addr}]" if ":" in addr else addr}
+    names = {"127.0.0.1", "localhost", "[::1]"}
+    names |= {f"[{a}]" if ":" in a else a for a in (listen, addr)}  # as a URL writes an IPv6 one
     if host not in {f"{n}:{port}" for n in names}:
         return f"Host {host!r} is not this server's; allowed: {sorted(names)} with port {port}"
     if origin is not None and origin != f"http://{host}":
@@ -325,6 +327,9 @@ def run(args: argparse.Namespace) -> int:
         http=headers_in_time(),
         ws="none",  # an Upgrade is then a plain request, through the guard like any other
     )
+    # any page may send one (a URL of 300 kB): answered 400 and closed, not a line in the log
+    invalid = "Invalid HTTP request received."
+    logging.getLogger("uvicorn.error").addFilter(lambda record: record.msg != invalid)
     server = uvicorn.Server(config)
     threading.Thread(target=announce, args=(server,), daemon=True).start()
     server.run()

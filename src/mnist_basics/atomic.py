@@ -235,7 +235,7 @@ def together() -> Iterator[None]:
         for tmp, target in held:  # every output, before any rename
             _refuse_mount(target, mounts)
             _refuse_foreign(target, tmp)
-        with _signals_held():  # a signal that comes meanwhile is raised once all are renamed
+        with signals_held():  # a signal that comes meanwhile is raised once all are renamed
             try:
                 while held:
                     _ready(*held[0])
@@ -263,7 +263,7 @@ def together() -> Iterator[None]:
 
 
 # Ctrl-C and SIGTERM, handled one way for the whole process: the stage runner installs the handler,
-# and an output's renames hold it back. None outside `_signals_held()`; inside, what came meanwhile.
+# and an output's renames hold it back. None outside `signals_held()`; inside, what came meanwhile.
 _held_signals: list[int] | None = None
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal's too
 
@@ -279,18 +279,28 @@ def _on_signal(signum: int, frame: object) -> None:
     if _held_signals is not None:
         _held_signals.append(signum)
         return
-    handle_signals(signal.SIG_IGN)
+    ignore_signals()
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """Nothing: SIG_IGN itself, set while a second signal is pending, has Python raise OSError
+    ("Signal 15 ignored due to race condition") with a traceback."""
+
+
+def ignore_signals() -> None:
+    """From now on Ctrl-C, SIGTERM and SIGHUP do nothing."""
+    handle_signals(_ignore)
 
 
 def handle_signals(handler: Callable[[int, Any], None] | signal.Handlers = _on_signal) -> None:
     for s in SIGNALS:
-        if s not in _IGNORED or handler == signal.SIG_IGN:
+        if s not in _IGNORED:
             signal.signal(s, handler)
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM (and the stop when `dvc` dies) wait until the block ends: a folder
     output is never left removed and not yet replaced. Outside a stage, ours stands in."""
     global _held_signals

@@ -307,8 +307,10 @@ def parse(text: str) -> Any:
     except (YAMLError, ValueError) as e:  # a timestamp like 2024-13-01 raises ValueError
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        if (at := getattr(e, "position", None)) is not None:  # a ReaderError: a character's
-            where = f"character {at + 1}: "
+        if (at := getattr(e, "position", None)) is not None:  # a ReaderError's: of UTF-8 bytes
+            before = text.encode("utf-8", "surrogateescape")[:at].decode("utf-8", "replace")
+            line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+            where = f"line {line}, column {column}: "
         problem = getattr(e, "problem", None) or str(e).partition("\n")[0]  # a key's text escaped
         raise UserError(f"params.yaml: not valid YAML: {where}{printable(problem)}") from None
 

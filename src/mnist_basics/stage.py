@@ -7,7 +7,6 @@ import contextlib
 import errno
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -80,7 +79,7 @@ def end_children() -> None:
 
 def _exit(code: int, line: str = "") -> None:
     """Print `line`, then end at once: the cleanup has run; skip the slow teardown of torch."""
-    atomic.handle_signals(signal.SIG_IGN)
+    atomic.ignore_signals()
     if line:
         print(printable_lines(line), file=sys.stderr)
     logging.shutdown()

@@ -12,7 +12,6 @@ import math
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_basics import atomic
+from mnist_basics.errors import printable, printable_lines
 
 MAX_RUNS = 10_000  # runs of one grid
 STEP_TIMEOUT = 3600.0  # seconds any one git or dvc command of a task may take
@@ -307,7 +307,8 @@ def _landed(
 def _interrupted_line(origin_here: str, landed: list[str], unsaid: list[str]) -> str:
     line = "sweep: interrupted; unfinished runs cancelled"
     if landed:
-        line += f"; those that landed: {shlex.join(['dvc', 'exp', 'pull', origin_here, *landed])}"
+        pull = shlex.join(["dvc", "exp", "pull", origin_here, *landed])
+        line += f"; those that landed: {printable(pull)}"
     if unsaid:
         line += (
             f"; on the origin but not reported by their tasks: {' '.join(unsaid)} (pull one and "
@@ -401,7 +402,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _say(text: str, error: bool = False) -> None:
-    print(text, file=sys.stderr if error else sys.stdout, flush=True)
+    """A line (or our own few), no escape or bidi character of a value in it reaching the
+    terminal; a user's value is made one line with `printable` where it is put in."""
+    print(printable_lines(text), file=sys.stderr if error else sys.stdout, flush=True)
 
 
 def _summary(name: str, specs: list[Spec], outcomes: dict[str, Outcome], where: str) -> None:
@@ -413,20 +416,17 @@ def _summary(name: str, specs: list[Spec], outcomes: dict[str, Outcome], where: 
         o = outcomes[s.name]
         _say(
             f"  {s.name:<{width}}  {'ok    ' if o.ok else 'FAILED'}  {o.seconds:5.1f} s  "
-            f"{' '.join(s.overrides)}" + ("" if o.ok else f"\n      {o.reason}")
+            f"{printable(' '.join(s.overrides))}" + ("" if o.ok else f"\n      {o.reason}")
         )
 
 
-def _shutdown(ray: Any, ignore: bool = False) -> None:
-    """Ray's shutdown, then our handling of Ctrl-C and SIGTERM again (after an interrupt: their
-    ignoring). Ray sets SIGTERM back to the default early in its shutdown, for the whole process
-    (Python's getsignal still shows ours, and Ray's threads do not block it), so a SIGTERM then
-    ends the sweep: callers say what the user must read first."""
-    ray.shutdown()
-    if ignore:
-        atomic.handle_signals(signal.SIG_IGN)
-    else:
-        atomic.handle_signals()
+def _shutdown(ray: Any) -> None:
+    """Ray's shutdown, a Ctrl-C or SIGHUP that comes meanwhile held until it ends (cut short, it
+    left Ray's agents running), then the signals handled as before it. Ray sets SIGTERM back to
+    the default early in its shutdown, for the whole process (its threads do not block it), so a
+    SIGTERM then ends the sweep: callers say what the user must read first."""
+    with atomic.signals_held():
+        ray.shutdown()
 
 
 def _stop(ray: Any, unfinished: Iterable[Any], line: Callable[[], str]) -> None:
@@ -435,7 +435,7 @@ def _stop(ray: Any, unfinished: Iterable[Any], line: Callable[[], str]) -> None:
     for ref in unfinished:
         ray.cancel(ref, force=True)
     _say(line(), error=True)
-    _shutdown(ray, ignore=True)
+    _shutdown(ray)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -459,7 +459,7 @@ def run(args: argparse.Namespace) -> int:
         ray = _ray_init(args.address)
         _check_cpus(ray, args.num_cpus)
     except SweepError as e:
-        _say(f"sweep: error: {e}", error=True)
+        _say(f"sweep: error: {printable(str(e))}", error=True)
         return 2
     except KeyboardInterrupt:
         _say("sweep: interrupted before any run started", error=True)
@@ -471,8 +471,9 @@ def run(args: argparse.Namespace) -> int:
     pending: dict[Any, Spec] = {}  # Ray's task refs: Ctrl-C cancels those submitted so far
     try:
         _say(
-            f"sweep: {len(specs)} runs of commit {commit[:7]} on {origin_url}, Ray cluster of "
-            f"{len(ray.nodes())} node(s), {ray.cluster_resources().get('CPU', 0):g} CPU(s)"
+            f"sweep: {len(specs)} runs of commit {commit[:7]} on {printable(origin_url)}, Ray "
+            f"cluster of {len(ray.nodes())} node(s), {ray.cluster_resources().get('CPU', 0):g} "
+            "CPU(s)"
         )
         task = ray.remote(num_cpus=args.num_cpus, max_retries=0)(run_one)
         for s in specs:
@@ -487,7 +488,7 @@ def run(args: argparse.Namespace) -> int:
             outcomes[spec.name] = o
             _say(
                 f"[{len(outcomes)}/{len(specs)}] {spec.name} {'ok' if o.ok else 'FAILED'} "
-                f"{o.seconds:5.1f} s on {o.node or '?'}  {' '.join(spec.overrides)}"
+                f"{o.seconds:5.1f} s on {o.node or '?'}  {printable(' '.join(spec.overrides))}"
                 + ("" if o.ok else f"\n    {o.reason}")
             )
     except KeyboardInterrupt:
@@ -496,7 +497,9 @@ def run(args: argparse.Namespace) -> int:
         return 130
     landed = [s.name for s in specs if outcomes[s.name].ok]
     try:
-        _summary(name, specs, outcomes, f"{origin_url} in {time.monotonic() - start:.1f} s")
+        _summary(
+            name, specs, outcomes, f"{printable(origin_url)} in {time.monotonic() - start:.1f} s"
+        )
         _shutdown(ray)
         if landed and not args.no_pull:
             r = _run([*DVC, "exp", "pull", origin_here, *landed], repo, STEP_TIMEOUT)
@@ -505,7 +508,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             _say(f"pulled {len(landed)} runs into this repo: dvc exp show")
     except KeyboardInterrupt:
-        pull = shlex.join(["dvc", "exp", "pull", origin_here, *landed])
+        pull = printable(shlex.join(["dvc", "exp", "pull", origin_here, *landed]))
         _say(
             "sweep: interrupted after the runs ended; "
             + (f"those that landed: {pull}" if landed else "none landed"),
