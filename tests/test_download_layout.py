@@ -183,6 +183,11 @@ def test_a_png_whose_pixel_data_ends_early_is_refused(tmp_path: Path, tree: Path
     (tree / "train/1/900.png").write_bytes(grey_png(image, rows=1))
     with pytest.raises(UserError, match=r"train/1/900\.png: its pixel data ends early \(29 of 812"):
         download([1, 4, 8], [str(tree)], 1, tmp_path / "raw.zip")
+    png = grey_png(image, rows=5)  # a first IHDR of depth 1 asks 140 bytes; Pillow reads the last
+    one_bit = chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 1, 0, 0, 0, 0))
+    assert decode_png(png[:8] + one_bit + png[8:]) == (
+        "a PNG of more than one IHDR chunk (its header): allowed: one"
+    )
 
 
 def test_a_png_of_many_chunks_is_refused_unopened(tmp_path: Path, tree: Path) -> None:

@@ -404,6 +404,22 @@ def test_a_link_to_a_folder_is_said_not_skipped_unseen(workspace: Path, capsys) 
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["imgs/a.png"]
 
 
+def test_a_file_that_cannot_be_looked_at_is_one_error_not_the_end(workspace: Path) -> None:
+    """A folder that may be listed, not entered (0644): the link-to-a-folder check raised on its
+    files' EACCES, and the run stopped (exit 1) with the rest not predicted."""
+    (workspace / "half").mkdir()
+    seven().save(workspace / "half" / "a.png")
+    seven().save(workspace / "ok.png")
+    os.chmod(workspace / "half", 0o644)
+    try:
+        r = process(workspace, "half", "ok.png", unprivileged=True)
+    finally:
+        os.chmod(workspace / "half", 0o700)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.decode() == "predict: error: half/a.png: permission denied\n"
+    assert [line.split()[0] for line in r.stdout.decode().splitlines()[1:]] == ["ok.png"]
+
+
 def test_an_unreadable_model_is_permission_denied(workspace: Path) -> None:
     seven().save("ok.png")
     os.chmod("models/model.safetensors", 0)

@@ -9,6 +9,7 @@ import base64
 import concurrent.futures
 import contextlib
 import functools
+import ipaddress
 import logging
 import re
 import sys
@@ -288,6 +289,16 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
     )
 
 
+def _host(text: str) -> str:
+    """argparse's type for --host: an empty one (an unset $HOST) would listen on every address."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty address listens on every one: allowed: 127.0.0.1 (this machine), "
+            "0.0.0.0 or :: (the network too)"
+        )
+    return text
+
+
 def _port(text: str) -> int:
     """argparse's type for --port: its own one-line error for anything not 0..65535."""
     if not text.isdigit() or int(text) > 65535:
@@ -299,6 +310,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add(
         "--host",
+        type=_host,
         default="127.0.0.1",
         help="address to listen on (127.0.0.1: this machine only; 0.0.0.0 lets anyone on the "
         "network list the repo's branches, tags and experiments and run its models; :: is "
@@ -324,19 +336,44 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         log_level="warning",
         limit_concurrency=64,
-        http=headers_in_time(),
+        http=headers_in_time(args.host),
         ws="none",  # an Upgrade is then a plain request, through the guard like any other
     )
-    # any page may send one (a URL of 300 kB): answered 400 and closed, not a line in the log
-    invalid = "Invalid HTTP request received."
-    logging.getLogger("uvicorn.error").addFilter(lambda record: record.msg != invalid)
+    logging.getLogger("uvicorn.error").addFilter(AMinuteApart("Invalid HTTP request received."))
     server = uvicorn.Server(config)
     threading.Thread(target=announce, args=(server,), daemon=True).start()
     server.run()
     return 0
 
 
-def headers_in_time() -> type:
+class AMinuteApart(logging.Filter):
+    """A warning at most once a minute: any page can have serve log one per request (an invalid
+    one: a URL of 300 kB), yet a browser's own can be one (another page's 160 kB of cookies)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message, self.last = message, -60.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.message:
+            return True
+        if (now := time.monotonic()) - self.last < 60:
+            return False
+        self.last = now
+        return True
+
+
+def loopback_alias(local: str, listen: str) -> bool:
+    """A connection to a loopback address other than 127.0.0.1, ::1 and `listen` (one that
+    0.0.0.0 or :: takes): a browser keeps a pool of connections for each of 127.0.0.2 to
+    127.255.255.254, so one page's preconnects held every slot."""
+    ip = ipaddress.ip_address(local.partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback and str(ip) not in {"127.0.0.1", "::1", listen}
+
+
+def headers_in_time(listen: str = "127.0.0.1") -> type:
     """uvicorn's HTTP protocol, closing a connection with no request in progress HEADER_SECONDS
     after it opened or was answered, and one whose client has read none of an answer for as
     long: uvicorn waits for headers, for the rest of a body it did not read, and for a client
@@ -349,6 +386,8 @@ def headers_in_time() -> type:
             super().connection_made(transport)
             self.deadline: asyncio.TimerHandle | None = None
             self.restart_deadline()
+            if loopback_alias(transport.get_extra_info("sockname")[0], listen):
+                transport.abort()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

@@ -108,7 +108,7 @@ def pixel_bytes(depth: int, interlaced: bool) -> int:
 def short_rows(data: bytes, chunks: list[tuple[bytes, int, int]]) -> str:
     """Why a 28x28 greyscale PNG's complete pixel data holds fewer rows than its height, if it
     does: Pillow reads the missing rows as 0, MNIST's background (a damaged digit, unsaid)."""
-    start = next(a for kind, a, _ in chunks if kind == b"IHDR") + 8
+    start = next(a for kind, a, _ in chunks if kind == b"IHDR") + 8  # the one Pillow read
     depth, interlaced = data[start + 8], data[start + 12] == 1
     pixels = b"".join(data[a + 8 : b - 4] for kind, a, b in chunks if kind == b"IDAT")
     need = pixel_bytes(depth, interlaced)
@@ -125,6 +125,8 @@ def decode_png(data: bytes) -> np.ndarray | str:
         return f"a PNG of {len(chunks):,} chunks: allowed: up to {MAX_CHUNKS} (28x28 has a few)"
     if (idats := sum(kind == b"IDAT" for kind, _, _ in chunks)) > MAX_IDATS:
         return f"its pixel data in {idats} IDAT chunks: allowed: up to {MAX_IDATS} (28x28 needs 1)"
+    if chunks and [kind for kind, _, _ in chunks].count(b"IHDR") != 1:  # libpng's rule too
+        return "a PNG of more than one IHDR chunk (its header): allowed: one"
     kept = data
     if chunks:
         kept = PNG_SIGNATURE + b"".join(data[a:b] for kind, a, b in chunks if kind in PIXELS)

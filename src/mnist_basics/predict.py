@@ -185,7 +185,7 @@ def image_files(folder: Path, errors: list[tuple[str, str]]) -> list[Path]:
     found: list[Path] = []
     try:
         for p in archives.visible_files(folder, lambda e: errors.append((e.filename, _why(e)))):
-            if p.is_dir():  # a link os.walk does not enter: said, not skipped unseen
+            if os.path.isdir(p):  # a link os.walk does not enter: said, not skipped unseen
                 errors.append((str(p), archives.LINKED_FOLDER))
             elif p.suffix.lower() in known:
                 found.append(p)
