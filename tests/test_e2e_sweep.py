@@ -200,6 +200,28 @@ def test_a_signal_mid_sweep_cancels_the_runs_in_one_line(
     assert f"{name}-1" in listed and f"{name}-2" not in listed
 
 
+def test_a_sigterm_as_ray_starts_is_the_interrupt_line(team, tmp_path: Path) -> None:
+    """Ray's start sets a SIGTERM handler of its own (`sys.exit(15)`): a job manager's SIGTERM
+    then ended the sweep with exit 15 and no line. The stand-in `ray` does what that does."""
+    proj, _ = team
+    fake = tmp_path / "fake" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import os, signal, sys, time\n"
+        "def init(**kwargs):\n"
+        "    signal.signal(signal.SIGTERM, lambda *a: sys.exit(15))  # as Ray's own\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+    )
+    env = dict(proj.env, PYTHONPATH=os.pathsep.join([str(fake.parent), *sys.path]))
+    r = subprocess.run(
+        [sys.executable, "-m", "mnist_basics.cli", "sweep", "-n", "term", "-S", "train.epochs=1"],
+        cwd=proj.path, env=env, capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert (r.returncode, r.stderr) == (130, "sweep: interrupted before any run started\n")
+
+
 def test_a_push_that_fails_after_its_ref_landed_says_so(
     team, monkeypatch: pytest.MonkeyPatch
 ) -> None:

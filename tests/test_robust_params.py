@@ -483,3 +483,18 @@ def test_a_bound_is_shown_as_the_number_it_is() -> None:
     with pytest.raises(UserError) as e:
         params_mod.validate({"train": {"seed": 4294967296}})
     assert "train.seed = 4294967296 is invalid (not < 4,294,967,296)" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("a: 1\rb: x\x1by", "line 2, column 5"),  # a lone CR ends a line for YAML
+        ("a: \u00e9\u2028b: x\x1by", "line 2, column 5"),  # so do NEL, U+2028 and U+2029
+        ("a: 1\r\nb: x\x1by", "line 2, column 5"),
+        ("\ufeffb: x\x1by", "line 1, column 5"),  # a BOM is no column
+        ("# \u65e5\u672c\nb: x\x1by", "line 2, column 5"),  # ruamel's position is of bytes
+    ],
+)
+def test_a_control_characters_line_and_column_are_yamls(text: str, where: str) -> None:
+    with pytest.raises(params_mod.UserError, match=f"not valid YAML: {where}: unacceptable"):
+        params_mod.parse(text)

@@ -3,6 +3,7 @@ it (YAML 1.2); docs/params.md's table is made from the schema (`python -m mnist_
 
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -298,6 +299,9 @@ def _refuse_keys_not_text(raw: Any) -> None:
                 )
 
 
+YAML_BREAKS = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # a line's end, as ruamel counts lines
+
+
 def parse(text: str) -> Any:
     """params.yaml's text as DVC reads it; UserError with the line and column if it is no YAML."""
     from ruamel.yaml import YAML, YAMLError
@@ -309,8 +313,8 @@ def parse(text: str) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         if (at := getattr(e, "position", None)) is not None:  # a ReaderError's: of UTF-8 bytes
             before = text.encode("utf-8", "surrogateescape")[:at].decode("utf-8", "replace")
-            line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
-            where = f"line {line}, column {column}: "
+            lines = YAML_BREAKS.split(before.removeprefix("\ufeff"))
+            where = f"line {len(lines)}, column {len(lines[-1]) + 1}: "
         problem = getattr(e, "problem", None) or str(e).partition("\n")[0]  # a key's text escaped
         raise UserError(f"params.yaml: not valid YAML: {where}{printable(problem)}") from None
 

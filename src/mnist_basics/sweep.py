@@ -457,15 +457,15 @@ def run(args: argparse.Namespace) -> int:
         name = run_name(args.name, commit, _experiments(repo, commit, on_origin), len(runs))
         specs = [Spec(f"{name}-{i}", ovs, origin_url, commit) for i, ovs in enumerate(runs, 1)]
         ray = _ray_init(args.address)
+        atomic.handle_signals()  # again, at once: in place of the SIGTERM handler Ray's start set
         _check_cpus(ray, args.num_cpus)
     except SweepError as e:
         _say(f"sweep: error: {printable(str(e))}", error=True)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # SystemExit(15): Ray's handler, as Ray starts
         _say("sweep: interrupted before any run started", error=True)
         return 130
 
-    atomic.handle_signals()  # again: in place of the handler Ray's start installed
     start = time.monotonic()
     outcomes: dict[str, Outcome] = {}
     pending: dict[Any, Spec] = {}  # Ray's task refs: Ctrl-C cancels those submitted so far
