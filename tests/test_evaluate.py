@@ -103,7 +103,7 @@ def test_missing_or_foreign_logits_is_one_clear_error(tmp_path: Path) -> None:
     spec = ModelSpec(model="linear", digits=(3, 7), loss_func="mnist_loss")
     five = tmp_path / "five.safetensors"
     save_tensors({"logits": torch.zeros(5, 1), "valid_sha256": _digest(tensors)}, spec, five)
-    with pytest.raises(UserError, match=r"logits for 5 images .* holds 3; run `dvc repro`"):
+    with pytest.raises(UserError, match=r"logits for 5 images .* holds 3 of digits \[3, 7\]; run"):
         _run(tmp_path, tensors, tmp_path / "five.safetensors")
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "gallery").exists()
 
@@ -135,6 +135,8 @@ def test_evaluate_needs_no_torch() -> None:
         ('{"digits": [3, 7]', "Expecting"),  # cut short
         ('{"loss_func": "mnist_loss"}', "no 'digits' in it"),
         ('{"digits": [3, 70], "loss_func": "mnist_loss"}', "digits [3, 70]"),
+        ('{"digits": [3, 7], "loss_func": "foo"}', "loss_func 'foo'"),  # was cross-entropy's
+        ('{"digits": [3, 7], "loss_func": "cross_entropy"}', "shape [3, 1] for cross_entropy"),
         ('{"digits": [3, 7], "loss_func": "mnist_loss", "x": 1}', None),  # fine
     ],
 )
@@ -185,3 +187,15 @@ def test_the_evaluate_stage_runs_numpys_baseline_loops(tmp_path: Path) -> None:
     )
     assert "numpy above baseline: False" in r.stdout, r.stdout + r.stderr
     assert "evaluate: error: models/valid_logits.safetensors: missing" in r.stderr
+
+
+def test_logits_of_a_digit_the_valid_split_lacks_are_refused(tmp_path: Path) -> None:
+    """Digits [3, 7, 5] against a valid split of 3s and 7s: 5's accuracy was NaN, and writing
+    the metrics a traceback."""
+    tensors = _valid(tmp_path, np.array([3, 7, 3]))
+    logits = tmp_path / "logits.safetensors"
+    arrays = {"logits": np.zeros((3, 3), np.float32), "valid_sha256": _digest(tensors).numpy()}
+    spec = '{"digits": [3, 7, 5], "loss_func": "cross_entropy"}'
+    save_file(arrays, str(logits), metadata={"spec": spec})
+    with pytest.raises(UserError, match=r"digits \[3, 7, 5\], but .* holds 3 of digits \[3, 7\]"):
+        _run(tmp_path, tensors, logits)

@@ -105,6 +105,28 @@ def test_every_sigmoid_saturated_has_diverged(lr: float) -> None:
         learn.check_saturated(logits)
 
 
+def test_saturated_and_all_right_is_done_not_diverged() -> None:
+    """A tiny valid set learned perfectly at lr 100 was refused as diverged (valid loss 1e-18,
+    accuracy 1.0000 in the very line)."""
+    learn = _learner("linear", seed=1)
+    learn.check_saturated((learn.valid_y * 2 - 1) * 1e4)  # every sigmoid 0 or 1, every one right
+
+
+def test_one_logits_class_is_the_books_rule_everywhere() -> None:
+    """Logits under 1.2e-7 have a float32 sigmoid of 0.5: the book's batch_accuracy calls them
+    the other digit, and so must evaluate, predict and serve (they said 0.96 where train's
+    metrics said 0.50)."""
+    from mnist_basics.evaluate import predicted_classes
+
+    logits = torch.tensor([[1e-8], [-1e-8], [2e-7], [-2e-7], [0.0]])
+    targets = torch.tensor([[1.0], [0.0], [1.0], [0.0], [0.0]])
+    book = (logits.sigmoid() > 0.5).squeeze(1)
+    assert book.tolist() == [False, False, True, False, False]
+    assert (predict_classes(logits) == 0).tolist() == book.tolist()
+    assert (predicted_classes(logits.numpy()) == 0).tolist() == book.tolist()
+    assert accuracy(logits, targets) == pytest.approx(0.8)  # the first alone is wrong
+
+
 def test_saturated_is_diverged_even_when_right_and_a_model_that_learned_little_is_not() -> None:
     learn = _learner("linear", seed=1, shuffle=True)
     learn.check_saturated(predict(learn.model, learn.valid_x))  # untrained: a result, no error

@@ -25,8 +25,11 @@ def load_logits(path: Path) -> tuple[np.ndarray, list[int], str, bytes]:
         digits, loss = [int(d) for d in spec["digits"]], str(spec["loss_func"])
         if sorted(set(digits)) != sorted(digits) or not all(0 <= d <= 9 for d in digits):
             raise ValueError(f"digits {digits}")
-        if logits.ndim != 2 or logits.shape[1] not in (1, len(digits)):
-            raise ValueError(f"logits of shape {list(logits.shape)} for digits {digits}")
+        columns = {"mnist_loss": 1 if len(digits) == 2 else -1, "cross_entropy": len(digits)}
+        if loss not in columns:
+            raise ValueError(f"loss_func {loss!r}")
+        if logits.ndim != 2 or logits.shape[1] != columns[loss]:
+            raise ValueError(f"logits of shape {list(logits.shape)} for {loss} of digits {digits}")
         if not np.isfinite(logits).all():
             raise ValueError("logits that are not all finite numbers")
     except (ValueError, TypeError, KeyError) as e:
@@ -46,9 +49,10 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 def predicted_classes(logits: np.ndarray) -> np.ndarray:
-    """Class index per image, as models.predict_classes (one logit: 0 when it is > 0)."""
+    """Class index per image, as models.predict_classes (one logit: 0 when its sigmoid, in
+    float32, is > 0.5: the book's batch_accuracy, so a logit under 1.2e-7 is the other digit)."""
     if logits.shape[1] == 1:
-        return (logits[:, 0] <= 0).astype(np.int64)
+        return (sigmoid(logits[:, 0].astype(np.float32)) <= 0.5).astype(np.int64)
     return logits.argmax(1)
 
 
@@ -95,10 +99,11 @@ def evaluate(
     lut = np.full(10, -1)
     lut[digits] = np.arange(len(digits))  # digit -> class index, in data.digits' order
     classes = lut[labels]
-    if len(logits) != len(labels) or (classes < 0).any():
+    held = sorted(set(labels.tolist()))
+    if len(logits) != len(labels) or held != sorted(digits):
         raise UserError(
             f"{logits_path}: logits for {len(logits)} images of digits {digits}, but "
-            f"{valid_path} holds {len(labels)}; run `dvc repro`"
+            f"{valid_path} holds {len(labels)} of digits {held}; run `dvc repro`"
         )
     pred = predicted_classes(logits)
     right = pred == classes

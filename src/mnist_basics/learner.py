@@ -124,10 +124,12 @@ class Learner:
 
     def check_saturated(self, logits: torch.Tensor) -> None:
         """Stop if every valid image's sigmoid (or top softmax) is within float32's epsilon of 0 or
-        1: diverged with no gradient left. A run that learned little is a result, not an error."""
+        1 and one is wrong: diverged with no gradient left. A run that learned little is a
+        result, not an error; one that got every valid image right is done."""
         one = logits.shape[1] == 1
         p = torch.sigmoid(logits) if one else torch.softmax(logits, 1).amax(1)
-        if bool((p * (1 - p) < torch.finfo(p.dtype).eps).all()):
+        right = accuracy(logits, self.valid_y) == 1  # saturated and all right: done, not diverged
+        if not right and bool((p * (1 - p) < torch.finfo(p.dtype).eps).all()):
             loss = self.loss_func(logits, self.valid_y).item()
             raise UserError(
                 f"every valid image's {'sigmoid' if one else 'softmax'} is saturated (0 or 1) "
