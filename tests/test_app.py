@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -268,18 +268,25 @@ def test_a_body_that_stops_or_trickles_costs_no_traceback_and_no_slot(repo: Path
 
 @contextlib.contextmanager
 def raw_clients(
-    repo: Path, n: int, rcvbuf: int | None = None
+    repo: Path,
+    n: int,
+    rcvbuf: int | None = None,
+    first: Callable[[str, int], bytes] | None = None,
 ) -> Iterator[tuple[list[socket.socket], str]]:
     """n raw connections to a new server (each with a receive buffer of `rcvbuf` bytes, if
-    given), and its Host; afterwards the server must answer again and have logged no traceback."""
+    given, and sending `first(Host, i)` as it connects: the server closes the oldest of those
+    that send nothing), and its Host; afterwards the server must answer again and have logged no
+    traceback."""
     s = Server(repo)
     u = urlsplit(s.url)
     clients = [socket.socket() for _ in range(n)]
-    for c in clients:
+    for i, c in enumerate(clients):
         if rcvbuf:
             c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         c.settimeout(30)
         c.connect((u.hostname, u.port))
+        if first:
+            c.sendall(first(u.netloc, i))
     try:
         yield clients, u.netloc
         assert s.get("models")[0]["id"] == "workspace"
@@ -294,23 +301,44 @@ def raw_clients(
 def test_headers_that_never_end_hold_no_slot(repo: Path) -> None:
     """More trickling clients than uvicorn's 64 slots, each sending part of its headers: each is
     closed once HEADER_SECONDS have passed, and the server answers again."""
-    with raw_clients(repo, 70) as (slow, _):
-        for c in slow:
-            c.sendall(b"GET /models HTTP/1.1\r\nHo")
+    with raw_clients(repo, 70, first=lambda host, i: b"GET /models HTTP/1.1\r\nHo") as (slow, _):
         for c in slow:
             assert c.recv(4096) == b""  # closed by the server, not a timeout here
+
+
+def test_connections_that_send_nothing_hold_few_slots(repo: Path) -> None:
+    """A page's preconnects to a0.localhost ... a149.localhost (a browser pool each, all to
+    127.0.0.1) send nothing, so no Host is ever checked: they held all 64 slots (503 to the
+    user). Past MAX_SILENT the oldest is closed, and a request is answered at once."""
+    from mnist_basics import app
+
+    with raw_clients(repo, 70) as (silent, netloc):
+        time.sleep(1)
+        host, port = netloc.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as c:
+            c.sendall(
+                f"GET /models HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\n\r\n".encode()
+            )
+            assert read_to_close(c).startswith(b"HTTP/1.1 200"), "the slots were held"
+        established = 1  # linux/tcp_states.h: TCP_ESTABLISHED
+        held = [
+            c
+            for c in silent
+            if c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == established
+        ]
+        assert 0 < len(held) <= app.MAX_SILENT
 
 
 def test_a_body_still_coming_after_the_answer_holds_no_slot(repo: Path) -> None:
     """Requests the server answers without reading their body (a GET's 413, a foreign Host's
     421) whose clients then send one more byte and wait: each is closed, not left waiting for
     the rest (uvicorn's keep-alive timer stops at that byte), and the server answers again."""
-    with raw_clients(repo, 70) as (slow, netloc):
-        hosts = [netloc] * 60 + ["evil.example"] * 10
-        for c, host in zip(slow, hosts, strict=True):
-            c.sendall(
-                f"GET /models HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000000\r\n\r\n".encode()
-            )
+
+    def request(host: str, i: int) -> bytes:
+        host = host if i < 60 else "evil.example"
+        return f"GET /models HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000000\r\n\r\n".encode()
+
+    with raw_clients(repo, 70, first=request) as (slow, _):
         for c in slow:
             assert c.recv(65536).startswith(b"HTTP/1.1 ")  # answered (200, 421 or 503)
             with contextlib.suppress(ConnectionError):  # a 503 closes at once
@@ -381,13 +409,15 @@ def test_clients_that_never_read_their_answers_hold_no_slot(repo: Path) -> None:
     pass with none of its answer read, and the server answers again."""
     from mnist_basics import app
 
-    with raw_clients(repo, 70, rcvbuf=4096) as (clients, netloc):
-        pipelined = f"GET / HTTP/1.1\r\nHost: {netloc}\r\n\r\n".encode() * 50
+    def pipelined(host: str, i: int) -> bytes:
+        return f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() * 50
+
+    with raw_clients(repo, 70, rcvbuf=4096, first=pipelined) as (clients, netloc):
         for c in clients:
             c.setblocking(False)
             with contextlib.suppress(OSError):  # until the server reads no more (or a 503)
                 while True:
-                    c.send(pipelined)
+                    c.send(pipelined(netloc, 0))
         deadline = time.monotonic() + 3 * app.HEADER_SECONDS
         held = clients
         while held and time.monotonic() < deadline:
@@ -539,6 +569,8 @@ def test_host_option_and_missing_extra_message(repo: Path) -> None:
     )  # an unset $HOST: every address, the network's too
     assert r.returncode == 2 and "an empty address listens on every one" in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 2 and r.stderr.startswith("usage:"), r.stderr
+    with pytest.raises(SystemExit):  # uvicorn's "[Errno -2] Name or service not known", exit 1
+        ap.parse_args(["--host", "127.0.0.1 "])
 
 
 def test_a_wildcard_listen_drops_other_loopback_addresses(repo: Path) -> None:
@@ -632,12 +664,15 @@ def test_a_request_another_page_sent_is_refused(server: Server) -> None:
     conn.close()
 
 
-@pytest.mark.parametrize("host", ["::1", "::"])
-def test_an_ipv6_address_is_announced_as_a_url(repo: Path, host: str) -> None:
-    """The URL serve prints is one it answers (`--host ::`'s was refused: Host [::])."""
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("::1", "http://[::1]:"), ("::", "http://[::]:"), ("127.2", "http://127.0.0.2:")],
+)
+def test_the_url_serve_prints_is_one_it_answers(repo: Path, host: str, url: str) -> None:
+    """`--host ::`'s URL was refused (Host [::]); `--host 127.2`'s, 127.0.0.2, reset."""
     s = Server(repo, "--host", host)
     try:
-        assert s.url.startswith(f"http://[{host}]:")
+        assert s.url.startswith(url)
         assert s.get("models")[0] == {"id": "workspace", "kind": "workspace"}
     finally:
         s.stop()

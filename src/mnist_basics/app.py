@@ -4,22 +4,26 @@ MNIST's form as `predict` does. Nothing is loaded from outside the machine. Need
 """
 
 import argparse
+import array
 import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import fcntl
 import functools
 import ipaddress
 import logging
 import re
+import socket
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from mnist_basics import images, predict
-from mnist_basics.errors import UserError
+from mnist_basics.errors import UserError, printable
 from mnist_basics.preprocess import ImageError, prepare
 
 if TYPE_CHECKING:  # imported only to serve: the missing `app` extra is then one clear line
@@ -29,6 +33,7 @@ if TYPE_CHECKING:  # imported only to serve: the missing `app` extra is then one
 MAX_BODY = 5_000_000  # bytes of one posted PNG
 BODY_SECONDS = 10  # to receive one posted PNG; the page's are a few kB
 HEADER_SECONDS = 10  # to send a request's headers, from connecting or from the last answer
+MAX_SILENT = 16  # connections that have sent nothing yet: past it, the oldest is closed
 MAX_PIXELS = 4_000_000  # of one posted drawing (the page's pad is 280x280): checked before decoding
 CACHED_MODELS = 8
 # Drawings are decoded in 2 threads, not the pool's 40: each may cost 100+ MB, kept per thread
@@ -289,13 +294,23 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
     )
 
 
+def addresses(host: str) -> set[str]:
+    """The addresses a --host names, as the OS reads it (`127.2` is 127.0.0.2); none if none."""
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        return {str(ipaddress.ip_address(a[4][0].partition("%")[0])) for a in found}
+    except (OSError, UnicodeError, ValueError):
+        return set()
+
+
 def _host(text: str) -> str:
-    """argparse's type for --host: an empty one (an unset $HOST) would listen on every address."""
+    """argparse's type for --host: an empty one (an unset $HOST) would listen on every address,
+    and one that names none is uvicorn's line without the value."""
+    allowed = "allowed: 127.0.0.1 (this machine), 0.0.0.0 or :: (the network too), or a name"
     if not text.strip():
-        raise argparse.ArgumentTypeError(
-            "an empty address listens on every one: allowed: 127.0.0.1 (this machine), "
-            "0.0.0.0 or :: (the network too)"
-        )
+        raise argparse.ArgumentTypeError(f"an empty address listens on every one: {allowed}")
+    if not addresses(text):
+        raise argparse.ArgumentTypeError(f"{printable(text)!r} names no address here: {allowed}")
     return text
 
 
@@ -363,14 +378,22 @@ class AMinuteApart(logging.Filter):
         return True
 
 
-def loopback_alias(local: str, listen: str) -> bool:
-    """A connection to a loopback address other than 127.0.0.1, ::1 and `listen` (one that
-    0.0.0.0 or :: takes): a browser keeps a pool of connections for each of 127.0.0.2 to
+def loopback_alias(local: str, listening: set[str]) -> bool:
+    """A connection to a loopback address other than 127.0.0.1, ::1 and those listened on (one
+    that 0.0.0.0 or :: takes): a browser keeps a pool of connections for each of 127.0.0.2 to
     127.255.255.254, so one page's preconnects held every slot."""
     ip = ipaddress.ip_address(local.partition("%")[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    return ip.is_loopback and str(ip) not in {"127.0.0.1", "::1", listen}
+    return ip.is_loopback and str(ip) not in {"127.0.0.1", "::1", *listening}
+
+
+def unread_bytes(transport: asyncio.Transport) -> int:
+    """How many bytes a client has sent that the event loop has not read yet."""
+    waiting = array.array("i", [0])
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(transport.get_extra_info("socket").fileno(), termios.FIONREAD, waiting)
+    return waiting[0]
 
 
 def headers_in_time(listen: str = "127.0.0.1") -> type:
@@ -381,13 +404,30 @@ def headers_in_time(listen: str = "127.0.0.1") -> type:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
+    listening = addresses(listen)
+
     class HeadersInTime(H11Protocol):
+        silent: ClassVar[
+            dict[H11Protocol, None]
+        ] = {}  # connections yet to send a byte, oldest first
+
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self.deadline: asyncio.TimerHandle | None = None
             self.restart_deadline()
-            if loopback_alias(transport.get_extra_info("sockname")[0], listen):
+            if loopback_alias(transport.get_extra_info("sockname")[0], listening):
                 transport.abort()
+            self.silent[self] = None  # a browser's preconnect: any page can open hundreds
+            while len(self.silent) > MAX_SILENT:  # (a pool for each name of *.localhost)
+                oldest = next(iter(self.silent))
+                del self.silent[oldest]
+                if not unread_bytes(oldest.transport):  # sent before the loop read it: not silent
+                    oldest.transport.abort()
+                    break
+
+        def data_received(self, data: bytes) -> None:
+            self.silent.pop(self, None)
+            super().data_received(data)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -403,6 +443,7 @@ def headers_in_time(listen: str = "127.0.0.1") -> type:
         def connection_lost(self, exc: Exception | None) -> None:
             super().connection_lost(exc)
             self.deadline.cancel()
+            self.silent.pop(self, None)
 
         def restart_deadline(self) -> None:
             if self.deadline:
