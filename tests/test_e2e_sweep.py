@@ -207,8 +207,10 @@ def test_a_sigterm_as_ray_starts_is_the_interrupt_line(team, tmp_path: Path) -> 
     fake = tmp_path / "fake" / "ray"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text(
-        "import os, signal, sys, time\n"
+        "import os, signal, subprocess, sys, time\n"
         "def init(**kwargs):\n"
+        "    agent = subprocess.Popen(['sleep', '60'])  # as Ray's agents, started by then\n"
+        f"    open({str(tmp_path / 'agent')!r}, 'w').write(str(agent.pid))\n"
         "    signal.signal(signal.SIGTERM, lambda *a: sys.exit(15))  # as Ray's own\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    time.sleep(30)\n"
@@ -220,6 +222,8 @@ def test_a_sigterm_as_ray_starts_is_the_interrupt_line(team, tmp_path: Path) -> 
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert (r.returncode, r.stderr) == (130, "sweep: interrupted before any run started\n")
+    with pytest.raises(ProcessLookupError):  # ended with the sweep, not left for a minute
+        os.kill(int((tmp_path / "agent").read_text()), 0)
 
 
 def test_a_push_that_fails_after_its_ref_landed_says_so(

@@ -307,3 +307,15 @@ def test_a_users_value_forges_no_line_of_the_sweeps(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "\x1b" not in out and not any(ln.startswith("[1/1]") for ln in out.splitlines())
     assert "train.lr=0.1\\n[1/1] w-1 ok \\x1b]52;c;eA==\\x07" in out
+
+
+def test_an_address_ray_would_print_raw_is_refused_in_one_line() -> None:
+    """A newline in --address split Ray's own warning lines (printed as given, after 35 s)."""
+    r = subprocess.run(
+        [sys.executable, "-m", "mnist_basics.cli", "sweep", "--address", "no-such\n:6379"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1].endswith(
+        "'no-such\\n:6379' is not a Ray address: allowed: ray://HEAD:10001, HEAD:6379 or auto"
+    ), r.stderr

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from mnist_basics import images, predict
-from mnist_basics.errors import UserError, printable
+from mnist_basics.errors import UserError
 from mnist_basics.preprocess import ImageError, prepare
 
 if TYPE_CHECKING:  # imported only to serve: the missing `app` extra is then one clear line
@@ -310,7 +310,7 @@ def _host(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError(f"an empty address listens on every one: {allowed}")
     if not addresses(text):
-        raise argparse.ArgumentTypeError(f"{printable(text)!r} names no address here: {allowed}")
+        raise argparse.ArgumentTypeError(f"{text!r} names no address here: {allowed}")
     return text
 
 

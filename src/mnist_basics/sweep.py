@@ -24,6 +24,7 @@ from typing import Any
 
 from mnist_basics import atomic
 from mnist_basics.errors import printable, printable_lines
+from mnist_basics.stage import end_children
 
 MAX_RUNS = 10_000  # runs of one grid
 STEP_TIMEOUT = 3600.0  # seconds any one git or dvc command of a task may take
@@ -342,6 +343,15 @@ def _ray_init(address: str | None) -> Any:
             time.sleep(2)
 
 
+def _address(text: str) -> str:
+    """argparse's type for --address: Ray's own lines print it as it is."""
+    if printable(text) != text or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Ray address: allowed: ray://HEAD:10001, HEAD:6379 or auto"
+        )
+    return text
+
+
 def _cpus(text: str) -> float:
     try:
         n = float(text)
@@ -379,6 +389,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--address",
+        type=_address,
         help="the Ray cluster: ray://HEAD:10001 (Ray client), HEAD:6379 from a "
         "node of it, or auto; default: a local Ray instance on this machine",
     )
@@ -463,6 +474,7 @@ def run(args: argparse.Namespace) -> int:
         _say(f"sweep: error: {printable(str(e))}", error=True)
         return 2
     except (KeyboardInterrupt, SystemExit):  # SystemExit(15): Ray's handler, as Ray starts
+        end_children()  # a Ray cut short in its start leaves its agents running a minute
         _say("sweep: interrupted before any run started", error=True)
         return 130
 
