@@ -105,15 +105,25 @@ def test_every_sigmoid_saturated_has_diverged(lr: float) -> None:
         learn.check_saturated(logits)
 
 
-def test_saturated_and_all_right_is_done_not_diverged() -> None:
-    """A tiny valid set learned perfectly at lr 100 was refused as diverged (valid loss 1e-18,
-    accuracy 1.0000 in the very line)."""
-    learn = _learner("linear", seed=1)
-    learn.check_saturated((learn.valid_y * 2 - 1) * 1e4)  # every sigmoid 0 or 1, every one right
+def test_saturated_and_right_on_every_image_is_done_not_diverged() -> None:
+    """A small tree learned whole at lr 100 was refused as diverged (valid loss 1e-18, accuracy
+    1.0000 in the very line); but two valid images right by chance, every training image
+    wrong, is diverged still."""
+    learn = _learner("linear")
+    weights, bias = learn.model.parameters()
+    with torch.no_grad():  # class 0's ink is in the top half: sure and right on every image
+        weights.zero_()
+        weights[:392] = 1000.0
+        bias.fill_(-1000.0 * 157)
+    logits = predict(learn.model, learn.valid_x)
+    learn.check_saturated(logits)
+    learn.train_y[0] = 1 - learn.train_y[0]  # one training image the model gets wrong
+    with pytest.raises(UserError, match=r"sigmoid is saturated \(0 or 1\)"):
+        learn.check_saturated(logits)
 
 
 def test_one_logits_class_is_the_books_rule_everywhere() -> None:
-    """Logits under 1.2e-7 have a float32 sigmoid of 0.5: the book's batch_accuracy calls them
+    """Logits under about 9e-8 have a float32 sigmoid of 0.5: the book's batch_accuracy calls them
     the other digit, and so must evaluate, predict and serve (they said 0.96 where train's
     metrics said 0.50)."""
     from mnist_basics.evaluate import predicted_classes

@@ -124,12 +124,12 @@ class Learner:
 
     def check_saturated(self, logits: torch.Tensor) -> None:
         """Stop if every valid image's sigmoid (or top softmax) is within float32's epsilon of 0 or
-        1 and one is wrong: diverged with no gradient left. A run that learned little is a
-        result, not an error; one that got every valid image right is done."""
+        1: diverged with no gradient left, unless every image of both splits is right (a small
+        tree learned whole is done; two valid images can be right by chance). A run that learned
+        little is a result, not an error."""
         one = logits.shape[1] == 1
         p = torch.sigmoid(logits) if one else torch.softmax(logits, 1).amax(1)
-        right = accuracy(logits, self.valid_y) == 1  # saturated and all right: done, not diverged
-        if not right and bool((p * (1 - p) < torch.finfo(p.dtype).eps).all()):
+        if bool((p * (1 - p) < torch.finfo(p.dtype).eps).all()) and not self.all_right(logits):
             loss = self.loss_func(logits, self.valid_y).item()
             raise UserError(
                 f"every valid image's {'sigmoid' if one else 'softmax'} is saturated (0 or 1) "
@@ -137,6 +137,12 @@ class Learner:
                 f"{accuracy(logits, self.valid_y):.4f}): training diverged; try a lower train.lr "
                 "(or train.init_std, if it started so)"
             )
+
+    def all_right(self, valid_logits: torch.Tensor) -> bool:
+        """Whether the model gets every valid and every training image right."""
+        if accuracy(valid_logits, self.valid_y) < 1:
+            return False
+        return accuracy(predict(self.model, self.train_x), self.train_y) == 1
 
     def fit(self, epochs: int) -> list[EpochStats]:
         """Train for `epochs`, one log line per epoch; the history of every epoch."""
