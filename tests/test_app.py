@@ -653,8 +653,17 @@ def test_a_request_another_page_sent_is_refused(server: Server) -> None:
         assert status == 403 and b"main" not in body and b"Sec-Fetch-Site" in body, site
     for site in ("same-origin", "none"):
         assert _raw(server, "GET", "/models", {**own, "Sec-Fetch-Site": site})[0] == 200, site
-    # a link to the page from another site is followed: the page, not its API, for anyone
-    assert _raw(server, "GET", "/", {**own, "Sec-Fetch-Site": "cross-site"})[0] == 200
+    # a link to the page from another site is followed: the page, not its API, for anyone, and
+    # the connection closed after; a frame of it is refused (another site's frames, each kept
+    # alive, held the slots)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "document"})
+    r = conn.getresponse()
+    assert (r.status, r.getheader("Connection")) == (200, "close") and b"<canvas" in r.read()
+    conn.close()
+    framed = {**own, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "iframe"}
+    status, body = _raw(server, "GET", "/", framed)
+    assert status == 403 and b"Sec-Fetch-Site" in body
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("GET", "/")
     r = conn.getresponse()

@@ -268,13 +268,22 @@ def create_app(repo: Path | str = ".", host: str = "127.0.0.1") -> "Starlette":
 
     async def guard(request: Request, call_next) -> Response:
         head = request.headers
-        # a link to the page from elsewhere is a navigation, harmless: the page may not be framed
+        # a link to the page from elsewhere is a navigation, harmless (its connection closed
+        # after: another site's frames of the page, which may not be framed, held the slots)
         page = request.method == "GET" and request.url.path == "/"
-        site = None if page else head.get("sec-fetch-site")
-        why = refusal(head.get("host", ""), head.get("origin"), site, host, request.scope["server"])
+        site = head.get("sec-fetch-site")
+        framed = page and head.get("sec-fetch-dest") in ("iframe", "frame", "embed", "object")
+        allowed = None if page and not framed else site
+        why = refusal(
+            head.get("host", ""), head.get("origin"), allowed, host, request.scope["server"]
+        )
         if why:  # and the connection closed: a foreign page's keep-alives hold no slot
             status = 421 if why.startswith("Host") else 403
             return JSONResponse({"error": why}, status, headers={"Connection": "close"})
+        if page and site not in (None, "same-origin", "none"):
+            response = await call_next(request)
+            response.headers["Connection"] = "close"
+            return response
         posting = request.method == "POST" and request.url.path == "/predict"
         has_body = head.get("content-length", "").lstrip("0") or "transfer-encoding" in head
         if has_body and not posting:
