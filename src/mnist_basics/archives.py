@@ -206,9 +206,9 @@ def visible_files(folder: Path, onerror: Callable | None = None) -> Iterator[Pat
     (a `.git`); `onerror` as os.walk's."""
     try:
         for root, dirs, files in os.walk(folder, onerror=onerror):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            dirs[:] = [d for d in dirs if not hidden(d)]
             links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
-            yield from (Path(root, f) for f in files + links if not f.startswith("."))
+            yield from (Path(root, f) for f in files + links if not hidden(f))
     except RecursionError:  # os.walk recurses once per level
         raise UserError(f"{folder}: {TOO_DEEP}") from None
 

@@ -123,9 +123,10 @@ def decode_png(data: bytes) -> np.ndarray | str:
     used as stored."""
     if len(chunks := png_chunks(data)) > MAX_CHUNKS:
         return f"a PNG of {len(chunks):,} chunks: allowed: up to {MAX_CHUNKS} (28x28 has a few)"
-    if (idats := sum(kind == b"IDAT" for kind, _, _ in chunks)) > MAX_IDATS:
+    kinds = [kind for kind, _, _ in chunks]
+    if (idats := kinds.count(b"IDAT")) > MAX_IDATS:
         return f"its pixel data in {idats} IDAT chunks: allowed: up to {MAX_IDATS} (28x28 needs 1)"
-    if [kind for kind, _, _ in chunks].count(b"IHDR") > 1:  # libpng's rule too
+    if kinds.count(b"IHDR") > 1:  # libpng's rule too
         return "a PNG of more than one IHDR chunk (its header): allowed: one"
     kept = data
     if chunks:
